@@ -1,0 +1,165 @@
+//! The unit of work: a batch of input objects with a deterministic id.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The name of a pipeline: `[a-z0-9_-]+`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PipelineName(String);
+
+impl PipelineName {
+    /// Checks the name's characters.
+    pub fn new(name: &str) -> Result<Self, String> {
+        let valid = !name.is_empty()
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if valid {
+            Ok(PipelineName(name.to_string()))
+        } else {
+            Err(format!(
+                "\"{name}\" is not a pipeline name; use lower-case letters, digits, `_` and `-`"
+            ))
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PipelineName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One object of the source, as listed: enough to tell a new object or a
+/// changed one from one already processed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputObject {
+    /// Path relative to the source location, with `/`.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// The store's entity tag, when it gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// Last modification time.
+    pub last_modified: DateTime<Utc>,
+}
+
+/// What identifies one version of one input object: a file replaced with
+/// different content has a new key, and is new input.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InputKey {
+    path: String,
+    size: u64,
+    version: String,
+}
+
+impl InputObject {
+    /// The key that tells this version of the object from others.
+    pub fn key(&self) -> InputKey {
+        let version = match &self.etag {
+            Some(etag) => etag.clone(),
+            None => self.last_modified.to_rfc3339(),
+        };
+        InputKey { path: self.path.clone(), size: self.size, version }
+    }
+}
+
+/// A batch's id: a hash of the pipeline's name and version and of the
+/// batch's exact inputs, so that planning the same work twice gives the
+/// same id, and outputs named from it are overwritten, not duplicated.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BatchId(String);
+
+impl BatchId {
+    /// The id of a batch of `inputs` of pipeline `name` at `version`.
+    pub fn derive(name: &PipelineName, version: u32, inputs: &[InputObject]) -> Self {
+        let mut keys: Vec<InputKey> = inputs.iter().map(InputObject::key).collect();
+        keys.sort();
+        let mut hasher = Sha256::new();
+        hasher.update(b"sluice-batch-v1\0");
+        hasher.update(name.as_str().as_bytes());
+        hasher.update(format!("\0{version}\0").as_bytes());
+        for key in &keys {
+            hasher.update(key.path.as_bytes());
+            hasher.update(format!("\0{}\0", key.size).as_bytes());
+            hasher.update(key.version.as_bytes());
+            hasher.update(b"\0");
+        }
+        let digest = hasher.finalize();
+        BatchId(digest[..16].iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// Wraps an id read back from the log or typed by a user.
+    pub fn from_string(id: String) -> Self {
+        BatchId(id)
+    }
+
+    /// The id as text: 32 hex digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A batch: the inputs one worker processes together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// The batch's id.
+    pub id: BatchId,
+    /// Its inputs, in the order they are read.
+    pub inputs: Vec<InputObject>,
+}
+
+impl Batch {
+    /// Total size of the inputs in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.inputs.iter().map(|input| input.size).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(path: &str, size: u64, etag: &str) -> InputObject {
+        InputObject {
+            path: path.into(),
+            size,
+            etag: Some(etag.into()),
+            last_modified: DateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn batch_ids_depend_on_exact_inputs_only() {
+        let name = PipelineName::new("orders").expect("valid");
+        let a = [input("a.csv", 10, "1"), input("b.csv", 20, "2")];
+        let swapped = [a[1].clone(), a[0].clone()];
+        assert_eq!(BatchId::derive(&name, 1, &a), BatchId::derive(&name, 1, &swapped));
+        assert_ne!(BatchId::derive(&name, 1, &a), BatchId::derive(&name, 2, &a));
+        let changed = [input("a.csv", 10, "9"), input("b.csv", 20, "2")];
+        assert_ne!(BatchId::derive(&name, 1, &a), BatchId::derive(&name, 1, &changed));
+        assert_eq!(BatchId::derive(&name, 1, &a).as_str().len(), 32);
+    }
+
+    #[test]
+    fn pipeline_names_are_checked() {
+        assert!(PipelineName::new("orders_v2-eu").is_ok());
+        assert!(PipelineName::new("Orders").is_err());
+        assert!(PipelineName::new("").is_err());
+        assert!(PipelineName::new("a b").is_err());
+    }
+}

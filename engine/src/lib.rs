@@ -1,0 +1,21 @@
+//! The engine of sluice: what a pipeline is, how work is cut into batches,
+//! and the checkpoint log that makes every retry safe.
+//!
+//! The engine holds no network client and no command line. It defines
+//! the [`source::Source`] and [`sink::Sink`] traits that connectors
+//! implement, the pipeline file format ([`spec`]), the batch model
+//! ([`batch`]), the checkpoint log ([`log`]) and the pure planning
+//! decisions over it ([`planner`]).
+
+pub mod batch;
+pub mod error;
+pub mod log;
+pub mod planner;
+pub mod sink;
+pub mod source;
+pub mod spec;
+pub mod sql;
+pub mod storage;
+pub mod units;
+
+pub use error::{Error, Result};

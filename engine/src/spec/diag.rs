@@ -1,0 +1,211 @@
+//! Problems found in a pipeline file, each pointing at `FILE:LINE:COL`
+//! and the key path, printed all at once by `sluice validate`.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// One problem in a pipeline file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// 1-based line of the offending text.
+    pub line: usize,
+    /// 1-based column (in characters) of the offending text.
+    pub column: usize,
+    /// Dotted key path such as `source.pattern`; empty for the whole file.
+    pub key_path: String,
+    /// What is wrong.
+    pub message: String,
+    /// What to do about it, when there is something useful to say.
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.column)?;
+        if !self.key_path.is_empty() {
+            write!(f, "{}: ", self.key_path)?;
+        }
+        write!(f, "{}", self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found in one pipeline file; the error of loading one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl Diagnostics {
+    /// Whether no problem was found.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Adds the problems of `other`.
+    pub fn extend(&mut self, other: Diagnostics) {
+        self.0.extend(other.0);
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, diagnostic) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{diagnostic}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// The text of a pipeline file, the values substituted into it from the
+/// environment, and the place problems are collected.
+#[derive(Debug)]
+pub struct SpecFile {
+    path: PathBuf,
+    text: Arc<str>,
+    /// `(value, variable name)` of every `${env:NAME}` substituted.
+    secrets: Mutex<Vec<(String, String)>>,
+}
+
+impl SpecFile {
+    /// A pipeline file read from `path`.
+    pub fn new(path: impl Into<PathBuf>, text: impl Into<Arc<str>>) -> Self {
+        SpecFile { path: path.into(), text: text.into(), secrets: Mutex::default() }
+    }
+
+    /// The file's path as given.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The folder relative paths in the file are resolved against.
+    pub fn base_dir(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    /// The file's text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    pub(crate) fn remember_secret(&self, value: String, name: String) {
+        if !value.is_empty() {
+            self.secrets().push((value, name));
+        }
+    }
+
+    fn secrets(&self) -> std::sync::MutexGuard<'_, Vec<(String, String)>> {
+        self.secrets.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Replaces every value that came from the environment with the
+    /// `${env:NAME}` it came from, so that no secret reaches a log.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for (value, name) in self.secrets().iter() {
+            if value.len() >= 3 {
+                out = out.replace(value.as_str(), &format!("${{env:{name}}}"));
+            }
+        }
+        out
+    }
+
+    /// 1-based line and column of a byte offset.
+    pub fn locate(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..floor_char_boundary(&self.text, offset)];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        (line, column)
+    }
+
+    /// A problem at `span` of the file.
+    pub fn diagnostic(
+        &self,
+        span: Range<usize>,
+        key_path: impl Into<String>,
+        message: impl AsRef<str>,
+        hint: Option<String>,
+    ) -> Diagnostic {
+        let (line, column) = self.locate(span.start);
+        Diagnostic {
+            file: self.path.clone(),
+            line,
+            column,
+            key_path: key_path.into(),
+            message: self.redact(message.as_ref()),
+            hint: hint.map(|h| self.redact(&h)),
+        }
+    }
+}
+
+fn floor_char_boundary(text: &str, mut offset: usize) -> usize {
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    offset
+}
+
+/// The known word closest to `word`, for "did you mean" hints.
+pub fn closest<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    known
+        .into_iter()
+        .map(|candidate| (edit_distance(word, candidate), candidate))
+        .filter(|(distance, candidate)| *distance <= (candidate.len().max(3) / 3).max(2))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locates_lines_and_columns_in_characters() {
+        let file = SpecFile::new("p.toml", "a = 1\n\u{e9}b = 2\n");
+        assert_eq!(file.locate(0), (1, 1));
+        assert_eq!(file.locate(6), (2, 1));
+        assert_eq!(file.locate(8), (2, 2));
+    }
+
+    #[test]
+    fn suggests_near_misses_only() {
+        assert_eq!(closest("pattren", ["pattern", "format", "url"]), Some("pattern"));
+        assert_eq!(closest("zzzzzz", ["pattern", "format", "url"]), None);
+    }
+
+    #[test]
+    fn redacts_substituted_values() {
+        let file = SpecFile::new("p.toml", "");
+        file.remember_secret("hunter22".into(), "PASSWORD".into());
+        assert_eq!(file.redact("bad value hunter22"), "bad value ${env:PASSWORD}");
+    }
+}

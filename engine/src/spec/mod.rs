@@ -1,0 +1,378 @@
+//! The pipeline file: one TOML file a pipeline, read strictly.
+//!
+//! Reading happens in two stages. This module reads the file into a tree
+//! that keeps the position of every key, substitutes `${env:NAME}`, and
+//! reads the engine's own tables (`[pipeline]`, `[trigger]`,
+//! `[transform]`, `[checkpoint]`, `[workers]`). `[source]` and `[sink]`
+//! are handed as `type` + raw table ([`Component`]) to a
+//! [`ConnectorRegistry`], which reads them into the connector's own
+//! config. Every problem found on the way is collected, each with
+//! `FILE:LINE:COL` and its key path.
+
+mod diag;
+mod raw;
+pub mod schema;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+pub use diag::{Diagnostic, Diagnostics, SpecFile, closest};
+pub use raw::Component;
+use raw::{RawValue, parse_table, substitute_env, unknown_sections};
+
+use crate::batch::PipelineName;
+use crate::planner::BatchLimits;
+use crate::sink::Sink;
+use crate::source::Source;
+use crate::storage::StorageLocation;
+use crate::units::{ByteSize, HumanDuration};
+
+/// Builds sources and sinks from their tables, by `type`.
+pub trait ConnectorRegistry {
+    /// The source that `component` (the `[source]` table) describes.
+    fn source(&self, component: &Component<'_>) -> Result<Arc<dyn Source>, Diagnostics>;
+    /// The sink that `component` (the `[sink]` table) describes.
+    fn sink(&self, component: &Component<'_>) -> Result<Arc<dyn Sink>, Diagnostics>;
+}
+
+/// The tables a pipeline file may have.
+pub const SECTIONS: &[&str] = &["pipeline", "source", "trigger", "transform", "sink", "checkpoint", "workers"];
+
+/// `[pipeline]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelineSection {
+    /// The pipeline's name, `[a-z0-9_-]+`; part of every batch id.
+    name: Spanned<String>,
+    /// The pipeline's version; part of every batch id.
+    #[serde(default = "default_version")]
+    version: Spanned<u32>,
+}
+
+fn default_version() -> Spanned<u32> {
+    Spanned::new(0..0, 1)
+}
+
+/// `[trigger]`: when to look for new input and how to cut it into batches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerSpec {
+    /// How often `sluice run` lists the source for new input.
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval: HumanDuration,
+    /// Most input files in one batch.
+    #[serde(default = "default_max_files_per_batch")]
+    pub max_files_per_batch: usize,
+    /// Most input bytes in one batch; a larger file is a batch of its own.
+    #[serde(default = "default_max_bytes_per_batch")]
+    pub max_bytes_per_batch: ByteSize,
+}
+
+fn default_poll_interval() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(1))
+}
+
+fn default_max_files_per_batch() -> usize {
+    16
+}
+
+fn default_max_bytes_per_batch() -> ByteSize {
+    ByteSize(256 << 20)
+}
+
+impl TriggerSpec {
+    /// The planner's limits.
+    pub fn limits(&self) -> BatchLimits {
+        BatchLimits { max_files: self.max_files_per_batch, max_bytes: self.max_bytes_per_batch.0 }
+    }
+}
+
+/// `[transform]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransformSection {
+    /// DataFusion SQL over the table `input`; all rows as they are when absent.
+    sql: Option<Spanned<String>>,
+}
+
+/// `[checkpoint]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckpointSection {
+    /// Where the checkpoint log lives; default `<sink url>/_sluice`.
+    url: Option<Spanned<String>>,
+}
+
+/// `[workers]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkersSection {
+    /// Batches run at once, and threads per batch; default: the number of cores.
+    concurrency: Option<Spanned<usize>>,
+}
+
+/// A pipeline, read, checked and with its connectors built.
+#[derive(Debug)]
+pub struct PipelineSpec {
+    /// The file it was read from.
+    pub file: Arc<SpecFile>,
+    /// `[pipeline] name`.
+    pub name: PipelineName,
+    /// `[pipeline] version`.
+    pub version: u32,
+    /// `[source]`.
+    pub source: Arc<dyn Source>,
+    /// `[trigger]`.
+    pub trigger: TriggerSpec,
+    /// `[transform] sql`.
+    pub sql: Option<String>,
+    /// `[sink]`.
+    pub sink: Arc<dyn Sink>,
+    /// `[checkpoint] url`, resolved.
+    pub checkpoint: StorageLocation,
+    /// `[workers] concurrency`, resolved.
+    pub concurrency: usize,
+    sql_span: std::ops::Range<usize>,
+}
+
+impl PipelineSpec {
+    /// A problem with the transform's SQL, pointing at `transform.sql`.
+    pub fn sql_diagnostic(&self, message: impl AsRef<str>, hint: Option<String>) -> Diagnostic {
+        self.file.diagnostic(self.sql_span.clone(), "transform.sql", message, hint)
+    }
+
+    /// A problem with the pipeline as a whole, pointing at `section`.
+    pub fn diagnostic(&self, key_path: &str, message: impl AsRef<str>, hint: Option<String>) -> Diagnostic {
+        let span = locate_key(self.file.text(), key_path);
+        self.file.diagnostic(span, key_path, message, hint)
+    }
+}
+
+/// Reads, checks and builds the pipeline in the file at `path`.
+pub fn load(path: &Path, registry: &dyn ConnectorRegistry) -> Result<PipelineSpec, Diagnostics> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Diagnostics(vec![Diagnostic {
+            file: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            key_path: String::new(),
+            message: format!("cannot read the pipeline file: {e}"),
+            hint: None,
+        }])
+    })?;
+    parse(SpecFile::new(path, text), registry)
+}
+
+/// Reads, checks and builds the pipeline in `file`.
+pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<PipelineSpec, Diagnostics> {
+    let file = Arc::new(file);
+    let mut root = match DeTable::parse(file.text()) {
+        Ok(root) => root.into_inner(),
+        Err(error) => {
+            let span = error.span().unwrap_or(0..0);
+            return Err(Diagnostics(vec![file.diagnostic(span, "", error.message(), None)]));
+        }
+    };
+    let mut problems = unknown_sections(&file, &root, SECTIONS);
+    problems.extend(substitute_env(&file, &mut root, ""));
+
+    let section = |name: &str| -> Option<RawValue<'_>> { root.get(name).cloned() };
+    let empty = || Spanned::new(0..0, DeValue::Table(DeTable::new()));
+
+    let pipeline: Option<PipelineSection> = match section("pipeline") {
+        Some(value) => collect(parse_table(&file, "pipeline", &value), &mut problems),
+        None => {
+            problems.0.push(file.diagnostic(
+                0..0,
+                "pipeline",
+                "missing table [pipeline]",
+                Some("start the file with [pipeline] and name = \"my_pipeline\"".into()),
+            ));
+            None
+        }
+    };
+    let name = pipeline.as_ref().and_then(|p| {
+        PipelineName::new(p.name.get_ref())
+            .map_err(|message| problems.0.push(file.diagnostic(p.name.span(), "pipeline.name", message, None)))
+            .ok()
+    });
+    if let Some(p) = &pipeline {
+        if *p.version.get_ref() == 0 {
+            problems.0.push(file.diagnostic(p.version.span(), "pipeline.version", "must be 1 or more", None));
+        }
+    }
+
+    let trigger: Option<TriggerSpec> =
+        collect(parse_table(&file, "trigger", &section("trigger").unwrap_or_else(empty)), &mut problems);
+    if let Some(trigger) = &trigger {
+        if trigger.max_files_per_batch == 0 {
+            problems.0.push(file.diagnostic(
+                locate_key(file.text(), "trigger.max_files_per_batch"),
+                "trigger.max_files_per_batch",
+                "must be 1 or more",
+                None,
+            ));
+        }
+        if trigger.max_bytes_per_batch.0 == 0 {
+            problems.0.push(file.diagnostic(
+                locate_key(file.text(), "trigger.max_bytes_per_batch"),
+                "trigger.max_bytes_per_batch",
+                "must be more than 0 bytes",
+                None,
+            ));
+        }
+    }
+    let transform: Option<TransformSection> =
+        collect(parse_table(&file, "transform", &section("transform").unwrap_or_else(empty)), &mut problems);
+    let checkpoint: Option<CheckpointSection> =
+        collect(parse_table(&file, "checkpoint", &section("checkpoint").unwrap_or_else(empty)), &mut problems);
+    let workers: Option<WorkersSection> =
+        collect(parse_table(&file, "workers", &section("workers").unwrap_or_else(empty)), &mut problems);
+    let concurrency = match workers.as_ref().and_then(|w| w.concurrency.as_ref()) {
+        Some(c) if *c.get_ref() == 0 => {
+            problems.0.push(file.diagnostic(c.span(), "workers.concurrency", "must be 1 or more", None));
+            1
+        }
+        Some(c) => *c.get_ref(),
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+
+    let source = component(&file, "source", section("source"), &mut problems)
+        .and_then(|c| collect(registry.source(&c), &mut problems));
+    let sink = component(&file, "sink", section("sink"), &mut problems)
+        .and_then(|c| collect(registry.sink(&c), &mut problems));
+
+    let checkpoint_location = match checkpoint.as_ref().and_then(|c| c.url.as_ref()) {
+        Some(url) => StorageLocation::resolve(url.get_ref(), &file.base_dir())
+            .map_err(|message| problems.0.push(file.diagnostic(url.span(), "checkpoint.url", message, None)))
+            .ok(),
+        None => sink.as_ref().and_then(|sink| {
+            let default = sink.default_checkpoint();
+            if default.is_none() {
+                problems.0.push(file.diagnostic(
+                    0..0,
+                    "checkpoint.url",
+                    "this sink has no folder to keep the checkpoint log in",
+                    Some("add [checkpoint] url = \"<a folder or bucket URL>\"".into()),
+                ));
+            }
+            default
+        }),
+    };
+
+    if !problems.is_empty() {
+        problems.0.sort_by_key(|problem| (problem.line, problem.column));
+        return Err(problems);
+    }
+    let (Some(pipeline), Some(name), Some(trigger), Some(transform), Some(source), Some(sink), Some(checkpoint)) =
+        (pipeline, name, trigger, transform, source, sink, checkpoint_location)
+    else {
+        unreachable!("every missing part was reported as a problem");
+    };
+    let (sql, sql_span) = match transform.sql {
+        Some(sql) => (Some(sql.get_ref().clone()), sql.span()),
+        None => (None, locate_key(file.text(), "transform")),
+    };
+    Ok(PipelineSpec {
+        file,
+        name,
+        version: *pipeline.version.get_ref(),
+        source,
+        trigger,
+        sql,
+        sink,
+        checkpoint,
+        concurrency,
+        sql_span,
+    })
+}
+
+fn collect<T>(result: Result<T, Diagnostics>, problems: &mut Diagnostics) -> Option<T> {
+    result.map_err(|found| problems.extend(found)).ok()
+}
+
+/// Splits a `[source]`/`[sink]` table into its `type` and the rest.
+fn component<'a>(
+    file: &'a SpecFile,
+    key: &'static str,
+    value: Option<RawValue<'a>>,
+    problems: &mut Diagnostics,
+) -> Option<Component<'a>> {
+    let Some(mut value) = value else {
+        problems.0.push(file.diagnostic(
+            0..0,
+            key,
+            format!("missing table [{key}]"),
+            Some(format!("add [{key}] with type = \"files\" and url = \"<folder>\"")),
+        ));
+        return None;
+    };
+    let span = value.span();
+    let DeValue::Table(table) = value.get_mut() else {
+        problems.0.push(file.diagnostic(span, key, "must be a table", Some(format!("write it as [{key}]"))));
+        return None;
+    };
+    let kind = match table.remove("type") {
+        Some(kind) => match kind.get_ref().as_str() {
+            Some(text) => Spanned::new(kind.span(), text.to_string()),
+            None => {
+                problems.0.push(file.diagnostic(kind.span(), format!("{key}.type"), "must be a string", None));
+                return None;
+            }
+        },
+        None => {
+            problems.0.push(file.diagnostic(
+                span,
+                format!("{key}.type"),
+                "missing key `type`",
+                Some("for example type = \"files\"".into()),
+            ));
+            return None;
+        }
+    };
+    Some(Component::new(key, kind, value, file))
+}
+
+/// Where `a.b` is written in the file (its key, or its table header):
+/// for problems found after reading, when only the path is known.
+fn locate_key(text: &str, key_path: &str) -> std::ops::Range<usize> {
+    let (table, key) = key_path.split_once('.').unwrap_or((key_path, ""));
+    let header = format!("[{table}]");
+    let mut offset = 0;
+    let mut in_table = false;
+    let mut header_at = None;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        if trimmed.starts_with('[') {
+            in_table = trimmed.starts_with(&header);
+            if in_table && header_at.is_none() {
+                header_at = Some(offset + indent);
+            }
+        } else if in_table && !key.is_empty() {
+            let name = trimmed.split('=').next().unwrap_or("").trim();
+            if name == key {
+                return offset + indent..offset + indent + key.len();
+            }
+        }
+        offset += line.len();
+    }
+    header_at.map_or(0..0, |at| at..at + header.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locates_keys_for_late_problems() {
+        let text = "[pipeline]\nname = \"x\"\n\n[transform]\n  sql = \"SELECT 1\"\n";
+        assert_eq!(locate_key(text, "transform.sql"), 37..40);
+        assert_eq!(locate_key(text, "transform"), 23..34);
+        assert_eq!(locate_key(text, "workers.concurrency"), 0..0);
+    }
+}

@@ -1,0 +1,322 @@
+//! The first stage of reading a pipeline file: the TOML tree with the span
+//! of every key and value, `${env:NAME}` substituted, and the generic step
+//! that turns one table into a plain config struct while reporting every
+//! unknown key at once.
+
+use std::ops::Range;
+
+use serde::de::{DeserializeOwned, Visitor};
+use serde::{Deserializer, forward_to_deserialize_any};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use super::diag::{Diagnostic, Diagnostics, SpecFile, closest};
+
+/// A value of the pipeline file with its span.
+pub(crate) type RawValue<'a> = Spanned<DeValue<'a>>;
+
+/// A `[source]` or `[sink]` table: its `type` and the rest of its keys,
+/// kept raw until the connector of that type reads them into its own
+/// config struct.
+#[derive(Clone)]
+pub struct Component<'a> {
+    key: &'static str,
+    kind: Spanned<String>,
+    value: RawValue<'a>,
+    file: &'a SpecFile,
+}
+
+impl<'a> Component<'a> {
+    pub(crate) fn new(
+        key: &'static str,
+        kind: Spanned<String>,
+        value: RawValue<'a>,
+        file: &'a SpecFile,
+    ) -> Self {
+        Component { key, kind, value, file }
+    }
+
+    /// The table's key in the file: `source` or `sink`.
+    pub fn key(&self) -> &'static str {
+        self.key
+    }
+
+    /// The `type` the table names.
+    pub fn kind(&self) -> &str {
+        self.kind.get_ref()
+    }
+
+    /// The pipeline file.
+    pub fn file(&self) -> &SpecFile {
+        self.file
+    }
+
+    /// Reads the table (without `type`) into the connector's config.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, Diagnostics> {
+        parse_table(self.file, self.key, &self.value)
+    }
+
+    /// The span of `key` in this table (its value), or of the table.
+    pub fn span_of(&self, key: &str) -> Range<usize> {
+        self.value
+            .get_ref()
+            .as_table()
+            .and_then(|table| table.get(key))
+            .map_or_else(|| self.value.span(), Spanned::span)
+    }
+
+    /// A problem with the value of `key` in this table.
+    pub fn error(&self, key: &str, message: impl AsRef<str>, hint: Option<String>) -> Diagnostic {
+        self.file.diagnostic(self.span_of(key), format!("{}.{key}", self.key), message, hint)
+    }
+
+    /// The error for a `type` no connector registers.
+    pub fn unknown_kind(&self, known: &[&str]) -> Diagnostics {
+        let kind = self.kind();
+        let mut hint = format!("known {} types: {}", self.key, known.join(", "));
+        if let Some(near) = closest(kind, known.iter().copied()) {
+            hint = format!("did you mean \"{near}\"? {hint}");
+        }
+        Diagnostics(vec![self.file.diagnostic(
+            self.kind.span(),
+            format!("{}.type", self.key),
+            format!("unknown {} type \"{kind}\"", self.key),
+            Some(hint),
+        )])
+    }
+}
+
+/// Reads one table of the file into `T`.
+///
+/// Every key `T` does not know is reported, each with its position and the
+/// nearest known key, before serde sees the table; then serde reports the
+/// first wrong type or missing key.
+pub(crate) fn parse_table<T: DeserializeOwned>(
+    file: &SpecFile,
+    path: &str,
+    value: &RawValue<'_>,
+) -> Result<T, Diagnostics> {
+    let Some(table) = value.get_ref().as_table() else {
+        return Err(Diagnostics(vec![file.diagnostic(
+            value.span(),
+            path,
+            format!("must be a table, not {}", value.get_ref().type_str()),
+            Some(format!("write it as a [{path}] section")),
+        )]));
+    };
+    if let Some(fields) = struct_fields::<T>() {
+        let unknown = unknown_keys(file, path, table, fields);
+        if !unknown.is_empty() {
+            return Err(unknown);
+        }
+    }
+    T::deserialize(ValueDeserializer::from(value.clone())).map_err(|error| {
+        let span = error.span().unwrap_or_else(|| value.span());
+        let message = error.message().to_string();
+        let key_path = match missing_field(&message) {
+            Some(field) => join(path, field),
+            None => key_path_at(table, path, &span).unwrap_or_else(|| path.to_string()),
+        };
+        Diagnostics(vec![file.diagnostic(span, key_path, message, None)])
+    })
+}
+
+fn unknown_keys(file: &SpecFile, path: &str, table: &DeTable<'_>, fields: &[&str]) -> Diagnostics {
+    let mut problems = Diagnostics::default();
+    for (key, _) in table.iter() {
+        let name: &str = key.get_ref();
+        if fields.contains(&name) {
+            continue;
+        }
+        let hint = match closest(name, fields.iter().copied()) {
+            Some(near) => format!("did you mean `{near}`?"),
+            None => format!("known keys of [{path}]: {}", fields.join(", ")),
+        };
+        problems.0.push(file.diagnostic(
+            key.span(),
+            join(path, name),
+            format!("unknown key `{name}`"),
+            Some(hint),
+        ));
+    }
+    problems
+}
+
+/// Checks the top-level tables of the file against `known`.
+pub(crate) fn unknown_sections(file: &SpecFile, root: &DeTable<'_>, known: &[&str]) -> Diagnostics {
+    let mut problems = Diagnostics::default();
+    for (key, _) in root.iter() {
+        let name: &str = key.get_ref();
+        if known.contains(&name) {
+            continue;
+        }
+        let hint = match closest(name, known.iter().copied()) {
+            Some(near) => format!("did you mean [{near}]?"),
+            None => format!("a pipeline file has these tables: {}", known.join(", ")),
+        };
+        problems.0.push(file.diagnostic(key.span(), name, format!("unknown table `{name}`"), Some(hint)));
+    }
+    problems
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+}
+
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
+}
+
+/// The dotted path of the innermost key whose value covers `span`.
+fn key_path_at(table: &DeTable<'_>, path: &str, span: &Range<usize>) -> Option<String> {
+    for (key, value) in table.iter() {
+        let value_span = value.span();
+        let covers = value_span.start <= span.start && span.end <= value_span.end;
+        let on_key = key.span().start <= span.start && span.end <= key.span().end;
+        if covers || on_key {
+            let here = join(path, key.get_ref());
+            return match value.get_ref().as_table() {
+                Some(inner) => key_path_at(inner, &here, span).or(Some(here)),
+                None => Some(here),
+            };
+        }
+    }
+    None
+}
+
+/// Replaces every `${env:NAME}` in the strings of `table` with the
+/// variable's value, remembering the value so that it is never printed.
+pub(crate) fn substitute_env(file: &SpecFile, table: &mut DeTable<'_>, path: &str) -> Diagnostics {
+    let mut problems = Diagnostics::default();
+    for (key, value) in table.iter_mut() {
+        substitute_value(file, value, &join(path, key.get_ref()), &mut problems);
+    }
+    problems
+}
+
+fn substitute_value(file: &SpecFile, value: &mut RawValue<'_>, path: &str, problems: &mut Diagnostics) {
+    let span = value.span();
+    match value.get_mut() {
+        DeValue::String(text) if text.contains("${") => match expand(text) {
+            Ok((expanded, secrets)) => {
+                for (value, name) in secrets {
+                    file.remember_secret(value, name);
+                }
+                *text = expanded.into();
+            }
+            Err((message, hint)) => problems.0.push(file.diagnostic(span, path, message, Some(hint))),
+        },
+        DeValue::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                substitute_value(file, item, &format!("{path}[{i}]"), problems);
+            }
+        }
+        DeValue::Table(inner) => problems.extend(substitute_env(file, inner, path)),
+        _ => {}
+    }
+}
+
+type Expanded = (String, Vec<(String, String)>);
+
+fn expand(text: &str) -> Result<Expanded, (String, String)> {
+    let mut out = String::with_capacity(text.len());
+    let mut secrets = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err((
+                "unterminated `${` in a string".into(),
+                "write ${env:NAME} to use the environment variable NAME".into(),
+            ));
+        };
+        let inner = &after[..end];
+        let Some(name) = inner.strip_prefix("env:") else {
+            return Err((
+                format!("unknown substitution `${{{inner}}}`"),
+                "only ${env:NAME} is supported; it reads the environment variable NAME".into(),
+            ));
+        };
+        match std::env::var(name) {
+            Ok(value) => {
+                out.push_str(&value);
+                secrets.push((value, name.to_string()));
+            }
+            Err(_) => {
+                return Err((
+                    format!("environment variable {name} is not set"),
+                    format!("set it before running sluice, e.g. `export {name}=...`"),
+                ));
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok((out, secrets))
+}
+
+/// The field names of a struct that derives `Deserialize`, read by asking
+/// it to deserialize from a probe; `None` for anything else.
+fn struct_fields<T: DeserializeOwned>() -> Option<&'static [&'static str]> {
+    let mut fields = None;
+    let _ = T::deserialize(FieldProbe(&mut fields));
+    fields
+}
+
+struct FieldProbe<'a>(&'a mut Option<&'static [&'static str]>);
+
+impl<'de> Deserializer<'de> for FieldProbe<'_> {
+    type Error = serde::de::value::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Self::Error> {
+        Err(serde::de::Error::custom("field probe"))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        *self.0 = Some(fields);
+        Err(serde::de::Error::custom("field probe"))
+    }
+
+    forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map enum identifier ignored_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Probe {
+        alpha: u32,
+        beta: Option<String>,
+    }
+
+    #[test]
+    fn probe_reads_struct_fields() {
+        assert_eq!(struct_fields::<Probe>(), Some(&["alpha", "beta"][..]));
+        assert_eq!(struct_fields::<String>(), None);
+    }
+
+    #[test]
+    fn expands_environment_variables() {
+        // PATH is set in every environment the tests run in.
+        let path = std::env::var("PATH").expect("PATH is set");
+        let (out, secrets) = expand("a${env:PATH}b").expect("expands");
+        assert_eq!(out, format!("a{path}b"));
+        assert_eq!(secrets, vec![(path, "PATH".to_string())]);
+        assert!(expand("${env:SLUICE_SURELY_UNSET_VARIABLE}").is_err());
+        assert!(expand("${nope}").is_err());
+        assert!(expand("${env:PATH").is_err());
+    }
+}
