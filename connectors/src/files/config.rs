@@ -1,0 +1,101 @@
+//! The `[source]` and `[sink]` keys of `type = "files"`.
+
+use serde::Deserialize;
+use sluice_engine::spec::schema::SchemaSpec;
+use toml::Spanned;
+
+/// How input files are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputFormat {
+    /// Comma-separated values (RFC 4180 quoting, newlines inside quotes).
+    Csv,
+    /// Newline-delimited JSON: one object a line.
+    Json,
+    /// Apache Parquet.
+    Parquet,
+}
+
+impl InputFormat {
+    /// The format a glob's extension suggests.
+    pub fn from_pattern(pattern: &str) -> Option<Self> {
+        let lower = pattern.to_ascii_lowercase();
+        if lower.ends_with(".csv") {
+            Some(InputFormat::Csv)
+        } else if lower.ends_with(".json") || lower.ends_with(".ndjson") || lower.ends_with(".jsonl") {
+            Some(InputFormat::Json)
+        } else if lower.ends_with(".parquet") {
+            Some(InputFormat::Parquet)
+        } else {
+            None
+        }
+    }
+}
+
+/// `[source] type = "files"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesSourceConfig {
+    /// Folder path (relative to the pipeline file) or URL to read from.
+    pub url: Spanned<String>,
+    /// Glob of the files to read, relative to `url`; `*` stays within one
+    /// folder, `**` crosses folders. Names starting with `_` or `.` are
+    /// never read.
+    #[serde(default = "default_pattern")]
+    pub pattern: Spanned<String>,
+    /// `csv`, `json` (NDJSON) or `parquet`; default: from the pattern's
+    /// extension.
+    pub format: Option<Spanned<InputFormat>>,
+    /// CSV only: whether the first line names the columns (default true).
+    pub header: Option<Spanned<bool>>,
+    /// CSV only: the one-character field delimiter (default `,`).
+    pub delimiter: Option<Spanned<String>>,
+    /// Column names and types in file order; inferred when absent.
+    pub schema: Option<Spanned<SchemaSpec>>,
+}
+
+fn default_pattern() -> Spanned<String> {
+    Spanned::new(0..0, "*".to_string())
+}
+
+/// How output files are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// Apache Parquet.
+    #[default]
+    Parquet,
+    /// Comma-separated values with a header line.
+    Csv,
+    /// Newline-delimited JSON.
+    Json,
+}
+
+impl OutputFormat {
+    /// The file extension of the format.
+    pub fn extension(self) -> &'static str {
+        match self {
+            OutputFormat::Parquet => "parquet",
+            OutputFormat::Csv => "csv",
+            OutputFormat::Json => "json",
+        }
+    }
+}
+
+/// `[sink] type = "files"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesSinkConfig {
+    /// Folder path (relative to the pipeline file) or URL to write to.
+    pub url: Spanned<String>,
+    /// `parquet` (default), `csv` or `json` (NDJSON).
+    #[serde(default)]
+    pub format: OutputFormat,
+    /// Parquet only: `zstd` (default), `snappy`, `gzip`, `lz4`, `brotli`
+    /// or `none`.
+    pub compression: Option<Spanned<String>>,
+    /// Columns whose values name hive-style folders (`country=FR/`); they
+    /// are left out of the files themselves.
+    #[serde(default)]
+    pub partition_by: Vec<String>,
+}

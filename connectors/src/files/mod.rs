@@ -1,0 +1,20 @@
+//! `type = "files"`: objects in a folder or bucket, as source and as sink.
+//!
+//! The source lists objects matching a glob and reads them as CSV, NDJSON
+//! or Parquet through DataFusion. The sink writes Parquet, CSV or NDJSON,
+//! optionally in hive-style partition folders, staging each attempt below
+//! `_sluice/staging/` and moving the files into place only once the batch
+//! is committed.
+
+mod config;
+mod partition;
+mod sink;
+mod source;
+mod writer;
+
+pub use config::{FilesSinkConfig, FilesSourceConfig, InputFormat, OutputFormat};
+pub use sink::FilesSink;
+pub use source::FilesSource;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,163 @@
+//! Hive-style partitioning: rows split by the values of some columns into
+//! folders named `column=value/`.
+
+use arrow::array::{Array, RecordBatch, UInt32Array};
+use arrow::compute::{cast, take_record_batch};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow::error::ArrowError;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The folder name Hive and Spark use for a NULL partition value.
+pub(crate) const NULL_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
+
+/// Splits batches by the values of the partition columns.
+#[derive(Debug, Clone)]
+pub(crate) struct Partitioner {
+    columns: Vec<String>,
+}
+
+impl Partitioner {
+    pub(crate) fn new(columns: Vec<String>) -> Self {
+        Partitioner { columns }
+    }
+
+    /// Whether there is any partition column.
+    pub(crate) fn is_partitioned(&self) -> bool {
+        !self.columns.is_empty()
+    }
+
+    /// A message saying what is wrong if `schema` cannot be partitioned.
+    pub(crate) fn check(&self, schema: &Schema) -> Result<(), String> {
+        for column in &self.columns {
+            if schema.field_with_name(column).is_err() {
+                let known: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                return Err(format!(
+                    "partition column \"{column}\" is not in the transform's output; its columns: {}",
+                    known.join(", ")
+                ));
+            }
+        }
+        if self.columns.len() >= schema.fields().len() && self.is_partitioned() {
+            return Err("every column is a partition column: the files would hold nothing".into());
+        }
+        Ok(())
+    }
+
+    /// The schema of the written files: without the partition columns.
+    pub(crate) fn file_schema(&self, schema: &Schema) -> SchemaRef {
+        let fields: Vec<_> =
+            schema.fields().iter().filter(|f| !self.columns.contains(f.name())).cloned().collect();
+        Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+    }
+
+    /// `(folder, rows)` for each partition the batch has rows of, in the
+    /// order they first appear; the folder is `""` when not partitioned.
+    pub(crate) fn split(&self, batch: &RecordBatch) -> Result<Vec<(String, RecordBatch)>, ArrowError> {
+        if !self.is_partitioned() {
+            return Ok(vec![(String::new(), batch.clone())]);
+        }
+        let schema = batch.schema();
+        let mut values = Vec::with_capacity(self.columns.len());
+        for column in &self.columns {
+            let index = schema.index_of(column)?;
+            let as_text = cast(batch.column(index), &DataType::Utf8)?;
+            values.push(as_text);
+        }
+        let texts: Vec<&arrow::array::StringArray> =
+            values.iter().map(|array| arrow::array::AsArray::as_string::<i32>(array.as_ref())).collect();
+
+        let mut order: Vec<String> = Vec::new();
+        let mut rows: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut folder = String::new();
+        for row in 0..batch.num_rows() {
+            folder.clear();
+            for (i, (column, text)) in self.columns.iter().zip(&texts).enumerate() {
+                if i > 0 {
+                    folder.push('/');
+                }
+                folder.push_str(&escape(column));
+                folder.push('=');
+                if text.is_null(row) {
+                    folder.push_str(NULL_PARTITION);
+                } else {
+                    folder.push_str(&escape(text.value(row)));
+                }
+            }
+            match rows.get_mut(folder.as_str()) {
+                Some(indices) => indices.push(row as u32),
+                None => {
+                    order.push(folder.clone());
+                    rows.insert(folder.clone(), vec![row as u32]);
+                }
+            }
+        }
+
+        let file_schema = self.file_schema(&schema);
+        let keep: Vec<usize> =
+            file_schema.fields().iter().map(|f| schema.index_of(f.name())).collect::<Result<_, _>>()?;
+        let projected = batch.project(&keep)?;
+        order
+            .into_iter()
+            .map(|folder| {
+                let indices = UInt32Array::from(rows.remove(&folder).unwrap_or_default());
+                Ok((folder, take_record_batch(&projected, &indices)?))
+            })
+            .collect()
+    }
+}
+
+/// Escapes what cannot stand in a folder name, as Hive does.
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        let needs_escape = c.is_control()
+            || matches!(c, '"' | '#' | '%' | '\'' | '*' | '/' | ':' | '=' | '?' | '\\' | '{' | '[' | ']' | '^');
+        if needs_escape {
+            let mut buf = [0u8; 4];
+            for byte in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    if out.is_empty() || out == "." || out == ".." {
+        return out.replace('.', "%2E");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::Field;
+
+    use super::*;
+
+    #[test]
+    fn splits_rows_by_value_and_drops_the_column() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("country", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2, 3, 4])),
+                Arc::new(StringArray::from(vec![Some("FR"), Some("a/b"), Some("FR"), None])),
+            ],
+        )
+        .expect("batch");
+        let partitioner = Partitioner::new(vec!["country".into()]);
+        let parts = partitioner.split(&batch).expect("splits");
+        let folders: Vec<&str> = parts.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(folders, ["country=FR", "country=a%2Fb", "country=__HIVE_DEFAULT_PARTITION__"]);
+        let fr = &parts[0].1;
+        assert_eq!(fr.num_columns(), 1);
+        let ids = fr.column(0).as_any().downcast_ref::<Int64Array>().expect("int64");
+        assert_eq!(ids.values(), &[1, 3]);
+        assert!(partitioner.check(&schema).is_ok());
+        assert!(Partitioner::new(vec!["nope".into()]).check(&schema).is_err());
+    }
+}

@@ -1,0 +1,271 @@
+//! The files sink: stages each attempt's files below `_sluice/staging/`,
+//! and moves them to their final names once the batch is committed.
+//!
+//! ```text
+//! <sink>/_sluice/staging/<token>/country=FR/part-<batch id>-0.parquet   staged (invisible)
+//!                      │ publish, after the commit record
+//!                      ▼
+//! <sink>/country=FR/part-<batch id>-0.parquet                          final
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::Schema;
+use async_trait::async_trait;
+use datafusion::execution::SendableRecordBatchStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
+use sluice_engine::sink::{Attempt, OutputObject, Sink, Staged};
+use sluice_engine::spec::{Component, Diagnostics};
+use sluice_engine::storage::StorageLocation;
+use sluice_engine::{Error, Result};
+
+use super::config::{FilesSinkConfig, OutputFormat};
+use super::partition::Partitioner;
+use super::writer::{Encoding, FileWriter};
+
+/// The folder below the sink that holds what is not yet committed.
+const STAGING: &str = "_sluice/staging";
+
+/// The compressions a Parquet sink accepts.
+const COMPRESSIONS: &str = "zstd, snappy, gzip, lz4, brotli, none";
+
+/// Writes files under a location.
+#[derive(Debug)]
+pub struct FilesSink {
+    location: StorageLocation,
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    encoding: Encoding,
+    partitioner: Partitioner,
+}
+
+impl FilesSink {
+    /// Reads and checks `[sink]`, collecting every problem.
+    pub fn from_component(component: &Component<'_>) -> Result<Self, Diagnostics> {
+        let config: FilesSinkConfig = component.parse()?;
+        let mut problems = Diagnostics::default();
+        let location = StorageLocation::resolve(config.url.get_ref(), &component.file().base_dir())
+            .map_err(|message| problems.0.push(component.error("url", message, None)))
+            .ok();
+        let compression = match (&config.compression, config.format) {
+            (None, OutputFormat::Parquet) => Compression::ZSTD(ZstdLevel::default()),
+            (None, _) => Compression::UNCOMPRESSED,
+            (Some(name), OutputFormat::Parquet) => parse_compression(name.get_ref()).unwrap_or_else(|| {
+                problems.0.push(component.error(
+                    "compression",
+                    format!("unknown compression \"{}\"", name.get_ref()),
+                    Some(format!("parquet compressions: {COMPRESSIONS}")),
+                ));
+                Compression::UNCOMPRESSED
+            }),
+            (Some(name), _) if name.get_ref() == "none" => Compression::UNCOMPRESSED,
+            (Some(_), _) => {
+                problems.0.push(component.error(
+                    "compression",
+                    "applies to parquet only",
+                    Some("remove it, or write format = \"parquet\"".into()),
+                ));
+                Compression::UNCOMPRESSED
+            }
+        };
+        let mut seen = Vec::new();
+        for column in &config.partition_by {
+            if column.is_empty() || seen.contains(column) {
+                problems.0.push(component.error(
+                    "partition_by",
+                    format!("\"{column}\" is empty or named twice"),
+                    None,
+                ));
+            }
+            seen.push(column.clone());
+        }
+        let opened = location.as_ref().and_then(|location| {
+            location.open().map_err(|e| problems.0.push(component.error("url", e.to_string(), None))).ok()
+        });
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let (Some(location), Some((store, prefix))) = (location, opened) else {
+            unreachable!("every missing part was reported as a problem");
+        };
+        Ok(FilesSink {
+            location,
+            store,
+            prefix,
+            encoding: Encoding { format: config.format, compression },
+            partitioner: Partitioner::new(config.partition_by),
+        })
+    }
+
+    fn staging_root(&self, token: &str) -> Path {
+        self.path(&format!("{STAGING}/{token}"))
+    }
+
+    fn path(&self, relative: &str) -> Path {
+        let mut path = self.prefix.clone();
+        for part in relative.split('/').filter(|part| !part.is_empty()) {
+            path = path.join(part);
+        }
+        path
+    }
+
+    fn relative(&self, path: &Path, below: &Path) -> Option<String> {
+        let parts: Vec<String> = path.prefix_match(below)?.map(|part| part.as_ref().to_string()).collect();
+        Some(parts.join("/"))
+    }
+
+    /// Removes folders left empty below a local staging folder.
+    fn tidy(&self, token: &str) {
+        if let Some(local) = self.location.local_path() {
+            let root = local.join(STAGING).join(token);
+            remove_empty_dirs(&root);
+        }
+    }
+}
+
+fn parse_compression(name: &str) -> Option<Compression> {
+    Some(match name {
+        "zstd" => Compression::ZSTD(ZstdLevel::default()),
+        "snappy" => Compression::SNAPPY,
+        "gzip" => Compression::GZIP(GzipLevel::default()),
+        "lz4" => Compression::LZ4_RAW,
+        "brotli" => Compression::BROTLI(BrotliLevel::default()),
+        "none" | "uncompressed" => Compression::UNCOMPRESSED,
+        _ => return None,
+    })
+}
+
+fn remove_empty_dirs(dir: &std::path::Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_empty_dirs(&entry.path());
+            }
+        }
+    }
+    // Fails, as it should, when something is still inside.
+    let _ = std::fs::remove_dir(dir);
+}
+
+#[async_trait]
+impl Sink for FilesSink {
+    fn check_schema(&self, schema: &Schema) -> std::result::Result<(), String> {
+        self.partitioner.check(schema)
+    }
+
+    async fn stage(&self, attempt: &Attempt, mut data: SendableRecordBatchStream) -> Result<Staged> {
+        let schema = data.schema();
+        self.check_schema(&schema).map_err(Error::Config)?;
+        let file_schema = self.partitioner.file_schema(&schema);
+        let root = self.staging_root(&attempt.token);
+        let extension = self.encoding.format.extension();
+        let file_name = format!("part-{}-0.{extension}", attempt.batch_id);
+
+        let mut order: Vec<String> = Vec::new();
+        let mut writers: HashMap<String, FileWriter> = HashMap::new();
+        while let Some(batch) = data.next().await {
+            let batch = batch?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            for (folder, rows) in self.partitioner.split(&batch)? {
+                if !writers.contains_key(&folder) {
+                    let relative = if folder.is_empty() { file_name.clone() } else { format!("{folder}/{file_name}") };
+                    let path = Path::parse(format!("{root}/{relative}")).map_err(object_store::Error::from)?;
+                    let writer = FileWriter::new(self.store.clone(), path, file_schema.clone(), self.encoding)?;
+                    writers.insert(folder.clone(), writer);
+                    order.push(folder.clone());
+                }
+                if let Some(writer) = writers.get_mut(&folder) {
+                    writer.write(&rows).await?;
+                }
+            }
+        }
+
+        let mut outputs = Vec::with_capacity(order.len());
+        for folder in order {
+            let Some(writer) = writers.remove(&folder) else { continue };
+            let rows = writer.finish().await?;
+            let relative = if folder.is_empty() { file_name.clone() } else { format!("{folder}/{file_name}") };
+            let staged = Path::parse(format!("{root}/{relative}")).map_err(object_store::Error::from)?;
+            let bytes = self.store.head(&staged).await?.size;
+            outputs.push(OutputObject { path: relative, rows, bytes });
+        }
+        Ok(Staged { token: attempt.token.clone(), outputs })
+    }
+
+    async fn publish(&self, staged: &Staged) -> Result<()> {
+        let root = self.staging_root(&staged.token);
+        for output in &staged.outputs {
+            let from = Path::parse(format!("{root}/{}", output.path)).map_err(object_store::Error::from)?;
+            let to = Path::parse(format!("{}/{}", self.prefix, output.path)).map_err(object_store::Error::from)?;
+            match self.store.rename(&from, &to).await {
+                Ok(()) => {}
+                Err(object_store::Error::NotFound { .. }) => {
+                    // Published before a crash: the file is in place already.
+                    self.store.head(&to).await.map_err(|e| {
+                        Error::Output(format!(
+                            "committed output {} is neither staged nor published: {e}",
+                            output.path
+                        ))
+                    })?;
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        self.tidy(&staged.token);
+        Ok(())
+    }
+
+    async fn discard(&self, token: &str) -> Result<()> {
+        let root = self.staging_root(token);
+        let staged: Vec<Path> = self.store.list(Some(&root)).map_ok(|meta| meta.location).try_collect().await?;
+        for path in staged {
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(other) => return Err(other.into()),
+            }
+        }
+        self.tidy(token);
+        Ok(())
+    }
+
+    async fn staged_tokens(&self) -> Result<Vec<String>> {
+        let root = self.path(STAGING);
+        let mut tokens: Vec<String> = self
+            .store
+            .list(Some(&root))
+            .try_filter_map(|meta| {
+                let token = self.relative(&meta.location, &root).and_then(|r| r.split('/').next().map(String::from));
+                futures::future::ready(Ok(token))
+            })
+            .try_collect()
+            .await?;
+        tokens.sort();
+        tokens.dedup();
+        Ok(tokens)
+    }
+
+    fn default_checkpoint(&self) -> Option<StorageLocation> {
+        Some(self.location.join("_sluice"))
+    }
+
+    fn describe(&self) -> Vec<(&'static str, String)> {
+        let mut lines = vec![
+            ("type", "files".to_string()),
+            ("url", self.location.to_string()),
+            ("format", self.encoding.format.extension().to_string()),
+        ];
+        if self.encoding.format == OutputFormat::Parquet {
+            lines.push(("compression", format!("{:?}", self.encoding.compression)));
+        }
+        if self.partitioner.is_partitioned() {
+            lines.push(("partition_by", format!("{:?}", self.partitioner)));
+        }
+        lines
+    }
+}

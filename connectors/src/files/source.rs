@@ -1,0 +1,245 @@
+//! The files source: lists objects matching a glob, reads a batch of them
+//! as one DataFusion table.
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::execution::context::SessionState;
+use futures::TryStreamExt;
+use globset::{GlobBuilder, GlobMatcher};
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use sluice_engine::batch::InputObject;
+use sluice_engine::source::Source;
+use sluice_engine::spec::{Component, Diagnostics};
+use sluice_engine::storage::StorageLocation;
+use sluice_engine::{Error, Result};
+
+use super::config::{FilesSourceConfig, InputFormat};
+
+/// Reads files under a location.
+#[derive(Debug)]
+pub struct FilesSource {
+    location: StorageLocation,
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    pattern: GlobMatcher,
+    format: InputFormat,
+    header: bool,
+    delimiter: u8,
+    schema: Option<SchemaRef>,
+}
+
+impl FilesSource {
+    /// Reads and checks `[source]`, collecting every problem.
+    pub fn from_component(component: &Component<'_>) -> Result<Self, Diagnostics> {
+        let config: FilesSourceConfig = component.parse()?;
+        let file = component.file();
+        let mut problems = Diagnostics::default();
+
+        let location = StorageLocation::resolve(config.url.get_ref(), &file.base_dir())
+            .map_err(|message| problems.0.push(component.error("url", message, None)))
+            .ok();
+        let pattern = GlobBuilder::new(config.pattern.get_ref())
+            .literal_separator(true)
+            .build()
+            .map(|glob| glob.compile_matcher())
+            .map_err(|e| {
+                problems.0.push(component.error(
+                    "pattern",
+                    format!("is not a valid glob: {e}"),
+                    Some("for example \"*.csv\" or \"**/*.json\"".into()),
+                ))
+            })
+            .ok();
+        let format = match &config.format {
+            Some(format) => Some(*format.get_ref()),
+            None => {
+                let guessed = InputFormat::from_pattern(config.pattern.get_ref());
+                if guessed.is_none() {
+                    problems.0.push(component.error(
+                        "format",
+                        "missing key `format`: the pattern does not say how the files are encoded",
+                        Some("add format = \"csv\", \"json\" or \"parquet\"".into()),
+                    ));
+                }
+                guessed
+            }
+        };
+        if format.is_some_and(|f| f != InputFormat::Csv) {
+            for key in ["header", "delimiter"] {
+                let given = match key {
+                    "header" => config.header.is_some(),
+                    _ => config.delimiter.is_some(),
+                };
+                if given {
+                    problems.0.push(component.error(key, "applies to csv only", None));
+                }
+            }
+        }
+        let delimiter = match &config.delimiter {
+            Some(d) if d.get_ref().len() == 1 => d.get_ref().as_bytes()[0],
+            Some(d) => {
+                problems.0.push(component.error(
+                    "delimiter",
+                    format!("must be one ASCII character, not \"{}\"", d.get_ref()),
+                    Some("for example delimiter = \";\" or delimiter = \"\\t\"".into()),
+                ));
+                b','
+            }
+            None => b',',
+        };
+        let schema = match &config.schema {
+            Some(schema) => schema
+                .get_ref()
+                .to_arrow(file, "source.schema")
+                .map_err(|found| problems.extend(found))
+                .ok(),
+            None => None,
+        };
+        let opened = location.as_ref().and_then(|location| {
+            location.open().map_err(|e| problems.0.push(component.error("url", e.to_string(), None))).ok()
+        });
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let (Some(location), Some(pattern), Some(format), Some((store, prefix))) =
+            (location, pattern, format, opened)
+        else {
+            unreachable!("every missing part was reported as a problem");
+        };
+        Ok(FilesSource {
+            location,
+            store,
+            prefix,
+            pattern,
+            format,
+            header: config.header.map_or(true, |h| *h.get_ref()),
+            delimiter,
+            schema,
+        })
+    }
+
+    fn file_format(&self) -> Arc<dyn FileFormat> {
+        match self.format {
+            InputFormat::Csv => Arc::new(
+                CsvFormat::default()
+                    .with_has_header(self.header)
+                    .with_delimiter(self.delimiter)
+                    .with_newlines_in_values(true),
+            ),
+            InputFormat::Json => Arc::new(JsonFormat::default()),
+            InputFormat::Parquet => Arc::new(ParquetFormat::default()),
+        }
+    }
+
+    /// Checks that every input is still the version that was planned, and
+    /// returns their metadata: a batch always reads the same data, and an
+    /// input replaced since is new input for a new batch.
+    async fn check_unchanged(&self, inputs: &[InputObject]) -> Result<Vec<ObjectMeta>> {
+        futures::future::try_join_all(inputs.iter().map(|input| self.check_input(input))).await
+    }
+
+    async fn check_input(&self, input: &InputObject) -> Result<ObjectMeta> {
+        let path = self.object_path(&input.path)?;
+        let meta = match self.store.head(&path).await {
+            Ok(meta) => meta,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Error::InputChanged { path: input.path.clone(), detail: "it no longer exists".into() });
+            }
+            Err(other) => return Err(other.into()),
+        };
+        let same_etag = input.etag.is_none() || meta.e_tag == input.etag;
+        if meta.size != input.size || !same_etag {
+            return Err(Error::InputChanged {
+                path: input.path.clone(),
+                detail: format!("it was {} bytes, it is {} bytes now (or was rewritten)", input.size, meta.size),
+            });
+        }
+        Ok(meta)
+    }
+
+    fn object_path(&self, relative: &str) -> Result<Path> {
+        Ok(Path::parse(format!("{}/{relative}", self.prefix)).map_err(object_store::Error::from)?)
+    }
+}
+
+#[async_trait]
+impl Source for FilesSource {
+    async fn discover(&self) -> Result<Vec<InputObject>> {
+        let listed: Vec<ObjectMeta> = self.store.list(Some(&self.prefix)).try_collect().await?;
+        let mut found = Vec::new();
+        for meta in listed {
+            let Some(parts) = meta.location.prefix_match(&self.prefix) else { continue };
+            let parts: Vec<String> = parts.map(|part| part.as_ref().to_string()).collect();
+            if parts.iter().any(|part| part.starts_with('_') || part.starts_with('.')) {
+                continue;
+            }
+            let relative = parts.join("/");
+            if !self.pattern.is_match(&relative) {
+                continue;
+            }
+            found.push(InputObject {
+                path: relative,
+                size: meta.size,
+                etag: meta.e_tag,
+                last_modified: meta.last_modified,
+            });
+        }
+        Ok(found)
+    }
+
+    async fn table(&self, state: &SessionState, inputs: &[InputObject]) -> Result<Arc<dyn TableProvider>> {
+        let objects = self.check_unchanged(inputs).await?;
+        let format = self.file_format();
+        let urls = inputs
+            .iter()
+            .map(|input| ListingTableUrl::parse(format!("{}{}", self.location.url(), input.path)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let schema = match &self.schema {
+            Some(schema) => schema.clone(),
+            None => {
+                let store = state.runtime_env().object_store(urls.first().ok_or_else(|| {
+                    Error::Config("a batch without inputs has no schema to infer".into())
+                })?)?;
+                format.infer_schema(state, &store, &objects).await?
+            }
+        };
+        let options = ListingOptions::new(format).with_file_extension("");
+        let config =
+            ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
+        Ok(Arc::new(ListingTable::try_new(config)?))
+    }
+
+    fn declared_schema(&self) -> Option<SchemaRef> {
+        self.schema.clone()
+    }
+
+    fn describe(&self) -> Vec<(&'static str, String)> {
+        let mut lines = vec![
+            ("type", "files".to_string()),
+            ("url", self.location.to_string()),
+            ("pattern", self.pattern.glob().glob().to_string()),
+            ("format", format!("{:?}", self.format).to_lowercase()),
+        ];
+        if self.format == InputFormat::Csv {
+            lines.push(("header", self.header.to_string()));
+            lines.push(("delimiter", format!("{:?}", self.delimiter as char)));
+        }
+        match &self.schema {
+            Some(schema) => lines.push((
+                "schema",
+                schema.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect::<Vec<_>>().join(", "),
+            )),
+            None => lines.push(("schema", "inferred from each batch's files".into())),
+        }
+        lines
+    }
+}
