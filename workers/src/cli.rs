@@ -1,0 +1,62 @@
+//! The `sluice` command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// sluice: ETL on ephemeral workers. Reads new files as Arrow, transforms
+/// them with SQL, writes Parquet, and records what it did in a checkpoint
+/// log so that every rerun is safe.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check pipeline files: keys, types, URLs, and that the SQL plans.
+    ///
+    /// Prints every problem as FILE:LINE:COL: key.path: message, and exits
+    /// 1 if there is any.
+    Validate {
+        /// Pipeline files to check.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Show the pipeline as sluice understands it: the resolved settings,
+    /// the input's columns and the DataFusion plan of the transform.
+    Explain {
+        /// The pipeline file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Run the pipeline: plan new input into batches, run them, commit.
+    ///
+    /// Without --until-caught-up, keeps polling the source every
+    /// [trigger] poll_interval until SIGINT or SIGTERM; the batches in hand
+    /// are finished before it exits (a second signal exits at once, and
+    /// the next run redoes those batches).
+    Run {
+        /// The pipeline file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Process everything pending, then exit: for cron, CI, a Lambda or
+        /// a Kubernetes Job.
+        #[arg(long)]
+        until_caught_up: bool,
+    },
+    /// Show what the checkpoint log says: committed and pending batches,
+    /// new files not yet planned, rows read and written.
+    Status {
+        /// The pipeline file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}

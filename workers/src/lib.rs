@@ -1,0 +1,18 @@
+//! The runtime of sluice: the worker that runs one batch, the controller
+//! that finds work and drives workers, and the commands of the `sluice`
+//! binary.
+
+pub mod cli;
+pub mod controller;
+pub mod status;
+pub mod worker;
+
+use std::path::Path;
+
+use sluice_connectors::Registry;
+use sluice_engine::spec::{Diagnostics, PipelineSpec};
+
+/// Reads, checks and builds the pipeline in the file at `path`.
+pub fn load_pipeline(path: &Path) -> Result<PipelineSpec, Diagnostics> {
+    sluice_engine::spec::load(path, &Registry)
+}

@@ -1,0 +1,95 @@
+//! `sluice status`: what the checkpoint log says about a pipeline.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sluice_engine::Result;
+use sluice_engine::log::CheckpointLog;
+use sluice_engine::spec::PipelineSpec;
+
+/// One pipeline's state, as `sluice status` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PipelineStatus {
+    /// `[pipeline] name`.
+    pub pipeline: String,
+    /// `[pipeline] version`.
+    pub version: u32,
+    /// Where the log is.
+    pub checkpoint: String,
+    /// Batches whose output is committed.
+    pub committed_batches: u64,
+    /// Batches planned and not committed yet.
+    pub pending_batches: u64,
+    /// Batches given up because their inputs changed before they ran.
+    pub abandoned_batches: u64,
+    /// Input files the source has that no batch holds yet.
+    pub new_files: u64,
+    /// Input files in committed batches.
+    pub files_committed: u64,
+    /// Rows read by committed batches.
+    pub rows_read: u64,
+    /// Rows written by committed batches.
+    pub rows_written: u64,
+    /// Output files of committed batches.
+    pub output_files: u64,
+    /// When the last batch was committed.
+    pub last_commit_at: Option<DateTime<Utc>>,
+}
+
+/// Reads the log (and lists the source) of `spec`.
+pub async fn pipeline_status(spec: &PipelineSpec) -> Result<PipelineStatus> {
+    let log = CheckpointLog::open(&spec.checkpoint, &spec.name).await?;
+    let state = log.state();
+    let mut status = PipelineStatus {
+        pipeline: spec.name.to_string(),
+        version: spec.version,
+        checkpoint: spec.checkpoint.to_string(),
+        committed_batches: 0,
+        pending_batches: 0,
+        abandoned_batches: 0,
+        new_files: 0,
+        files_committed: 0,
+        rows_read: 0,
+        rows_written: 0,
+        output_files: 0,
+        last_commit_at: None,
+    };
+    for entry in state.batches() {
+        match &entry.committed {
+            Some(committed) => {
+                status.committed_batches += 1;
+                status.files_committed += entry.planned.inputs.len() as u64;
+                status.rows_read += committed.rows_in;
+                status.rows_written += committed.staged.rows();
+                status.output_files += committed.staged.outputs.len() as u64;
+                status.last_commit_at = status.last_commit_at.max(Some(committed.at));
+            }
+            None if entry.abandoned.is_some() => status.abandoned_batches += 1,
+            None => status.pending_batches += 1,
+        }
+    }
+    let discovered = spec.source.discover().await?;
+    status.new_files = discovered.iter().filter(|input| !state.has_seen(&input.key())).count() as u64;
+    Ok(status)
+}
+
+impl PipelineStatus {
+    /// The readable form: one `key  value` line each.
+    pub fn to_text(&self) -> String {
+        let last = self.last_commit_at.map_or_else(|| "never".to_string(), |at| at.to_rfc3339());
+        let rows: [(&str, String); 12] = [
+            ("pipeline", self.pipeline.clone()),
+            ("version", self.version.to_string()),
+            ("checkpoint", self.checkpoint.clone()),
+            ("committed_batches", self.committed_batches.to_string()),
+            ("pending_batches", self.pending_batches.to_string()),
+            ("abandoned_batches", self.abandoned_batches.to_string()),
+            ("new_files", self.new_files.to_string()),
+            ("files_committed", self.files_committed.to_string()),
+            ("rows_read", self.rows_read.to_string()),
+            ("rows_written", self.rows_written.to_string()),
+            ("output_files", self.output_files.to_string()),
+            ("last_commit_at", last),
+        ];
+        rows.iter().map(|(key, value)| format!("{key:<18} {value}\n")).collect()
+    }
+}

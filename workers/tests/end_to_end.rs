@@ -1,0 +1,335 @@
+//! The `sluice` binary on real folders: files in, Parquet out, exactly once.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{Workspace, parquet_rows, printed, rows, run, snapshot, visible_files};
+
+const ORDERS: &str = r#"
+[pipeline]
+name = "orders"
+
+[source]
+type = "files"
+url = "inbox"
+pattern = "*.csv"
+format = "csv"
+
+[source.schema]
+id = "int64"
+country = "string"
+amount = "float64"
+
+[sink]
+type = "files"
+url = "out"
+"#;
+
+#[test]
+fn csv_becomes_parquet_once_and_only_new_files_are_added() {
+    let ws = Workspace::new();
+    ws.pipeline(ORDERS);
+    ws.write("inbox/a.csv", "id,country,amount\n1,FR,10.5\n2,DE,20\n");
+    ws.write("inbox/b.csv", "id,country,amount\n3,US,30.25\n");
+
+    let summary = ws.run_until_caught_up();
+    assert!(summary.contains("2 files, 3 rows in, 3 rows out"), "{summary}");
+    let (columns, found) = parquet_rows(&ws.path("out"));
+    assert_eq!(columns, ["id", "country", "amount"]);
+    assert_eq!(found, rows(&["1|FR|10.5", "2|DE|20.0", "3|US|30.25"]));
+
+    let before = snapshot(&ws.path("out"));
+    let summary = ws.run_until_caught_up();
+    assert!(summary.contains("0 batches, 0 files"), "a rerun does nothing: {summary}");
+    assert_eq!(snapshot(&ws.path("out")), before, "a rerun leaves the output as it was");
+
+    ws.write("inbox/c.csv", "id,country,amount\n4,JP,40\n");
+    let summary = ws.run_until_caught_up();
+    assert!(summary.contains("1 batches, 1 files, 1 rows in, 1 rows out"), "{summary}");
+    let after = snapshot(&ws.path("out"));
+    for (path, state) in &before {
+        assert_eq!(after.get(path), Some(state), "{path:?} was not touched");
+    }
+    assert_eq!(after.len(), before.len() + 1);
+    let (_, found) = parquet_rows(&ws.path("out"));
+    assert_eq!(found, rows(&["1|FR|10.5", "2|DE|20.0", "3|US|30.25", "4|JP|40.0"]));
+}
+
+#[test]
+fn output_names_come_from_the_batch_id_and_nothing_else_is_visible() {
+    let ws = Workspace::new();
+    ws.pipeline(ORDERS);
+    ws.write("inbox/a.csv", "id,country,amount\n1,FR,1\n");
+    ws.write("inbox/_partial.csv", "id,country,amount\n99,XX,0\n");
+    ws.write("inbox/.hidden.csv", "id,country,amount\n98,XX,0\n");
+    ws.write("inbox/notes.txt", "not a csv\n");
+    ws.run_until_caught_up();
+
+    let files = visible_files(&ws.path("out"));
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().expect("name").to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("part-") && name.ends_with("-0.parquet") && name.len() == "part-".len() + 32 + "-0.parquet".len(),
+        "{name}"
+    );
+    let (_, found) = parquet_rows(&ws.path("out"));
+    assert_eq!(found, rows(&["1|FR|1.0"]), "files starting with _ or . and non-matching names are not read");
+    assert!(!ws.path("out/_sluice/staging").exists() || visible_files(&ws.path("out/_sluice/staging")).is_empty());
+}
+
+#[test]
+fn batches_respect_the_file_limit() {
+    let ws = Workspace::new();
+    ws.pipeline(&ORDERS.replace("[sink]", "[trigger]\nmax_files_per_batch = 1\n\n[sink]"));
+    for i in 0..3 {
+        ws.write(&format!("inbox/{i}.csv"), &format!("id,country,amount\n{i},FR,1\n"));
+    }
+    let summary = ws.run_until_caught_up();
+    assert!(summary.contains("3 batches, 3 files"), "{summary}");
+    assert_eq!(visible_files(&ws.path("out")).len(), 3);
+}
+
+#[test]
+fn a_file_replaced_with_new_content_is_new_input() {
+    let ws = Workspace::new();
+    ws.pipeline(ORDERS);
+    ws.write("inbox/a.csv", "id,country,amount\n1,FR,1\n");
+    ws.run_until_caught_up();
+    ws.write("inbox/a.csv", "id,country,amount\n1,FR,1\n2,DE,2\n");
+    let summary = ws.run_until_caught_up();
+    assert!(summary.contains("1 batches, 1 files, 2 rows in"), "{summary}");
+    let (_, found) = parquet_rows(&ws.path("out"));
+    assert_eq!(found, rows(&["1|FR|1.0", "1|FR|1.0", "2|DE|2.0"]), "both versions were committed");
+}
+
+#[test]
+fn quoted_commas_quotes_newlines_and_utf8_survive() {
+    let ws = Workspace::new();
+    ws.pipeline(
+        r#"
+[pipeline]
+name = "quoting"
+
+[source]
+type = "files"
+url = "inbox"
+pattern = "*.csv"
+
+[sink]
+type = "files"
+url = "out"
+"#,
+    );
+    ws.write(
+        "inbox/tricky.csv",
+        "id,name,note\n\
+         1,\"O'Brien, Pat\",\"said \"\"hi\"\"\"\n\
+         2,Zoë Kravitz,\"two\nlines\"\n\
+         3,李雷,\"\"\n\
+         4,Søren,\"a,b,c\"\n",
+    );
+    ws.run_until_caught_up();
+    let (columns, found) = parquet_rows(&ws.path("out"));
+    assert_eq!(columns, ["id", "name", "note"]);
+    let expected: Vec<Vec<String>> = vec![
+        vec!["1".into(), "O'Brien, Pat".into(), "said \"hi\"".into()],
+        vec!["2".into(), "Zoë Kravitz".into(), "two\nlines".into()],
+        vec!["3".into(), "李雷".into(), "".into()],
+        vec!["4".into(), "Søren".into(), "a,b,c".into()],
+    ];
+    assert_eq!(found, expected);
+}
+
+#[test]
+fn partition_by_writes_hive_folders_without_the_column() {
+    let ws = Workspace::new();
+    ws.pipeline(&ORDERS.replace("url = \"out\"", "url = \"out\"\npartition_by = [\"country\"]"));
+    ws.write("inbox/a.csv", "id,country,amount\n1,FR,1\n2,DE,2\n3,FR,3\n4,,4\n");
+    ws.run_until_caught_up();
+
+    let files = visible_files(&ws.path("out"));
+    let folders: Vec<String> = files
+        .iter()
+        .map(|f| f.parent().expect("folder").file_name().expect("name").to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(folders, ["country=DE", "country=FR", "country=__HIVE_DEFAULT_PARTITION__"]);
+    let (columns, found) = parquet_rows(&ws.path("out"));
+    assert_eq!(columns, ["id", "amount", "country"], "the partition column lives in the folder name only");
+    assert_eq!(found, rows(&["1|1.0|FR", "2|2.0|DE", "3|3.0|FR", "4|4.0|__HIVE_DEFAULT_PARTITION__"]));
+}
+
+#[test]
+fn ndjson_through_sql_to_csv() {
+    let ws = Workspace::new();
+    ws.pipeline(
+        r#"
+[pipeline]
+name = "events"
+
+[source]
+type = "files"
+url = "inbox"
+pattern = "*.json"
+
+[transform]
+sql = "SELECT user, count(*) AS clicks FROM input WHERE kind = 'click' GROUP BY user ORDER BY user"
+
+[sink]
+type = "files"
+url = "out"
+format = "csv"
+"#,
+    );
+    ws.write(
+        "inbox/e.json",
+        "{\"user\":\"ann\",\"kind\":\"click\"}\n{\"user\":\"bob\",\"kind\":\"view\"}\n\
+         {\"user\":\"ann\",\"kind\":\"click\"}\n{\"user\":\"bob\",\"kind\":\"click\"}\n",
+    );
+    let summary = ws.run_until_caught_up();
+    assert!(summary.contains("4 rows in, 2 rows out"), "{summary}");
+    let files = visible_files(&ws.path("out"));
+    assert_eq!(files.len(), 1);
+    assert!(files[0].to_string_lossy().ends_with("-0.csv"));
+    assert_eq!(std::fs::read_to_string(&files[0]).expect("csv"), "user,clicks\nann,2\nbob,1\n");
+}
+
+#[test]
+fn status_reads_the_log() {
+    let ws = Workspace::new();
+    let pipeline = ws.pipeline(ORDERS);
+    ws.write("inbox/a.csv", "id,country,amount\n1,FR,1\n2,DE,2\n");
+    ws.run_until_caught_up();
+    ws.write("inbox/b.csv", "id,country,amount\n3,US,3\n");
+
+    let output = run(&["status", &pipeline, "--json"]);
+    assert!(output.status.success(), "{}", printed(&output));
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(status["pipeline"], "orders");
+    assert_eq!(status["committed_batches"], 1);
+    assert_eq!(status["pending_batches"], 0);
+    assert_eq!(status["new_files"], 1);
+    assert_eq!(status["rows_written"], 2);
+    assert!(status["last_commit_at"].is_string());
+
+    let output = run(&["status", &pipeline]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("committed_batches  1"), "{text}");
+}
+
+#[test]
+fn a_batch_that_fails_leaves_nothing_visible_and_stays_pending() {
+    let ws = Workspace::new();
+    let pipeline = ws.pipeline(ORDERS);
+    ws.write("inbox/bad.csv", "id,country,amount\n1,FR,not-a-number\n");
+    let output = run(&["run", &pipeline, "--until-caught-up"]);
+    assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not-a-number"), "the error says what is wrong: {stderr}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("1 batches failed"), "{}", printed(&output));
+    assert!(visible_files(&ws.path("out")).is_empty(), "no partial output");
+
+    let output = run(&["status", &pipeline, "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(status["pending_batches"], 1);
+    assert_eq!(status["committed_batches"], 0);
+
+    // Fixed in place: the pending batch's input is gone, so that batch is
+    // abandoned and the new version is read, once.
+    ws.write("inbox/bad.csv", "id,country,amount\n1,FR,5\n");
+    let summary = ws.run_until_caught_up();
+    assert!(summary.contains("1 batches, 1 files, 1 rows in") && summary.contains("1 batches abandoned"), "{summary}");
+    let (_, found) = parquet_rows(&ws.path("out"));
+    assert_eq!(found, rows(&["1|FR|5.0"]));
+    let output = run(&["status", &pipeline, "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!((status["pending_batches"].as_u64(), status["abandoned_batches"].as_u64()), (Some(0), Some(1)));
+}
+
+#[test]
+fn environment_values_are_substituted_and_never_printed() {
+    let ws = Workspace::new();
+    let pipeline = ws.pipeline(
+        r#"
+[pipeline]
+name = "secrets"
+
+[source]
+type = "files"
+url = "${env:SLUICE_TEST_INBOX}"
+format = "csv"
+delimiter = "${env:SLUICE_TEST_SECRET}"
+
+[sink]
+type = "files"
+url = "out"
+"#,
+    );
+    let output = common::sluice()
+        .args(["validate", &pipeline])
+        .env("SLUICE_TEST_INBOX", ws.path("inbox"))
+        .env("SLUICE_TEST_SECRET", "hunter2-very-secret")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
+    let all = printed(&output);
+    assert!(!all.contains("hunter2-very-secret"), "the value leaked: {all}");
+    assert!(all.contains("source.delimiter") && all.contains("${env:SLUICE_TEST_SECRET}"), "{all}");
+
+    std::fs::write(&pipeline, std::fs::read_to_string(&pipeline).expect("read").replace(
+        "delimiter = \"${env:SLUICE_TEST_SECRET}\"\n",
+        "",
+    ))
+    .expect("write");
+    ws.write("inbox/a.csv", "id\n7\n");
+    let output = common::sluice()
+        .args(["run", &pipeline, "--until-caught-up"])
+        .env("SLUICE_TEST_INBOX", ws.path("inbox"))
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{}", printed(&output));
+    assert_eq!(parquet_rows(&ws.path("out")).1, rows(&["7"]));
+}
+
+#[test]
+fn explain_shows_settings_columns_and_plan() {
+    let ws = Workspace::new();
+    let pipeline = ws.pipeline(&ORDERS.replace("[sink]", "[transform]\nsql = \"SELECT id FROM input WHERE amount > 1\"\n\n[sink]"));
+    let output = run(&["explain", &pipeline]);
+    assert!(output.status.success(), "{}", printed(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    for expected in ["name = orders", "format = csv", "declared in [source.schema]", "amount Float64", "physical plan:", "Filter"] {
+        assert!(text.contains(expected), "`{expected}` missing from:\n{text}");
+    }
+}
+
+#[test]
+fn sigterm_finishes_and_prints_the_summary() {
+    let ws = Workspace::new();
+    let pipeline = ws.pipeline(&ORDERS.replace("[sink]", "[trigger]\npoll_interval = \"50ms\"\n\n[sink]"));
+    ws.write("inbox/a.csv", "id,country,amount\n1,FR,1\n");
+    let child = common::sluice()
+        .args(["run", &pipeline])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawns");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while visible_files(&ws.path("out")).is_empty() {
+        assert!(Instant::now() < deadline, "the first file was not processed in 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ws.write("inbox/b.csv", "id,country,amount\n2,DE,2\n");
+    while visible_files(&ws.path("out")).len() < 2 {
+        assert!(Instant::now() < deadline, "a file dropped while running was not processed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(killed.success());
+    let output = child.wait_with_output().expect("exits");
+    assert!(output.status.success(), "{}", printed(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("2 batches, 2 files, 2 rows in, 2 rows out"), "{}", printed(&output));
+    assert_eq!(parquet_rows(&ws.path("out")).1, rows(&["1|FR|1.0", "2|DE|2.0"]));
+}
