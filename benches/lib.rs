@@ -1,1 +1,52 @@
-//! Benchmarks live in the bench targets.
+//! Shared set-up of sluice's micro-benchmarks: a checkpoint log in a
+//! temporary folder and records to append to it.
+
+use chrono::Utc;
+use sluice_engine::batch::{BatchId, InputObject, PipelineName};
+use sluice_engine::log::{CheckpointLog, Committed, Planned, Record};
+use sluice_engine::sink::{OutputObject, Staged};
+use sluice_engine::storage::StorageLocation;
+
+/// The pipeline every benchmark log belongs to.
+pub fn pipeline() -> PipelineName {
+    PipelineName::new("bench").expect("a valid name")
+}
+
+/// Opens (and reads) the log in `dir`.
+pub async fn open_log(dir: &std::path::Path) -> CheckpointLog {
+    let location = StorageLocation::resolve(dir.to_str().expect("utf-8 path"), dir).expect("a local folder");
+    CheckpointLog::open(&location, &pipeline()).await.expect("the log opens")
+}
+
+/// The `planned` and `committed` records of batch number `n`: one input
+/// file, one output file, as a file-drop pipeline writes them.
+pub fn batch_records(n: u64) -> (Record, Record) {
+    let inputs = vec![InputObject {
+        path: format!("inbox/orders-{n:08}.csv"),
+        size: 119_000_000,
+        etag: Some(format!("{n:x}-17f3a-71c3e60")),
+        last_modified: Utc::now(),
+    }];
+    let batch_id = BatchId::derive(&pipeline(), 1, &inputs);
+    let planned = Record::Planned(Planned {
+        batch_id: batch_id.clone(),
+        pipeline: pipeline(),
+        version: 1,
+        inputs,
+        at: Utc::now(),
+    });
+    let committed = Record::Committed(Committed {
+        batch_id: batch_id.clone(),
+        staged: Staged {
+            token: format!("{batch_id}-0123456789abcdef"),
+            outputs: vec![OutputObject {
+                path: format!("part-{batch_id}-0.parquet"),
+                rows: 1_000_000,
+                bytes: 41_000_000,
+            }],
+        },
+        rows_in: 1_000_000,
+        at: Utc::now(),
+    });
+    (planned, committed)
+}

@@ -18,9 +18,7 @@ impl PipelineName {
         if valid {
             Ok(PipelineName(name.to_string()))
         } else {
-            Err(format!(
-                "\"{name}\" is not a pipeline name; use lower-case letters, digits, `_` and `-`"
-            ))
+            Err(format!("\"{name}\" is not a pipeline name; use lower-case letters, digits, `_` and `-`"))
         }
     }
 
@@ -135,12 +133,7 @@ mod tests {
     use super::*;
 
     fn input(path: &str, size: u64, etag: &str) -> InputObject {
-        InputObject {
-            path: path.into(),
-            size,
-            etag: Some(etag.into()),
-            last_modified: DateTime::UNIX_EPOCH,
-        }
+        InputObject { path: path.into(), size, etag: Some(etag.into()), last_modified: DateTime::UNIX_EPOCH }
     }
 
     #[test]

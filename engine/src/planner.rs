@@ -22,8 +22,7 @@ pub fn plan_new(
     pipeline: &PipelineName,
     version: u32,
 ) -> Vec<Batch> {
-    let mut new: Vec<InputObject> =
-        discovered.into_iter().filter(|input| !state.has_seen(&input.key())).collect();
+    let mut new: Vec<InputObject> = discovered.into_iter().filter(|input| !state.has_seen(&input.key())).collect();
     new.sort_by(|a, b| a.last_modified.cmp(&b.last_modified).then_with(|| a.path.cmp(&b.path)));
 
     let mut batches = Vec::new();
@@ -42,10 +41,7 @@ pub fn plan_new(
     if !current.is_empty() {
         batches.push(current);
     }
-    batches
-        .into_iter()
-        .map(|inputs| Batch { id: BatchId::derive(pipeline, version, &inputs), inputs })
-        .collect()
+    batches.into_iter().map(|inputs| Batch { id: BatchId::derive(pipeline, version, &inputs), inputs }).collect()
 }
 
 #[cfg(test)]
@@ -71,7 +67,8 @@ mod tests {
     #[test]
     fn cuts_by_count_and_bytes_oldest_first() {
         let limits = BatchLimits { max_files: 2, max_bytes: 100 };
-        let found = vec![input("c", 10, 3), input("a", 10, 1), input("b", 10, 2), input("big", 500, 4), input("d", 10, 5)];
+        let found =
+            vec![input("c", 10, 3), input("a", 10, 1), input("b", 10, 2), input("big", 500, 4), input("d", 10, 5)];
         let batches = plan_new(found, &LogState::default(), limits, &name(), 1);
         let paths: Vec<Vec<&str>> =
             batches.iter().map(|b| b.inputs.iter().map(|i| i.path.as_str()).collect()).collect();

@@ -13,9 +13,7 @@ pub const IDENTITY_SQL: &str = "SELECT * FROM input";
 
 /// A session for one batch, using `concurrency` threads of work.
 pub fn session(concurrency: usize) -> SessionContext {
-    let config = SessionConfig::new()
-        .with_target_partitions(concurrency.max(1))
-        .with_information_schema(false);
+    let config = SessionConfig::new().with_target_partitions(concurrency.max(1)).with_information_schema(false);
     SessionContext::new_with_config(config)
 }
 
@@ -65,9 +63,11 @@ pub async fn plan_pipeline(
             }
             found.sort_by(|a, b| a.last_modified.cmp(&b.last_modified).then_with(|| a.path.cmp(&b.path)));
             found.truncate(spec.trigger.max_files_per_batch.max(1));
-            let table = spec.source.table(&ctx.state(), &found).await.map_err(|e| {
-                located(format!("cannot infer the schema of the input files: {e}"))
-            })?;
+            let table = spec
+                .source
+                .table(&ctx.state(), &found)
+                .await
+                .map_err(|e| located(format!("cannot infer the schema of the input files: {e}")))?;
             (table, InputSchemaFrom::Inferred(found.len()))
         }
     };

@@ -13,9 +13,9 @@ pub struct HumanDuration(pub Duration);
 impl HumanDuration {
     /// Parses `"1s"`, `"250ms"`, `"1h 5m"`.
     pub fn parse(text: &str) -> Result<Self, String> {
-        humantime::parse_duration(text.trim()).map(HumanDuration).map_err(|e| {
-            format!("`{text}` is not a duration ({e}); write it like \"1s\", \"250ms\" or \"2m\"")
-        })
+        humantime::parse_duration(text.trim())
+            .map(HumanDuration)
+            .map_err(|e| format!("`{text}` is not a duration ({e}); write it like \"1s\", \"250ms\" or \"2m\""))
     }
 }
 
@@ -65,17 +65,11 @@ impl ByteSize {
             )
         };
         let trimmed = text.trim();
-        let split = trimmed
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(trimmed.len());
+        let split = trimmed.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(trimmed.len());
         let (number, unit) = trimmed.split_at(split);
         let number: f64 = number.parse().map_err(|_| bad())?;
         let unit = unit.trim().to_ascii_lowercase();
-        let factor = if unit.is_empty() {
-            1
-        } else {
-            UNITS.iter().find(|(name, _)| *name == unit).ok_or_else(bad)?.1
-        };
+        let factor = if unit.is_empty() { 1 } else { UNITS.iter().find(|(name, _)| *name == unit).ok_or_else(bad)?.1 };
         let bytes = number * factor as f64;
         if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
             return Err(bad());
@@ -87,7 +81,7 @@ impl ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (name, factor) in [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-            if self.0 >= factor && self.0 % factor == 0 {
+            if self.0 >= factor && self.0.is_multiple_of(factor) {
                 return write!(f, "{}{name}", self.0 / factor);
             }
         }
@@ -103,9 +97,9 @@ impl<'de> Deserialize<'de> for ByteSize {
             Number(u64),
             Text(String),
         }
-        match Raw::deserialize(deserializer).map_err(|_| {
-            serde::de::Error::custom("expected a size such as \"256MiB\" or a number of bytes")
-        })? {
+        match Raw::deserialize(deserializer)
+            .map_err(|_| serde::de::Error::custom("expected a size such as \"256MiB\" or a number of bytes"))?
+        {
             Raw::Number(n) => Ok(ByteSize(n)),
             Raw::Text(text) => ByteSize::parse(&text).map_err(serde::de::Error::custom),
         }

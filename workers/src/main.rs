@@ -112,7 +112,12 @@ async fn explain(path: &Path) -> anyhow::Result<ExitCode> {
             println!("\ninput columns ({origin}):");
             let input = ctx.table_provider(sql::INPUT_TABLE).await?.schema();
             for field in input.fields() {
-                println!("  {} {}{}", field.name(), field.data_type(), if field.is_nullable() { "" } else { " not null" });
+                println!(
+                    "  {} {}{}",
+                    field.name(),
+                    field.data_type(),
+                    if field.is_nullable() { "" } else { " not null" }
+                );
             }
             let logical = frame.clone().into_optimized_plan()?;
             println!("\nlogical plan:\n{}", logical.display_indent());
@@ -194,9 +199,7 @@ async fn show_status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let status = status::pipeline_status(&spec)
-        .await
-        .map_err(|e| anyhow::anyhow!(spec.file.redact(&e.to_string())))?;
+    let status = status::pipeline_status(&spec).await.map_err(|e| anyhow::anyhow!(spec.file.redact(&e.to_string())))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {

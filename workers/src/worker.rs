@@ -57,7 +57,8 @@ pub async fn run_batch(spec: &PipelineSpec, log: &Mutex<CheckpointLog>, batch: &
     let staged = spec.sink.stage(&attempt, stream).await?;
     let rows_in = scanned_rows(&plan);
     let rows_out = staged.rows();
-    let record = Record::Committed(Committed { batch_id: batch.id.clone(), staged: staged.clone(), rows_in, at: Utc::now() });
+    let record =
+        Record::Committed(Committed { batch_id: batch.id.clone(), staged: staged.clone(), rows_in, at: Utc::now() });
     let appended = log.lock().await.append(record).await?;
     match appended {
         Appended::Written(seq) => {

@@ -71,7 +71,9 @@ fn output_names_come_from_the_batch_id_and_nothing_else_is_visible() {
     assert_eq!(files.len(), 1, "{files:?}");
     let name = files[0].file_name().expect("name").to_string_lossy().into_owned();
     assert!(
-        name.starts_with("part-") && name.ends_with("-0.parquet") && name.len() == "part-".len() + 32 + "-0.parquet".len(),
+        name.starts_with("part-")
+            && name.ends_with("-0.parquet")
+            && name.len() == "part-".len() + 32 + "-0.parquet".len(),
         "{name}"
     );
     let (_, found) = parquet_rows(&ws.path("out"));
@@ -277,10 +279,10 @@ url = "out"
     assert!(!all.contains("hunter2-very-secret"), "the value leaked: {all}");
     assert!(all.contains("source.delimiter") && all.contains("${env:SLUICE_TEST_SECRET}"), "{all}");
 
-    std::fs::write(&pipeline, std::fs::read_to_string(&pipeline).expect("read").replace(
-        "delimiter = \"${env:SLUICE_TEST_SECRET}\"\n",
-        "",
-    ))
+    std::fs::write(
+        &pipeline,
+        std::fs::read_to_string(&pipeline).expect("read").replace("delimiter = \"${env:SLUICE_TEST_SECRET}\"\n", ""),
+    )
     .expect("write");
     ws.write("inbox/a.csv", "id\n7\n");
     let output = common::sluice()
@@ -295,11 +297,14 @@ url = "out"
 #[test]
 fn explain_shows_settings_columns_and_plan() {
     let ws = Workspace::new();
-    let pipeline = ws.pipeline(&ORDERS.replace("[sink]", "[transform]\nsql = \"SELECT id FROM input WHERE amount > 1\"\n\n[sink]"));
+    let pipeline = ws
+        .pipeline(&ORDERS.replace("[sink]", "[transform]\nsql = \"SELECT id FROM input WHERE amount > 1\"\n\n[sink]"));
     let output = run(&["explain", &pipeline]);
     assert!(output.status.success(), "{}", printed(&output));
     let text = String::from_utf8_lossy(&output.stdout);
-    for expected in ["name = orders", "format = csv", "declared in [source.schema]", "amount Float64", "physical plan:", "Filter"] {
+    for expected in
+        ["name = orders", "format = csv", "declared in [source.schema]", "amount Float64", "physical plan:", "Filter"]
+    {
         assert!(text.contains(expected), "`{expected}` missing from:\n{text}");
     }
 }
@@ -330,6 +335,10 @@ fn sigterm_finishes_and_prints_the_summary() {
     assert!(killed.success());
     let output = child.wait_with_output().expect("exits");
     assert!(output.status.success(), "{}", printed(&output));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("2 batches, 2 files, 2 rows in, 2 rows out"), "{}", printed(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("2 batches, 2 files, 2 rows in, 2 rows out"),
+        "{}",
+        printed(&output)
+    );
     assert_eq!(parquet_rows(&ws.path("out")).1, rows(&["1|FR|1.0", "2|DE|2.0"]));
 }

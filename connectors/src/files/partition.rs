@@ -46,8 +46,7 @@ impl Partitioner {
 
     /// The schema of the written files: without the partition columns.
     pub(crate) fn file_schema(&self, schema: &Schema) -> SchemaRef {
-        let fields: Vec<_> =
-            schema.fields().iter().filter(|f| !self.columns.contains(f.name())).cloned().collect();
+        let fields: Vec<_> = schema.fields().iter().filter(|f| !self.columns.contains(f.name())).cloned().collect();
         Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
     }
 

@@ -75,11 +75,7 @@ impl FilesSink {
         let mut seen = Vec::new();
         for column in &config.partition_by {
             if column.is_empty() || seen.contains(column) {
-                problems.0.push(component.error(
-                    "partition_by",
-                    format!("\"{column}\" is empty or named twice"),
-                    None,
-                ));
+                problems.0.push(component.error("partition_by", format!("\"{column}\" is empty or named twice"), None));
             }
             seen.push(column.clone());
         }
@@ -208,10 +204,7 @@ impl Sink for FilesSink {
                 Err(object_store::Error::NotFound { .. }) => {
                     // Published before a crash: the file is in place already.
                     self.store.head(&to).await.map_err(|e| {
-                        Error::Output(format!(
-                            "committed output {} is neither staged nor published: {e}",
-                            output.path
-                        ))
+                        Error::Output(format!("committed output {} is neither staged nor published: {e}", output.path))
                     })?;
                 }
                 Err(other) => return Err(other.into()),

@@ -97,11 +97,9 @@ impl FilesSource {
             None => b',',
         };
         let schema = match &config.schema {
-            Some(schema) => schema
-                .get_ref()
-                .to_arrow(file, "source.schema")
-                .map_err(|found| problems.extend(found))
-                .ok(),
+            Some(schema) => {
+                schema.get_ref().to_arrow(file, "source.schema").map_err(|found| problems.extend(found)).ok()
+            }
             None => None,
         };
         let opened = location.as_ref().and_then(|location| {
@@ -110,8 +108,7 @@ impl FilesSource {
         if !problems.is_empty() {
             return Err(problems);
         }
-        let (Some(location), Some(pattern), Some(format), Some((store, prefix))) =
-            (location, pattern, format, opened)
+        let (Some(location), Some(pattern), Some(format), Some((store, prefix))) = (location, pattern, format, opened)
         else {
             unreachable!("every missing part was reported as a problem");
         };
@@ -121,7 +118,7 @@ impl FilesSource {
             prefix,
             pattern,
             format,
-            header: config.header.map_or(true, |h| *h.get_ref()),
+            header: config.header.is_none_or(|h| *h.get_ref()),
             delimiter,
             schema,
         })
@@ -206,15 +203,15 @@ impl Source for FilesSource {
         let schema = match &self.schema {
             Some(schema) => schema.clone(),
             None => {
-                let store = state.runtime_env().object_store(urls.first().ok_or_else(|| {
-                    Error::Config("a batch without inputs has no schema to infer".into())
-                })?)?;
+                let store = state.runtime_env().object_store(
+                    urls.first()
+                        .ok_or_else(|| Error::Config("a batch without inputs has no schema to infer".into()))?,
+                )?;
                 format.infer_schema(state, &store, &objects).await?
             }
         };
         let options = ListingOptions::new(format).with_file_extension("");
-        let config =
-            ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
+        let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
         Ok(Arc::new(ListingTable::try_new(config)?))
     }
 
@@ -236,7 +233,12 @@ impl Source for FilesSource {
         match &self.schema {
             Some(schema) => lines.push((
                 "schema",
-                schema.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect::<Vec<_>>().join(", "),
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| format!("{} {}", f.name(), f.data_type()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             )),
             None => lines.push(("schema", "inferred from each batch's files".into())),
         }

@@ -53,7 +53,8 @@ fn the_example_parses_with_every_key() {
 fn unknown_keys_of_source_and_sink_are_refused_each_with_its_place() {
     let text = EXAMPLE.replace("header = false", "headers = false").replace("compression", "compresion");
     let problems = load(&text).expect_err("refused");
-    let shown: Vec<String> = problems.0.iter().map(|p| format!("{}:{}: {}: {}", p.line, p.column, p.key_path, p.message)).collect();
+    let shown: Vec<String> =
+        problems.0.iter().map(|p| format!("{}:{}: {}: {}", p.line, p.column, p.key_path, p.message)).collect();
     assert_eq!(
         shown,
         ["11:1: source.headers: unknown key `headers`", "22:1: sink.compresion: unknown key `compresion`"]

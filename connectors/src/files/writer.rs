@@ -28,6 +28,8 @@ pub(crate) struct FileWriter {
     rows: u64,
 }
 
+// One lives per output file being written: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Inner {
     Parquet(AsyncArrowWriter<BufWriter>),
     Text { out: BufWriter, format: OutputFormat, header_written: bool },
@@ -39,10 +41,7 @@ impl FileWriter {
             OutputFormat::Parquet => {
                 let properties = WriterProperties::builder().set_compression(encoding.compression).build();
                 let target = BufWriter::new(store, path);
-                Inner::Parquet(
-                    AsyncArrowWriter::try_new(target, schema, Some(properties))
-                        .map_err(parquet_error)?,
-                )
+                Inner::Parquet(AsyncArrowWriter::try_new(target, schema, Some(properties)).map_err(parquet_error)?)
             }
             format => Inner::Text { out: BufWriter::new(store, path), format, header_written: false },
         };

@@ -172,7 +172,8 @@ mod tests {
 
     fn planned(path: &str) -> Record {
         let pipeline = PipelineName::new("orders").expect("valid");
-        let inputs = vec![InputObject { path: path.into(), size: 3, etag: Some("e".into()), last_modified: Utc::now() }];
+        let inputs =
+            vec![InputObject { path: path.into(), size: 3, etag: Some("e".into()), last_modified: Utc::now() }];
         Record::Planned(Planned {
             batch_id: BatchId::derive(&pipeline, 1, &inputs),
             pipeline,
@@ -205,10 +206,7 @@ mod tests {
         assert_eq!(a.append(plan.clone()).await.expect("append"), Appended::Written(Seq(0)));
         // b has not read record 0: its put of 0 loses, it re-reads, and
         // then the log refuses the same inputs twice.
-        assert_eq!(
-            b.append(plan.clone()).await.expect("append"),
-            Appended::Refused(Refusal::InputsAlreadyPlanned)
-        );
+        assert_eq!(b.append(plan.clone()).await.expect("append"), Appended::Refused(Refusal::InputsAlreadyPlanned));
         assert_eq!(b.append(planned("2.csv")).await.expect("append"), Appended::Written(Seq(1)));
         let commit = commit_of(&plan);
         a.refresh().await.expect("refresh");

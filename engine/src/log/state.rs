@@ -69,20 +69,20 @@ impl LogState {
                 );
             }
             Record::Committed(committed) => {
-                if let Some(entry) = self.batches.get_mut(&committed.batch_id) {
-                    if entry.is_pending() {
-                        entry.committed = Some(committed);
-                    }
+                if let Some(entry) = self.batches.get_mut(&committed.batch_id)
+                    && entry.is_pending()
+                {
+                    entry.committed = Some(committed);
                 }
             }
             Record::Abandoned(abandoned) => {
-                if let Some(entry) = self.batches.get_mut(&abandoned.batch_id) {
-                    if entry.is_pending() {
-                        for input in &entry.planned.inputs {
-                            self.seen_inputs.remove(&input.key());
-                        }
-                        entry.abandoned = Some(abandoned);
+                if let Some(entry) = self.batches.get_mut(&abandoned.batch_id)
+                    && entry.is_pending()
+                {
+                    for input in &entry.planned.inputs {
+                        self.seen_inputs.remove(&input.key());
                     }
+                    entry.abandoned = Some(abandoned);
                 }
             }
         }
@@ -115,8 +115,7 @@ impl LogState {
 
     /// The batches planned and not committed, oldest first.
     pub fn pending(&self) -> Vec<Batch> {
-        let mut pending: Vec<&BatchEntry> =
-            self.batches.values().filter(|entry| entry.is_pending()).collect();
+        let mut pending: Vec<&BatchEntry> = self.batches.values().filter(|entry| entry.is_pending()).collect();
         pending.sort_by_key(|entry| entry.planned_seq);
         pending
             .into_iter()

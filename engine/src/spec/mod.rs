@@ -200,10 +200,10 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
             .map_err(|message| problems.0.push(file.diagnostic(p.name.span(), "pipeline.name", message, None)))
             .ok()
     });
-    if let Some(p) = &pipeline {
-        if *p.version.get_ref() == 0 {
-            problems.0.push(file.diagnostic(p.version.span(), "pipeline.version", "must be 1 or more", None));
-        }
+    if let Some(p) = &pipeline
+        && *p.version.get_ref() == 0
+    {
+        problems.0.push(file.diagnostic(p.version.span(), "pipeline.version", "must be 1 or more", None));
     }
 
     let trigger: Option<TriggerSpec> =

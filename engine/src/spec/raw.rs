@@ -27,12 +27,7 @@ pub struct Component<'a> {
 }
 
 impl<'a> Component<'a> {
-    pub(crate) fn new(
-        key: &'static str,
-        kind: Spanned<String>,
-        value: RawValue<'a>,
-        file: &'a SpecFile,
-    ) -> Self {
+    pub(crate) fn new(key: &'static str, kind: Spanned<String>, value: RawValue<'a>, file: &'a SpecFile) -> Self {
         Component { key, kind, value, file }
     }
 
@@ -132,12 +127,7 @@ fn unknown_keys(file: &SpecFile, path: &str, table: &DeTable<'_>, fields: &[&str
             Some(near) => format!("did you mean `{near}`?"),
             None => format!("known keys of [{path}]: {}", fields.join(", ")),
         };
-        problems.0.push(file.diagnostic(
-            key.span(),
-            join(path, name),
-            format!("unknown key `{name}`"),
-            Some(hint),
-        ));
+        problems.0.push(file.diagnostic(key.span(), join(path, name), format!("unknown key `{name}`"), Some(hint)));
     }
     problems
 }

@@ -150,8 +150,7 @@ pub(crate) fn parquet_rows(dir: &Path) -> (Vec<String>, Vec<Vec<String>>) {
 
 /// Rows written as `a|b|c` strings, sorted, for compact expectations.
 pub(crate) fn rows(expected: &[&str]) -> Vec<Vec<String>> {
-    let mut rows: Vec<Vec<String>> =
-        expected.iter().map(|row| row.split('|').map(String::from).collect()).collect();
+    let mut rows: Vec<Vec<String>> = expected.iter().map(|row| row.split('|').map(String::from).collect()).collect();
     rows.sort();
     rows
 }
