@@ -22,7 +22,7 @@ use toml::de::{DeTable, DeValue};
 
 pub use diag::{Diagnostic, Diagnostics, SpecFile, closest};
 pub use raw::Component;
-use raw::{RawValue, parse_table, substitute_env, unknown_sections};
+use raw::{RawValue, parse_table, substitute_env, unknown_keys};
 
 use crate::batch::PipelineName;
 use crate::planner::BatchLimits;
@@ -177,7 +177,7 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
             return Err(Diagnostics(vec![file.diagnostic(span, "", error.message(), None)]));
         }
     };
-    let mut problems = unknown_sections(&file, &root, SECTIONS);
+    let mut problems = unknown_keys(&file, "", &root, SECTIONS);
     problems.extend(substitute_env(&file, &mut root, ""));
 
     let section = |name: &str| -> Option<RawValue<'_>> { root.get(name).cloned() };

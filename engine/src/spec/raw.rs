@@ -116,35 +116,30 @@ pub(crate) fn parse_table<T: DeserializeOwned>(
     })
 }
 
-fn unknown_keys(file: &SpecFile, path: &str, table: &DeTable<'_>, fields: &[&str]) -> Diagnostics {
+/// Reports every key of `table` not in `known`; at the top level
+/// (`path` empty) the keys are the file's tables.
+pub(crate) fn unknown_keys(file: &SpecFile, path: &str, table: &DeTable<'_>, known: &[&str]) -> Diagnostics {
     let mut problems = Diagnostics::default();
     for (key, _) in table.iter() {
-        let name: &str = key.get_ref();
-        if fields.contains(&name) {
-            continue;
-        }
-        let hint = match closest(name, fields.iter().copied()) {
-            Some(near) => format!("did you mean `{near}`?"),
-            None => format!("known keys of [{path}]: {}", fields.join(", ")),
-        };
-        problems.0.push(file.diagnostic(key.span(), join(path, name), format!("unknown key `{name}`"), Some(hint)));
-    }
-    problems
-}
-
-/// Checks the top-level tables of the file against `known`.
-pub(crate) fn unknown_sections(file: &SpecFile, root: &DeTable<'_>, known: &[&str]) -> Diagnostics {
-    let mut problems = Diagnostics::default();
-    for (key, _) in root.iter() {
         let name: &str = key.get_ref();
         if known.contains(&name) {
             continue;
         }
-        let hint = match closest(name, known.iter().copied()) {
-            Some(near) => format!("did you mean [{near}]?"),
-            None => format!("a pipeline file has these tables: {}", known.join(", ")),
+        let near = closest(name, known.iter().copied());
+        let (message, hint) = if path.is_empty() {
+            let hint = match near {
+                Some(near) => format!("did you mean [{near}]?"),
+                None => format!("a pipeline file has these tables: {}", known.join(", ")),
+            };
+            (format!("unknown table `{name}`"), hint)
+        } else {
+            let hint = match near {
+                Some(near) => format!("did you mean `{near}`?"),
+                None => format!("known keys of [{path}]: {}", known.join(", ")),
+            };
+            (format!("unknown key `{name}`"), hint)
         };
-        problems.0.push(file.diagnostic(key.span(), name, format!("unknown table `{name}`"), Some(hint)));
+        problems.0.push(file.diagnostic(key.span(), join(path, name), message, Some(hint)));
     }
     problems
 }
