@@ -11,7 +11,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -56,31 +55,45 @@ const TRANSIENT_ATTEMPTS: u32 = 3;
 /// turns true; the batches in hand when it does are finished first.
 pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, mut stop: watch::Receiver<bool>) -> Result<RunSummary> {
     let log = Arc::new(Mutex::new(CheckpointLog::open(&spec.checkpoint, &spec.name).await?));
-    let stopping = Arc::new(AtomicBool::new(false));
     let mut summary = RunSummary::default();
     let mut failed: HashSet<BatchId> = HashSet::new();
+    let mut storage_failures = 0;
     loop {
         if *stop.borrow() {
             break;
         }
-        let pending = prepare(&spec, &log).await?;
+        let pending = match prepare(&spec, &log).await {
+            Ok(pending) => {
+                storage_failures = 0;
+                pending
+            }
+            // A store that fails for a while does not end a controller that
+            // runs until stopped; one that runs until caught up gives up
+            // after a few tries.
+            Err(error)
+                if error.is_retryable() && (!options.until_caught_up || storage_failures + 1 < TRANSIENT_ATTEMPTS) =>
+            {
+                storage_failures += 1;
+                let wait = backoff(storage_failures).max(spec.trigger.poll_interval.0);
+                tracing::warn!(
+                    pipeline = %spec.name,
+                    "cannot read the log or list the source, trying again in {wait:?}: {}",
+                    spec.file.redact(&error.to_string())
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         let runnable: Vec<Batch> = pending.into_iter().filter(|batch| !failed.contains(&batch.id)).collect();
         let nothing_to_do = runnable.is_empty();
 
-        let watcher = {
-            let stopping = stopping.clone();
-            let mut stop = stop.clone();
-            tokio::spawn(async move {
-                while stop.changed().await.is_ok() {
-                    if *stop.borrow() {
-                        stopping.store(true, Ordering::SeqCst);
-                        break;
-                    }
-                }
-            })
-        };
+        // Once stopping, no further batch starts; those started finish.
         let mut results = futures::stream::iter(runnable)
-            .take_while(|_| futures::future::ready(!stopping.load(Ordering::SeqCst)))
+            .take_while(|_| futures::future::ready(!*stop.borrow()))
             .map(|batch| {
                 let spec = spec.clone();
                 let log = log.clone();
@@ -124,9 +137,8 @@ pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, mut stop: watch::
             }
         }
         drop(results);
-        watcher.abort();
 
-        if stopping.load(Ordering::SeqCst) || *stop.borrow() {
+        if *stop.borrow() {
             break;
         }
         if options.until_caught_up {
@@ -195,7 +207,7 @@ async fn run_with_retries(spec: &PipelineSpec, log: &Mutex<CheckpointLog>, batch
     loop {
         match run_batch(spec, log, batch).await {
             Err(error) if error.is_retryable() && attempt < TRANSIENT_ATTEMPTS => {
-                let wait = Duration::from_millis(500 << attempt);
+                let wait = backoff(attempt);
                 tracing::warn!(
                     batch_id = %batch.id, attempt, "batch failed, retrying in {wait:?}: {}",
                     spec.file.redact(&error.to_string())
@@ -206,6 +218,11 @@ async fn run_with_retries(spec: &PipelineSpec, log: &Mutex<CheckpointLog>, batch
             other => return other,
         }
     }
+}
+
+/// How long to wait before try number `failures + 1`: 1 s, 2 s, 4 s, ... at most a minute.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(500u64 << failures.min(7)).min(Duration::from_secs(60))
 }
 
 /// Seconds since `start`, for the summary line.

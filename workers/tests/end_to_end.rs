@@ -342,3 +342,13 @@ fn sigterm_finishes_and_prints_the_summary() {
     );
     assert_eq!(parquet_rows(&ws.path("out")).1, rows(&["1|FR|1.0", "2|DE|2.0"]));
 }
+
+#[test]
+fn a_missing_source_folder_is_an_error_that_names_it() {
+    let ws = Workspace::new();
+    let pipeline = ws.pipeline(&ORDERS.replace("url = \"inbox\"", "url = \"inbox-typo\""));
+    let output = run(&["run", &pipeline, "--until-caught-up"]);
+    assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("inbox-typo does not exist"), "{stderr}");
+}

@@ -22,6 +22,11 @@ impl Partitioner {
         Partitioner { columns }
     }
 
+    /// The partition columns, outermost folder first.
+    pub(crate) fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
     /// Whether there is any partition column.
     pub(crate) fn is_partitioned(&self) -> bool {
         !self.columns.is_empty()

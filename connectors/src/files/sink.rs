@@ -135,6 +135,17 @@ fn parse_compression(name: &str) -> Option<Compression> {
     })
 }
 
+fn compression_name(compression: Compression) -> &'static str {
+    match compression {
+        Compression::ZSTD(_) => "zstd",
+        Compression::SNAPPY => "snappy",
+        Compression::GZIP(_) => "gzip",
+        Compression::LZ4_RAW => "lz4",
+        Compression::BROTLI(_) => "brotli",
+        _ => "none",
+    }
+}
+
 fn remove_empty_dirs(dir: &std::path::Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
@@ -254,10 +265,10 @@ impl Sink for FilesSink {
             ("format", self.encoding.format.extension().to_string()),
         ];
         if self.encoding.format == OutputFormat::Parquet {
-            lines.push(("compression", format!("{:?}", self.encoding.compression)));
+            lines.push(("compression", compression_name(self.encoding.compression).to_string()));
         }
         if self.partitioner.is_partitioned() {
-            lines.push(("partition_by", format!("{:?}", self.partitioner)));
+            lines.push(("partition_by", self.partitioner.columns().join(", ")));
         }
         lines
     }

@@ -171,6 +171,14 @@ impl FilesSource {
 #[async_trait]
 impl Source for FilesSource {
     async fn discover(&self) -> Result<Vec<InputObject>> {
+        if let Some(folder) = self.location.local_path()
+            && !folder.is_dir()
+        {
+            return Err(Error::Config(format!(
+                "the source folder {} does not exist; create it, or correct [source] url",
+                folder.components().collect::<std::path::PathBuf>().display()
+            )));
+        }
         let listed: Vec<ObjectMeta> = self.store.list(Some(&self.prefix)).try_collect().await?;
         let mut found = Vec::new();
         for meta in listed {

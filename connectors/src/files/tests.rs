@@ -46,7 +46,8 @@ fn the_example_parses_with_every_key() {
     let schema = spec.source.declared_schema().expect("declared");
     assert_eq!(schema.field(1).data_type(), &arrow::datatypes::DataType::Decimal128(12, 2));
     let sink = spec.sink.describe();
-    assert!(sink.iter().any(|(key, value)| *key == "compression" && value.contains("SNAPPY")), "{sink:?}");
+    assert!(sink.contains(&("compression", "snappy".to_string())), "{sink:?}");
+    assert!(sink.contains(&("partition_by", "country, day".to_string())), "{sink:?}");
 }
 
 #[test]
