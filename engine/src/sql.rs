@@ -12,8 +12,12 @@ pub const INPUT_TABLE: &str = "input";
 pub const IDENTITY_SQL: &str = "SELECT * FROM input";
 
 /// A session for one batch, using `concurrency` threads of work.
+///
+/// A literal such as `1.20` is an exact decimal, as the SQL standard and
+/// DuckDB have it, so that `amount * 1.20` on a decimal column stays exact.
 pub fn session(concurrency: usize) -> SessionContext {
-    let config = SessionConfig::new().with_target_partitions(concurrency.max(1)).with_information_schema(false);
+    let mut config = SessionConfig::new().with_target_partitions(concurrency.max(1)).with_information_schema(false);
+    config.options_mut().sql_parser.parse_float_as_decimal = true;
     SessionContext::new_with_config(config)
 }
 
@@ -33,42 +37,55 @@ use datafusion::datasource::MemTable;
 
 use crate::spec::{Diagnostics, PipelineSpec};
 
-/// Where the schema of `input` came from when planning without a batch.
+/// What `input` stood for when the transform was planned without a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InputSchemaFrom {
-    /// `[source.schema]`.
+pub enum PlannedInput {
+    /// An empty table of the `[source.schema]` columns.
     Declared,
-    /// Inferred from this many input objects found now.
-    Inferred(usize),
+    /// The first batch's worth of the input files present: this many.
+    Files(usize),
 }
 
-/// Plans the pipeline's transform against the input it would read now:
-/// over the declared schema, or over the first batch's worth of the input
-/// objects present. `Ok(None)` when there is neither, so nothing to plan
-/// against yet. Problems point at `transform.sql` or the sink's keys.
+/// Which input [`plan_pipeline`] plans against when it has the choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanOver {
+    /// The declared schema when there is one: no listing (`validate`).
+    DeclaredSchema,
+    /// The input files present when there are some (`explain`).
+    InputFiles,
+}
+
+/// Plans the pipeline's transform without running a batch: over the
+/// declared schema or over the first batch's worth of the input files
+/// present, as `over` prefers. `Ok(None)` when there is neither, so
+/// nothing to plan against yet. Problems point at `transform.sql` or the
+/// sink's keys.
 pub async fn plan_pipeline(
     spec: &PipelineSpec,
     ctx: &SessionContext,
-) -> Result<Option<(DataFrame, InputSchemaFrom)>, Diagnostics> {
+    over: PlanOver,
+) -> Result<Option<(DataFrame, PlannedInput)>, Diagnostics> {
     let located = |message: String| Diagnostics(vec![spec.diagnostic("source", message, None)]);
-    let (table, from): (Arc<dyn datafusion::catalog::TableProvider>, _) = match spec.source.declared_schema() {
-        Some(schema) => {
+    let declared = spec.source.declared_schema();
+    let mut found = Vec::new();
+    if declared.is_none() || over == PlanOver::InputFiles {
+        found = spec.source.discover().await.map_err(|e| located(e.to_string()))?;
+        found.sort_by(|a, b| a.last_modified.cmp(&b.last_modified).then_with(|| a.path.cmp(&b.path)));
+        found.truncate(spec.trigger.max_files_per_batch.max(1));
+    }
+    let (table, input): (Arc<dyn datafusion::catalog::TableProvider>, _) = match declared {
+        Some(schema) if found.is_empty() => {
             let empty = MemTable::try_new(schema, vec![vec![]]).map_err(|e| located(e.to_string()))?;
-            (Arc::new(empty), InputSchemaFrom::Declared)
+            (Arc::new(empty), PlannedInput::Declared)
         }
-        None => {
-            let mut found = spec.source.discover().await.map_err(|e| located(e.to_string()))?;
-            if found.is_empty() {
-                return Ok(None);
-            }
-            found.sort_by(|a, b| a.last_modified.cmp(&b.last_modified).then_with(|| a.path.cmp(&b.path)));
-            found.truncate(spec.trigger.max_files_per_batch.max(1));
+        None if found.is_empty() => return Ok(None),
+        _ => {
             let table = spec
                 .source
                 .table(&ctx.state(), &found)
                 .await
-                .map_err(|e| located(format!("cannot infer the schema of the input files: {e}")))?;
-            (table, InputSchemaFrom::Inferred(found.len()))
+                .map_err(|e| located(format!("cannot read the input files: {e}")))?;
+            (table, PlannedInput::Files(found.len()))
         }
     };
     ctx.register_table(INPUT_TABLE, table).map_err(|e| located(e.to_string()))?;
@@ -82,5 +99,5 @@ pub async fn plan_pipeline(
     if let Err(message) = spec.sink.check_schema(&schema) {
         return Err(Diagnostics(vec![spec.diagnostic("sink.partition_by", message, None)]));
     }
-    Ok(Some((frame, from)))
+    Ok(Some((frame, input)))
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Parser;
 use datafusion::physical_plan::displayable;
-use sluice_engine::sql::{self, InputSchemaFrom};
+use sluice_engine::sql::{self, PlanOver, PlannedInput};
 use sluice_workers::cli::{Cli, Command};
 use sluice_workers::controller::{self, RunOptions};
 use sluice_workers::{load_pipeline, status};
@@ -60,7 +60,7 @@ async fn validate(files: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
             Err(problems) => Some(problems),
             Ok(spec) => {
                 let ctx = sql::session(spec.concurrency);
-                sql::plan_pipeline(&spec, &ctx).await.err()
+                sql::plan_pipeline(&spec, &ctx, PlanOver::DeclaredSchema).await.err()
             }
         };
         match problems {
@@ -101,7 +101,7 @@ async fn explain(path: &Path) -> anyhow::Result<ExitCode> {
     println!("[workers]\n  concurrency = {}", spec.concurrency);
 
     let ctx = sql::session(spec.concurrency);
-    match sql::plan_pipeline(&spec, &ctx).await {
+    match sql::plan_pipeline(&spec, &ctx, PlanOver::InputFiles).await {
         Err(problems) => {
             eprintln!("{problems}");
             return Ok(ExitCode::FAILURE);
@@ -109,10 +109,13 @@ async fn explain(path: &Path) -> anyhow::Result<ExitCode> {
         Ok(None) => {
             println!("\nNo input files yet and no [source.schema]: the plan is shown once there is either.");
         }
-        Ok(Some((frame, from))) => {
-            let origin = match from {
-                InputSchemaFrom::Declared => "declared in [source.schema]".to_string(),
-                InputSchemaFrom::Inferred(n) => format!("inferred from {n} input file(s) present now"),
+        Ok(Some((frame, input))) => {
+            let origin = match (input, spec.source.declared_schema().is_some()) {
+                (PlannedInput::Declared, _) => "declared in [source.schema]; no input files yet".to_string(),
+                (PlannedInput::Files(n), true) => {
+                    format!("declared in [source.schema]; planned over {n} input file(s)")
+                }
+                (PlannedInput::Files(n), false) => format!("inferred from {n} input file(s) present now"),
             };
             println!("\ninput columns ({origin}):");
             let input = ctx.table_provider(sql::INPUT_TABLE).await?.schema();

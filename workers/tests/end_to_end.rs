@@ -352,3 +352,36 @@ fn a_missing_source_folder_is_an_error_that_names_it() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("inbox-typo does not exist"), "{stderr}");
 }
+
+#[test]
+fn decimal_literals_are_exact() {
+    let ws = Workspace::new();
+    ws.pipeline(
+        r#"
+[pipeline]
+name = "money"
+
+[source]
+type = "files"
+url = "inbox"
+format = "csv"
+
+[source.schema]
+id = "int64"
+price = "decimal(10,2)"
+
+[transform]
+sql = "SELECT id, 0.1 + 0.2 AS tenths, CAST(price * 1.20 AS DECIMAL(10, 2)) AS gross FROM input"
+
+[sink]
+type = "files"
+url = "out"
+format = "csv"
+"#,
+    );
+    ws.write("inbox/a.csv", "id,price\n1,0.35\n2,19.99\n");
+    ws.run_until_caught_up();
+    let files = visible_files(&ws.path("out"));
+    let text = std::fs::read_to_string(&files[0]).expect("csv");
+    assert_eq!(text, "id,tenths,gross\n1,0.3,0.42\n2,0.3,23.99\n");
+}
