@@ -19,7 +19,10 @@ use crate::batch::InputObject;
 ///   and it leaves out names starting with `_` or `.` (files being written
 ///   and engine files).
 /// - [`Source::table`] reads exactly the inputs it is given, whatever has
-///   happened to the source since: a batch is always the same data.
+///   happened to the source since: a batch is always the same data. An
+///   input that is no longer the planned version is
+///   [`crate::Error::InputChanged`], from `table` or from
+///   [`Source::verify`] once the batch has been read.
 /// - Neither keeps state between calls, so any worker can serve any batch.
 #[async_trait]
 pub trait Source: Send + Sync + fmt::Debug {
@@ -28,6 +31,14 @@ pub trait Source: Send + Sync + fmt::Debug {
 
     /// A table over exactly `inputs`, registered as `input` for the SQL.
     async fn table(&self, state: &SessionState, inputs: &[InputObject]) -> Result<Arc<dyn TableProvider>>;
+
+    /// Checks, after a batch was read, that its inputs are still the
+    /// versions planned, so that one replaced while it was being read is
+    /// never committed. Sources whose inputs cannot change keep the default.
+    async fn verify(&self, inputs: &[InputObject]) -> Result<()> {
+        let _ = inputs;
+        Ok(())
+    }
 
     /// The schema declared in the pipeline file, if there is one.
     fn declared_schema(&self) -> Option<SchemaRef>;

@@ -14,7 +14,7 @@ use chrono::Utc;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use sluice_engine::batch::Batch;
 use sluice_engine::log::{Abandoned, Appended, CheckpointLog, Committed, Record, Refusal};
-use sluice_engine::sink::Attempt;
+use sluice_engine::sink::{Attempt, Staged};
 use sluice_engine::spec::PipelineSpec;
 use sluice_engine::sql::{self, INPUT_TABLE};
 use sluice_engine::{Error, Result};
@@ -54,26 +54,82 @@ pub async fn run_batch(spec: &PipelineSpec, log: &Mutex<CheckpointLog>, batch: &
     let stream = execute_stream(plan.clone(), ctx.task_ctx())?;
 
     let attempt = Attempt::new(batch.id.clone());
-    let staged = spec.sink.stage(&attempt, stream).await?;
+    let staged = match spec.sink.stage(&attempt, stream).await {
+        Ok(staged) => staged,
+        Err(error) => {
+            discard_quietly(spec, &attempt).await;
+            return Err(error);
+        }
+    };
+    // An input replaced while it was read must not be committed: its rows
+    // may mix two versions.
+    match spec.source.verify(&batch.inputs).await {
+        Ok(()) => {}
+        Err(changed @ Error::InputChanged { .. }) => {
+            discard_quietly(spec, &attempt).await;
+            return abandon(log, batch, changed.to_string()).await;
+        }
+        Err(other) => {
+            discard_quietly(spec, &attempt).await;
+            return Err(other);
+        }
+    }
+
     let rows_in = scanned_rows(&plan);
     let rows_out = staged.rows();
     let record =
         Record::Committed(Committed { batch_id: batch.id.clone(), staged: staged.clone(), rows_in, at: Utc::now() });
-    let appended = log.lock().await.append(record).await?;
+    let appended = log.lock().await.append(record).await;
     match appended {
-        Appended::Written(seq) => {
+        Ok(Appended::Written(seq)) => {
             tracing::debug!(batch_id = %batch.id, seq = seq.0, "committed");
-            spec.sink.publish(&staged).await?;
+            publish(spec, batch, &staged).await;
             Ok(BatchOutcome::Committed { rows_in, rows_out })
         }
-        Appended::Refused(Refusal::AlreadyCommitted) => {
-            spec.sink.discard(&attempt.token).await?;
+        Ok(Appended::Refused(Refusal::AlreadyCommitted)) => {
+            discard_quietly(spec, &attempt).await;
             Ok(BatchOutcome::AlreadyCommitted)
         }
-        Appended::Refused(other) => {
-            spec.sink.discard(&attempt.token).await?;
+        Ok(Appended::Refused(Refusal::Abandoned)) => {
+            discard_quietly(spec, &attempt).await;
+            Ok(BatchOutcome::Abandoned { reason: "another run abandoned it first".into() })
+        }
+        Ok(Appended::Refused(other)) => {
+            discard_quietly(spec, &attempt).await;
             Err(Error::Refused(format!("commit of batch {}: {other:?}", batch.id)))
         }
+        Err(error) => {
+            // Whether the record was written is unknown: the staged files
+            // stay, for the next run to publish if the commit is in the log.
+            Err(error)
+        }
+    }
+}
+
+/// Tries a few times to make a committed batch's files visible. A publish
+/// that still fails is finished by the controller's next pass, which
+/// replays the publish of every committed batch with staged files.
+async fn publish(spec: &PipelineSpec, batch: &Batch, staged: &Staged) {
+    for attempt in 1..=3u32 {
+        match spec.sink.publish(staged).await {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(
+                    batch_id = %batch.id, attempt,
+                    "committed, but moving the files into place failed: {}",
+                    spec.file.redact(&error.to_string())
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt))).await;
+            }
+        }
+    }
+    tracing::warn!(batch_id = %batch.id, "the next pass finishes moving this committed batch's files into place");
+}
+
+/// Removes what an attempt staged; a failure only leaves invisible files.
+async fn discard_quietly(spec: &PipelineSpec, attempt: &Attempt) {
+    if let Err(error) = spec.sink.discard(&attempt.token).await {
+        tracing::warn!(token = %attempt.token, "cannot remove staged files: {}", spec.file.redact(&error.to_string()));
     }
 }
 

@@ -163,6 +163,19 @@ impl FilesSource {
         Ok(meta)
     }
 
+    /// The URL of an input, each name percent-encoded so that `#`, `?` or
+    /// `%` in a file name stay part of it.
+    fn input_url(&self, input: &InputObject) -> Result<ListingTableUrl> {
+        let mut url = self.location.url().clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty();
+            for part in input.path.split('/') {
+                segments.push(part);
+            }
+        }
+        Ok(ListingTableUrl::try_new(url, None)?)
+    }
+
     fn object_path(&self, relative: &str) -> Result<Path> {
         Ok(Path::parse(format!("{}/{relative}", self.prefix)).map_err(object_store::Error::from)?)
     }
@@ -204,10 +217,7 @@ impl Source for FilesSource {
     async fn table(&self, state: &SessionState, inputs: &[InputObject]) -> Result<Arc<dyn TableProvider>> {
         let objects = self.check_unchanged(inputs).await?;
         let format = self.file_format();
-        let urls = inputs
-            .iter()
-            .map(|input| ListingTableUrl::parse(format!("{}{}", self.location.url(), input.path)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let urls = inputs.iter().map(|input| self.input_url(input)).collect::<Result<Vec<_>, _>>()?;
         let schema = match &self.schema {
             Some(schema) => schema.clone(),
             None => {
@@ -221,6 +231,10 @@ impl Source for FilesSource {
         let options = ListingOptions::new(format).with_file_extension("");
         let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
         Ok(Arc::new(ListingTable::try_new(config)?))
+    }
+
+    async fn verify(&self, inputs: &[InputObject]) -> Result<()> {
+        self.check_unchanged(inputs).await.map(|_| ())
     }
 
     fn declared_schema(&self) -> Option<SchemaRef> {
