@@ -9,7 +9,7 @@
 //!        caught up?  --until-caught-up: exit    otherwise: wait poll_interval
 //! ```
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,7 +56,9 @@ const TRANSIENT_ATTEMPTS: u32 = 3;
 pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, mut stop: watch::Receiver<bool>) -> Result<RunSummary> {
     let log = Arc::new(Mutex::new(CheckpointLog::open(&spec.checkpoint, &spec.name).await?));
     let mut summary = RunSummary::default();
-    let mut failed: HashSet<BatchId> = HashSet::new();
+    // Failed batches: how often, and when to try again. Until caught up,
+    // a batch is tried once per run; polling, again after a backoff.
+    let mut failed: HashMap<BatchId, (u32, Instant)> = HashMap::new();
     let mut storage_failures = 0;
     loop {
         if *stop.borrow() {
@@ -88,7 +90,14 @@ pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, mut stop: watch::
             }
             Err(error) => return Err(error),
         };
-        let runnable: Vec<Batch> = pending.into_iter().filter(|batch| !failed.contains(&batch.id)).collect();
+        let now = Instant::now();
+        let runnable: Vec<Batch> = pending
+            .into_iter()
+            .filter(|batch| match failed.get(&batch.id) {
+                None => true,
+                Some((_, retry_at)) => !options.until_caught_up && *retry_at <= now,
+            })
+            .collect();
         let nothing_to_do = runnable.is_empty();
 
         // Once stopping, no further batch starts; those started finish.
@@ -104,6 +113,9 @@ pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, mut stop: watch::
             })
             .buffer_unordered(spec.concurrency.max(1));
         while let Some((batch, outcome)) = results.next().await {
+            if outcome.is_ok() {
+                failed.remove(&batch.id);
+            }
             match outcome {
                 Ok(BatchOutcome::Committed { rows_in, rows_out }) => {
                     summary.batches += 1;
@@ -126,13 +138,19 @@ pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, mut stop: watch::
                     tracing::info!(pipeline = %spec.name, batch_id = %batch.id, "batch was committed by another run");
                 }
                 Err(error) => {
-                    summary.failed += 1;
+                    let failures = failed.get(&batch.id).map_or(1, |(n, _)| n + 1);
+                    let wait = backoff(failures + 3);
+                    let next = if options.until_caught_up {
+                        "left pending for the next run".to_string()
+                    } else {
+                        format!("tried again in {wait:?}")
+                    };
                     tracing::error!(
                         pipeline = %spec.name, batch_id = %batch.id,
                         files = ?batch.inputs.iter().map(|i| i.path.as_str()).collect::<Vec<_>>(),
-                        "batch failed, left pending for the next run: {}", spec.file.redact(&error.to_string())
+                        "batch failed, {next}: {}", spec.file.redact(&error.to_string())
                     );
-                    failed.insert(batch.id.clone());
+                    failed.insert(batch.id.clone(), (failures, Instant::now() + wait));
                 }
             }
         }
@@ -154,6 +172,7 @@ pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, mut stop: watch::
             }
         }
     }
+    summary.failed = failed.len() as u64;
     Ok(summary)
 }
 
