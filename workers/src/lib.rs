@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod controller;
+pub mod logging;
 pub mod status;
 pub mod worker;
 
@@ -12,7 +13,10 @@ use std::path::Path;
 use sluice_connectors::Registry;
 use sluice_engine::spec::{Diagnostics, PipelineSpec};
 
-/// Reads, checks and builds the pipeline in the file at `path`.
+/// Reads, checks and builds the pipeline in the file at `path`; from then
+/// on the logs never show the values it took from the environment.
 pub fn load_pipeline(path: &Path) -> Result<PipelineSpec, Diagnostics> {
-    sluice_engine::spec::load(path, &Registry)
+    let spec = sluice_engine::spec::load(path, &Registry)?;
+    logging::redact_with(spec.file.clone());
+    Ok(spec)
 }

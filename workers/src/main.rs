@@ -8,16 +8,16 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Parser;
 use datafusion::physical_plan::displayable;
+use sluice_engine::spec::{Diagnostics, PipelineSpec};
 use sluice_engine::sql::{self, PlanOver, PlannedInput};
 use sluice_workers::cli::{Cli, Command};
 use sluice_workers::controller::{self, RunOptions};
-use sluice_workers::{load_pipeline, status};
+use sluice_workers::{load_pipeline, logging, status};
 use tokio::sync::watch;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    logging::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -34,16 +34,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
-    let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("warn,sluice=info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
-}
-
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Validate { files } => validate(&files).await,
@@ -56,19 +46,23 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 async fn validate(files: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for path in files {
-        let problems = match load_pipeline(path) {
-            Err(problems) => Some(problems),
+        let checked = match load_pipeline(path) {
+            Err(problems) => Err(problems),
             Ok(spec) => {
                 let ctx = sql::session(spec.concurrency);
-                sql::plan_pipeline(&spec, &ctx, PlanOver::DeclaredSchema).await.err()
+                sql::plan_pipeline(&spec, &ctx, PlanOver::DeclaredSchema).await
             }
         };
-        match problems {
-            Some(problems) => {
+        match checked {
+            Err(problems) => {
                 failed = true;
                 eprintln!("{problems}");
             }
-            None => println!("{}: ok", path.display()),
+            Ok(Some(_)) => println!("{}: ok", path.display()),
+            Ok(None) => println!(
+                "{}: ok (the SQL parses; it is planned once input files exist or [source.schema] is declared)",
+                path.display()
+            ),
         }
     }
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
@@ -82,58 +76,69 @@ async fn explain(path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    println!("[pipeline]\n  name = {}\n  version = {}", spec.name, spec.version);
-    println!("[source]");
+    // Everything shown passes through `redact`: the SQL, URLs and plans
+    // may hold values that came from the environment.
+    match describe(&spec).await {
+        Ok(Ok(text)) => {
+            print!("{}", spec.file.redact(&text));
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Err(problems)) => {
+            eprintln!("{problems}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(error) => Err(anyhow::anyhow!(spec.file.redact(&format!("{error:#}")))),
+    }
+}
+
+/// The text of `sluice explain`, or the problems planning found.
+async fn describe(spec: &PipelineSpec) -> anyhow::Result<Result<String, Diagnostics>> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    writeln!(out, "[pipeline]\n  name = {}\n  version = {}", spec.name, spec.version)?;
+    writeln!(out, "[source]")?;
     for (key, value) in spec.source.describe() {
-        println!("  {key} = {}", spec.file.redact(&value));
+        writeln!(out, "  {key} = {value}")?;
     }
     let trigger = &spec.trigger;
-    println!(
+    writeln!(
+        out,
         "[trigger]\n  poll_interval = {}\n  max_files_per_batch = {}\n  max_bytes_per_batch = {}",
         trigger.poll_interval, trigger.max_files_per_batch, trigger.max_bytes_per_batch
-    );
-    println!("[transform]\n  sql = {}", spec.sql.as_deref().unwrap_or(sql::IDENTITY_SQL));
-    println!("[sink]");
+    )?;
+    writeln!(out, "[transform]\n  sql = {}", spec.sql.as_deref().unwrap_or(sql::IDENTITY_SQL))?;
+    writeln!(out, "[sink]")?;
     for (key, value) in spec.sink.describe() {
-        println!("  {key} = {}", spec.file.redact(&value));
+        writeln!(out, "  {key} = {value}")?;
     }
-    println!("[checkpoint]\n  url = {}", spec.checkpoint);
-    println!("[workers]\n  concurrency = {}", spec.concurrency);
+    writeln!(out, "[checkpoint]\n  url = {}", spec.checkpoint)?;
+    writeln!(out, "[workers]\n  concurrency = {}", spec.concurrency)?;
 
     let ctx = sql::session(spec.concurrency);
-    match sql::plan_pipeline(&spec, &ctx, PlanOver::InputFiles).await {
-        Err(problems) => {
-            eprintln!("{problems}");
-            return Ok(ExitCode::FAILURE);
-        }
+    let (frame, input) = match sql::plan_pipeline(spec, &ctx, PlanOver::InputFiles).await {
+        Err(problems) => return Ok(Err(problems)),
         Ok(None) => {
-            println!("\nNo input files yet and no [source.schema]: the plan is shown once there is either.");
+            writeln!(out, "\nNo input files yet and no [source.schema]: the plan is shown once there is either.")?;
+            return Ok(Ok(out));
         }
-        Ok(Some((frame, input))) => {
-            let origin = match (input, spec.source.declared_schema().is_some()) {
-                (PlannedInput::Declared, _) => "declared in [source.schema]; no input files yet".to_string(),
-                (PlannedInput::Files(n), true) => {
-                    format!("declared in [source.schema]; planned over {n} input file(s)")
-                }
-                (PlannedInput::Files(n), false) => format!("inferred from {n} input file(s) present now"),
-            };
-            println!("\ninput columns ({origin}):");
-            let input = ctx.table_provider(sql::INPUT_TABLE).await?.schema();
-            for field in input.fields() {
-                println!(
-                    "  {} {}{}",
-                    field.name(),
-                    field.data_type(),
-                    if field.is_nullable() { "" } else { " not null" }
-                );
-            }
-            let logical = frame.clone().into_optimized_plan()?;
-            println!("\nlogical plan:\n{}", logical.display_indent());
-            let physical = frame.create_physical_plan().await?;
-            println!("\nphysical plan:\n{}", displayable(physical.as_ref()).indent(true));
-        }
+        Ok(Some(planned)) => planned,
+    };
+    let origin = match (input, spec.source.declared_schema().is_some()) {
+        (PlannedInput::Declared, _) => "declared in [source.schema]; no input files yet".to_string(),
+        (PlannedInput::Files(n), true) => format!("declared in [source.schema]; planned over {n} input file(s)"),
+        (PlannedInput::Files(n), false) => format!("inferred from {n} input file(s) present now"),
+    };
+    writeln!(out, "\ninput columns ({origin}):")?;
+    let input = ctx.table_provider(sql::INPUT_TABLE).await?.schema();
+    for field in input.fields() {
+        let nullable = if field.is_nullable() { "" } else { " not null" };
+        writeln!(out, "  {} {}{nullable}", field.name(), field.data_type())?;
     }
-    Ok(ExitCode::SUCCESS)
+    let logical = frame.clone().into_optimized_plan()?;
+    writeln!(out, "\nlogical plan:\n{}", logical.display_indent())?;
+    let physical = frame.create_physical_plan().await?;
+    writeln!(out, "\nphysical plan:\n{}", displayable(physical.as_ref()).indent(true))?;
+    Ok(Ok(out))
 }
 
 async fn run(path: &Path, options: RunOptions) -> anyhow::Result<ExitCode> {
@@ -209,9 +214,9 @@ async fn show_status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     };
     let status = status::pipeline_status(&spec).await.map_err(|e| anyhow::anyhow!(spec.file.redact(&e.to_string())))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        println!("{}", spec.file.redact(&serde_json::to_string_pretty(&status)?));
     } else {
-        print!("{}", status.to_text());
+        print!("{}", spec.file.redact(&status.to_text()));
     }
     Ok(ExitCode::SUCCESS)
 }

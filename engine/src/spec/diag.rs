@@ -69,7 +69,6 @@ impl std::error::Error for Diagnostics {}
 
 /// The text of a pipeline file, the values substituted into it from the
 /// environment, and the place problems are collected.
-#[derive(Debug)]
 pub struct SpecFile {
     path: PathBuf,
     text: Arc<str>,
@@ -112,12 +111,28 @@ impl SpecFile {
     }
 
     /// Replaces every value that came from the environment with the
-    /// `${env:NAME}` it came from, so that no secret reaches a log.
+    /// `${env:NAME}` it came from, so that no secret reaches a log. A value
+    /// shown percent-encoded (inside a URL) is found too. Values of one or
+    /// two characters (a delimiter, a flag) are not treated as secrets.
     pub fn redact(&self, text: &str) -> String {
+        let secrets = self.secrets();
+        let secrets: Vec<&(String, String)> = secrets.iter().filter(|(value, _)| value.len() >= 3).collect();
+        if secrets.is_empty() {
+            return text.to_string();
+        }
         let mut out = text.to_string();
-        for (value, name) in self.secrets().iter() {
-            if value.len() >= 3 {
-                out = out.replace(value.as_str(), &format!("${{env:{name}}}"));
+        if out.contains('%') {
+            let decoded = percent_encoding::percent_decode_str(&out).decode_utf8_lossy().into_owned();
+            if secrets.iter().any(|(value, _)| decoded.contains(value.as_str())) {
+                out = decoded;
+            }
+        }
+        for (value, name) in secrets {
+            out = out.replace(value.as_str(), &format!("${{env:{name}}}"));
+            // A path is often shown without its outer slashes.
+            let bare = value.trim_matches('/');
+            if bare.len() >= 3 && bare != value {
+                out = out.replace(bare, &format!("${{env:{name}}}"));
             }
         }
         out
@@ -150,6 +165,13 @@ impl SpecFile {
             message: self.redact(message.as_ref()),
             hint: hint.map(|h| self.redact(&h)),
         }
+    }
+}
+
+impl fmt::Debug for SpecFile {
+    /// Without the environment's values.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpecFile").field("path", &self.path).finish_non_exhaustive()
     }
 }
 
@@ -205,7 +227,9 @@ mod tests {
     #[test]
     fn redacts_substituted_values() {
         let file = SpecFile::new("p.toml", "");
-        file.remember_secret("hunter22".into(), "PASSWORD".into());
-        assert_eq!(file.redact("bad value hunter22"), "bad value ${env:PASSWORD}");
+        file.remember_secret("hunter 22@x".into(), "PASSWORD".into());
+        assert_eq!(file.redact("bad value hunter 22@x"), "bad value ${env:PASSWORD}");
+        assert_eq!(file.redact("file:///data/hunter%2022%40x/"), "file:///data/${env:PASSWORD}/");
+        assert!(!format!("{file:?}").contains("hunter"));
     }
 }
