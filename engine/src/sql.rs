@@ -58,8 +58,8 @@ pub enum PlanOver {
 /// Plans the pipeline's transform without running a batch: over the
 /// declared schema or over the first batch's worth of the input files
 /// present, as `over` prefers. `Ok(None)` when there is neither, so
-/// nothing to plan against yet. Problems point at `transform.sql` or the
-/// sink's keys.
+/// nothing to plan against yet (only the SQL's syntax is checked then).
+/// Problems point at `transform.sql` or the sink's keys.
 pub async fn plan_pipeline(
     spec: &PipelineSpec,
     ctx: &SessionContext,
@@ -78,7 +78,14 @@ pub async fn plan_pipeline(
             let empty = MemTable::try_new(schema, vec![vec![]]).map_err(|e| located(e.to_string()))?;
             (Arc::new(empty), PlannedInput::Declared)
         }
-        None if found.is_empty() => return Ok(None),
+        None if found.is_empty() => {
+            // Nothing to plan against yet: at least the syntax is checked.
+            let sql = spec.sql.as_deref().unwrap_or(IDENTITY_SQL);
+            return match datafusion::sql::parser::DFParser::parse_sql(sql) {
+                Ok(_) => Ok(None),
+                Err(e) => Err(Diagnostics(vec![spec.sql_diagnostic(format!("the SQL does not parse: {e}"), None)])),
+            };
+        }
         _ => {
             let table = spec
                 .source

@@ -76,6 +76,15 @@ fn output_names_come_from_the_batch_id_and_nothing_else_is_visible() {
             && name.len() == "part-".len() + 32 + "-0.parquet".len(),
         "{name}"
     );
+    let committed: Vec<serde_json::Value> = std::fs::read_dir(ws.path("out/_sluice/log"))
+        .expect("log folder")
+        .map(|entry| serde_json::from_slice(&std::fs::read(entry.expect("entry").path()).expect("read")).expect("json"))
+        .filter(|record: &serde_json::Value| record["kind"] == "committed")
+        .collect();
+    assert_eq!(committed.len(), 1);
+    let batch_id = committed[0]["batch_id"].as_str().expect("batch id");
+    assert_eq!(name, format!("part-{batch_id}-0.parquet"), "the output is named from the committed batch id");
+    assert_eq!(committed[0]["staged"]["outputs"][0]["path"], name.as_str(), "the commit lists the output");
     let (_, found) = parquet_rows(&ws.path("out"));
     assert_eq!(found, rows(&["1|FR|1.0"]), "files starting with _ or . and non-matching names are not read");
     assert!(!ws.path("out/_sluice/staging").exists() || visible_files(&ws.path("out/_sluice/staging")).is_empty());
@@ -104,6 +113,13 @@ fn a_file_replaced_with_new_content_is_new_input() {
     assert!(summary.contains("1 batches, 1 files, 2 rows in"), "{summary}");
     let (_, found) = parquet_rows(&ws.path("out"));
     assert_eq!(found, rows(&["1|FR|1.0", "1|FR|1.0", "2|DE|2.0"]), "both versions were committed");
+
+    // Same size, other content: still a new version.
+    ws.write("inbox/a.csv", "id,country,amount\n1,FR,1\n2,DE,3\n");
+    let summary = ws.run_until_caught_up();
+    assert!(summary.contains("1 batches, 1 files, 2 rows in"), "{summary}");
+    let (_, found) = parquet_rows(&ws.path("out"));
+    assert_eq!(found, rows(&["1|FR|1.0", "1|FR|1.0", "1|FR|1.0", "2|DE|2.0", "2|DE|3.0"]));
 }
 
 #[test]
@@ -384,4 +400,69 @@ format = "csv"
     let files = visible_files(&ws.path("out"));
     let text = std::fs::read_to_string(&files[0]).expect("csv");
     assert_eq!(text, "id,tenths,gross\n1,0.3,0.42\n2,0.3,23.99\n");
+}
+
+#[test]
+fn file_names_with_url_characters_are_read_as_named() {
+    let ws = Workspace::new();
+    ws.pipeline(ORDERS);
+    ws.write("inbox/week #1 100%41 ?.csv", "id,country,amount\n1,FR,1\n");
+    ws.write("inbox/A.csv", "id,country,amount\n2,DE,2\n");
+    let summary = ws.run_until_caught_up();
+    assert!(summary.contains("2 files, 2 rows in"), "{summary}");
+    assert_eq!(parquet_rows(&ws.path("out")).1, rows(&["1|FR|1.0", "2|DE|2.0"]));
+}
+
+#[test]
+fn validate_checks_the_sql_syntax_before_there_is_input() {
+    let ws = Workspace::new();
+    let text = ORDERS.replace("[source.schema]\nid = \"int64\"\ncountry = \"string\"\namount = \"float64\"\n", "");
+    let pipeline = ws.pipeline(&text.replace("[sink]", "[transform]\nsql = \"SELEC id FROM input\"\n\n[sink]"));
+    let output = run(&["validate", &pipeline]);
+    assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("transform.sql: the SQL does not parse"),
+        "{}",
+        printed(&output)
+    );
+
+    let pipeline = ws.pipeline(&text.replace("[sink]", "[transform]\nsql = \"SELECT id FROM input\"\n\n[sink]"));
+    let output = run(&["validate", &pipeline]);
+    assert!(output.status.success(), "{}", printed(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("ok (the SQL parses;"), "{}", printed(&output));
+
+    ws.write("inbox/a.csv", "id,country,amount\n1,FR,1\n");
+    let pipeline = ws.pipeline(&text.replace("[sink]", "[transform]\nsql = \"SELECT nope FROM input\"\n\n[sink]"));
+    let output = run(&["validate", &pipeline]);
+    assert_eq!(output.status.code(), Some(1), "with a file present the SQL is planned: {}", printed(&output));
+}
+
+#[test]
+fn explain_and_status_never_show_environment_values() {
+    let ws = Workspace::new();
+    std::fs::create_dir_all(ws.path("in box secret-dir")).expect("folder");
+    ws.write("in box secret-dir/a.csv", "id,country,amount\n1,FR,1\n");
+    let pipeline = ws.pipeline(&ORDERS.replace("url = \"inbox\"", "url = \"${env:SLUICE_TEST_DIR}\"").replace(
+        "[sink]",
+        "[transform]\nsql = \"SELECT id, '${env:SLUICE_TEST_TOKEN}' AS token FROM input\"\n\n[sink]",
+    ));
+    for command in ["explain", "status", "run"] {
+        let mut args = vec![command, pipeline.as_str()];
+        if command == "run" {
+            args.push("--until-caught-up");
+        }
+        let output = common::sluice()
+            .args(&args)
+            .env("SLUICE_TEST_DIR", ws.path("in box secret-dir"))
+            .env("SLUICE_TEST_TOKEN", "tok-7f3a9c")
+            .env("SLUICE_LOG", "debug")
+            .output()
+            .expect("runs");
+        assert!(output.status.success(), "{}", printed(&output));
+        let all = printed(&output);
+        assert!(!all.contains("tok-7f3a9c"), "{command} printed the token:\n{all}");
+        assert!(!all.contains("secret-dir") && !all.contains("secret%2Ddir"), "{command} printed the folder:\n{all}");
+    }
+    let (_, found) = parquet_rows(&ws.path("out"));
+    assert_eq!(found, rows(&["1|tok-7f3a9c"]), "the values were used");
 }

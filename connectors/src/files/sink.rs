@@ -76,6 +76,17 @@ impl FilesSink {
         for column in &config.partition_by {
             if column.is_empty() || seen.contains(column) {
                 problems.0.push(component.error("partition_by", format!("\"{column}\" is empty or named twice"), None));
+            } else if column.starts_with('_') || column.starts_with('.') {
+                problems.0.push(component.error(
+                    "partition_by",
+                    format!(
+                        "\"{column}\" starts with `_` or `.`: readers skip such folders, so its rows would be hidden"
+                    ),
+                    Some(format!(
+                        "rename the column in the SQL, e.g. SELECT {column} AS {} ...",
+                        column.trim_start_matches(['_', '.'])
+                    )),
+                ));
             }
             seen.push(column.clone());
         }

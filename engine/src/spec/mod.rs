@@ -209,6 +209,14 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
     let trigger: Option<TriggerSpec> =
         collect(parse_table(&file, "trigger", &section("trigger").unwrap_or_else(empty)), &mut problems);
     if let Some(trigger) = &trigger {
+        if trigger.poll_interval.0.is_zero() {
+            problems.0.push(file.diagnostic(
+                locate_key(file.text(), "trigger.poll_interval"),
+                "trigger.poll_interval",
+                "must be more than 0",
+                Some("an idle controller lists the source this often; \"1s\" is the default".into()),
+            ));
+        }
         if trigger.max_files_per_batch == 0 {
             problems.0.push(file.diagnostic(
                 locate_key(file.text(), "trigger.max_files_per_batch"),
