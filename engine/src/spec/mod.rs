@@ -13,7 +13,7 @@ mod diag;
 mod raw;
 pub mod schema;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -299,8 +299,24 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
     })
 }
 
+/// Keeps the value, or adds the problems to `problems`. An error without
+/// any problem in it still counts as one, so that every `None` is reported.
 fn collect<T>(result: Result<T, Diagnostics>, problems: &mut Diagnostics) -> Option<T> {
-    result.map_err(|found| problems.extend(found)).ok()
+    result
+        .map_err(|found| {
+            if found.is_empty() {
+                problems.0.push(Diagnostic {
+                    file: PathBuf::new(),
+                    line: 1,
+                    column: 1,
+                    key_path: String::new(),
+                    message: "a connector refused its table without saying why (a bug in sluice)".into(),
+                    hint: None,
+                });
+            }
+            problems.extend(found);
+        })
+        .ok()
 }
 
 /// Splits a `[source]`/`[sink]` table into its `type` and the rest.

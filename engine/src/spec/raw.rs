@@ -112,7 +112,8 @@ pub(crate) fn parse_table<T: DeserializeOwned>(
             Some(field) => join(path, field),
             None => key_path_at(table, path, &span).unwrap_or_else(|| path.to_string()),
         };
-        Diagnostics(vec![file.diagnostic(span, key_path, message, None)])
+        let hint = type_hint(&message);
+        Diagnostics(vec![file.diagnostic(span, key_path, message, hint)])
     })
 }
 
@@ -142,6 +143,23 @@ pub(crate) fn unknown_keys(file: &SpecFile, path: &str, table: &DeTable<'_>, kno
         problems.0.push(file.diagnostic(key.span(), join(path, name), message, Some(hint)));
     }
     problems
+}
+
+/// How to write the value serde expected, for its common type errors.
+fn type_hint(message: &str) -> Option<String> {
+    let expected = message.split("expected ").nth(1)?;
+    let hint = if ["usize", "u32", "u64", "i64", "an integer"].iter().any(|t| expected.starts_with(t)) {
+        "write a whole number without quotes, e.g. 4"
+    } else if expected.starts_with("a boolean") {
+        "write true or false, without quotes"
+    } else if expected.starts_with("a sequence") {
+        "write a list, e.g. [\"country\", \"day\"]"
+    } else if expected.starts_with("a string") || expected.starts_with("a borrowed string") {
+        "write the value in double quotes"
+    } else {
+        return None;
+    };
+    Some(hint.to_string())
 }
 
 fn join(path: &str, key: &str) -> String {
