@@ -121,13 +121,6 @@ pub struct Batch {
     pub inputs: Vec<InputObject>,
 }
 
-impl Batch {
-    /// Total size of the inputs in bytes.
-    pub fn bytes(&self) -> u64 {
-        self.inputs.iter().map(|input| input.size).sum()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,11 +82,6 @@ impl StorageLocation {
             other => Err(Error::Config(format!("no object store for {other}:// URLs"))),
         }
     }
-
-    /// The URL of an object inside the store that serves this location.
-    pub fn object_url(&self, object: &ObjectPath) -> String {
-        format!("{}://{}/{}", self.url.scheme(), self.url.host_str().unwrap_or(""), object)
-    }
 }
 
 impl fmt::Display for StorageLocation {
