@@ -43,6 +43,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The pipeline at `path`, or `None` once its problems are printed.
+fn load_or_report(path: &Path) -> Option<PipelineSpec> {
+    load_pipeline(path).map_err(|problems| eprintln!("{problems}")).ok()
+}
+
 async fn validate(files: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for path in files {
@@ -69,13 +74,7 @@ async fn validate(files: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
 }
 
 async fn explain(path: &Path) -> anyhow::Result<ExitCode> {
-    let spec = match load_pipeline(path) {
-        Ok(spec) => spec,
-        Err(problems) => {
-            eprintln!("{problems}");
-            return Ok(ExitCode::FAILURE);
-        }
-    };
+    let Some(spec) = load_or_report(path) else { return Ok(ExitCode::FAILURE) };
     // Everything shown passes through `redact`: the SQL, URLs and plans
     // may hold values that came from the environment.
     match describe(&spec).await {
@@ -142,13 +141,7 @@ async fn describe(spec: &PipelineSpec) -> anyhow::Result<Result<String, Diagnost
 }
 
 async fn run(path: &Path, options: RunOptions) -> anyhow::Result<ExitCode> {
-    let spec = match load_pipeline(path) {
-        Ok(spec) => Arc::new(spec),
-        Err(problems) => {
-            eprintln!("{problems}");
-            return Ok(ExitCode::FAILURE);
-        }
-    };
+    let Some(spec) = load_or_report(path).map(Arc::new) else { return Ok(ExitCode::FAILURE) };
     let started = Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -205,13 +198,7 @@ async fn wait_for_signal() {
 }
 
 async fn show_status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let spec = match load_pipeline(path) {
-        Ok(spec) => spec,
-        Err(problems) => {
-            eprintln!("{problems}");
-            return Ok(ExitCode::FAILURE);
-        }
-    };
+    let Some(spec) = load_or_report(path) else { return Ok(ExitCode::FAILURE) };
     let status = status::pipeline_status(&spec).await.map_err(|e| anyhow::anyhow!(spec.file.redact(&e.to_string())))?;
     if json {
         println!("{}", spec.file.redact(&serde_json::to_string_pretty(&status)?));

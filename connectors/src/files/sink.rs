@@ -134,6 +134,12 @@ impl FilesSink {
     }
 }
 
+/// The object `relative` (with `/`, partition values already escaped)
+/// below `root`, taken as it is written.
+fn below(root: &Path, relative: &str) -> Result<Path> {
+    Ok(Path::parse(format!("{root}/{relative}")).map_err(object_store::Error::from)?)
+}
+
 fn parse_compression(name: &str) -> Option<Compression> {
     Some(match name {
         "zstd" => Compression::ZSTD(ZstdLevel::default()),
@@ -183,34 +189,36 @@ impl Sink for FilesSink {
         let extension = self.encoding.format.extension();
         let file_name = format!("part-{}-0.{extension}", attempt.batch_id);
 
-        let mut order: Vec<String> = Vec::new();
-        let mut writers: HashMap<String, FileWriter> = HashMap::new();
+        // One file per partition folder, in the order the folders appear.
+        let mut files: Vec<(String, Path, FileWriter)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
         while let Some(batch) = data.next().await {
             let batch = batch?;
             if batch.num_rows() == 0 {
                 continue;
             }
             for (folder, rows) in self.partitioner.split(&batch)? {
-                if !writers.contains_key(&folder) {
-                    let relative = if folder.is_empty() { file_name.clone() } else { format!("{folder}/{file_name}") };
-                    let path = Path::parse(format!("{root}/{relative}")).map_err(object_store::Error::from)?;
-                    let writer = FileWriter::new(self.store.clone(), path, file_schema.clone(), self.encoding)?;
-                    writers.insert(folder.clone(), writer);
-                    order.push(folder.clone());
-                }
-                if let Some(writer) = writers.get_mut(&folder) {
-                    writer.write(&rows).await?;
-                }
+                let at = match index.get(&folder) {
+                    Some(at) => *at,
+                    None => {
+                        let relative =
+                            if folder.is_empty() { file_name.clone() } else { format!("{folder}/{file_name}") };
+                        let path = below(&root, &relative)?;
+                        let writer =
+                            FileWriter::new(self.store.clone(), path.clone(), file_schema.clone(), self.encoding)?;
+                        files.push((relative, path, writer));
+                        index.insert(folder, files.len() - 1);
+                        files.len() - 1
+                    }
+                };
+                files[at].2.write(&rows).await?;
             }
         }
 
-        let mut outputs = Vec::with_capacity(order.len());
-        for folder in order {
-            let Some(writer) = writers.remove(&folder) else { continue };
+        let mut outputs = Vec::with_capacity(files.len());
+        for (relative, path, writer) in files {
             let rows = writer.finish().await?;
-            let relative = if folder.is_empty() { file_name.clone() } else { format!("{folder}/{file_name}") };
-            let staged = Path::parse(format!("{root}/{relative}")).map_err(object_store::Error::from)?;
-            let bytes = self.store.head(&staged).await?.size;
+            let bytes = self.store.head(&path).await?.size;
             outputs.push(OutputObject { path: relative, rows, bytes });
         }
         Ok(Staged { token: attempt.token.clone(), outputs })
@@ -219,8 +227,8 @@ impl Sink for FilesSink {
     async fn publish(&self, staged: &Staged) -> Result<()> {
         let root = self.staging_root(&staged.token);
         for output in &staged.outputs {
-            let from = Path::parse(format!("{root}/{}", output.path)).map_err(object_store::Error::from)?;
-            let to = Path::parse(format!("{}/{}", self.prefix, output.path)).map_err(object_store::Error::from)?;
+            let from = below(&root, &output.path)?;
+            let to = below(&self.prefix, &output.path)?;
             match self.store.rename(&from, &to).await {
                 Ok(()) => {}
                 Err(object_store::Error::NotFound { .. }) => {
