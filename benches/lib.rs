@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 use sluice_engine::batch::{BatchId, InputObject, PipelineName};
-use sluice_engine::log::{CheckpointLog, Committed, Planned, Record};
+use sluice_engine::log::{CheckpointLog, Committed, Leased, Planned, Record};
 use sluice_engine::sink::{OutputObject, Staged};
 use sluice_engine::storage::StorageLocation;
 
@@ -18,9 +18,9 @@ pub async fn open_log(dir: &std::path::Path) -> CheckpointLog {
     CheckpointLog::open(&location, &pipeline()).await.expect("the log opens")
 }
 
-/// The `planned` and `committed` records of batch number `n`: one input
-/// file, one output file, as a file-drop pipeline writes them.
-pub fn batch_records(n: u64) -> (Record, Record) {
+/// The `planned`, `leased` and `committed` records of batch number `n`:
+/// one input file, one output file, as a file-drop pipeline writes them.
+pub fn batch_records(n: u64) -> [Record; 3] {
     let inputs = vec![InputObject {
         path: format!("inbox/orders-{n:08}.csv"),
         size: 119_000_000,
@@ -35,8 +35,16 @@ pub fn batch_records(n: u64) -> (Record, Record) {
         inputs,
         at: Utc::now(),
     });
+    let leased = Record::Leased(Leased {
+        batch_id: batch_id.clone(),
+        attempt: 1,
+        owner: "bench-host:4242:0123456789abcdef".into(),
+        expires: Utc::now() + chrono::TimeDelta::seconds(30),
+        at: Utc::now(),
+    });
     let committed = Record::Committed(Committed {
         batch_id: batch_id.clone(),
+        attempt: 1,
         staged: Staged {
             token: format!("{batch_id}-0123456789abcdef"),
             outputs: vec![OutputObject {
@@ -46,7 +54,9 @@ pub fn batch_records(n: u64) -> (Record, Record) {
             }],
         },
         rows_in: 1_000_000,
+        dead_letters: None,
+        rows_dead_lettered: 0,
         at: Utc::now(),
     });
-    (planned, committed)
+    [planned, leased, committed]
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use sluice_engine::sink::Sink;
 use sluice_engine::source::Source;
 use sluice_engine::spec::{Component, ConnectorRegistry, Diagnostics};
+use sluice_engine::storage::StorageLocation;
 
 /// The source types, as written in `[source] type`.
 pub const SOURCE_TYPES: &[&str] = &["files"];
@@ -31,5 +32,9 @@ impl ConnectorRegistry for Registry {
             "files" => Ok(Arc::new(files::FilesSink::from_component(component)?)),
             _ => Err(component.unknown_kind(SINK_TYPES)),
         }
+    }
+
+    fn dead_letters(&self, location: &StorageLocation) -> Result<Arc<dyn Sink>, String> {
+        Ok(Arc::new(files::FilesSink::ndjson(location.clone()).map_err(|e| e.to_string())?))
     }
 }

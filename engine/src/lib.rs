@@ -9,6 +9,7 @@
 
 pub mod batch;
 pub mod error;
+pub mod failpoint;
 pub mod log;
 pub mod planner;
 pub mod sink;

@@ -11,6 +11,32 @@ use datafusion::execution::context::SessionState;
 use crate::Result;
 use crate::batch::InputObject;
 
+/// A record that could not be read, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// The input object, relative to the source.
+    pub source: String,
+    /// The record's first line, 1 for the first line of the object.
+    pub line: u64,
+    /// The record's byte offset in the object.
+    pub offset: u64,
+    /// Why it was rejected.
+    pub error: String,
+    /// The record as it was, lossily decoded as UTF-8.
+    pub raw: String,
+}
+
+/// A batch's inputs with their malformed records set aside.
+#[derive(Debug)]
+pub struct SortedOut {
+    /// The records that fit, as the table `input`.
+    pub table: Arc<dyn TableProvider>,
+    /// How many records fit.
+    pub rows: u64,
+    /// Those that did not.
+    pub rejected: Vec<Rejected>,
+}
+
 /// A source of input objects, implemented by each source connector.
 ///
 /// Contract:
@@ -38,6 +64,16 @@ pub trait Source: Send + Sync + fmt::Debug {
     async fn verify(&self, inputs: &[InputObject]) -> Result<()> {
         let _ = inputs;
         Ok(())
+    }
+
+    /// Reads `inputs` record by record, setting aside every record that
+    /// does not parse or does not fit the schema (declared, or inferred as
+    /// [`Source::table`] does), and returns a table over the rest. Called
+    /// when reading the batch as a whole failed on its data; `None` when
+    /// the source cannot tell records apart (the error then stands).
+    async fn sort_out(&self, state: &SessionState, inputs: &[InputObject]) -> Result<Option<SortedOut>> {
+        let _ = (state, inputs);
+        Ok(None)
     }
 
     /// The schema declared in the pipeline file, if there is one.

@@ -49,8 +49,40 @@ pub enum Command {
         #[arg(long)]
         until_caught_up: bool,
     },
-    /// Show what the checkpoint log says: committed and pending batches,
-    /// new files not yet planned, rows read and written.
+    /// Plan failed batches again, once their cause is fixed.
+    ///
+    /// A batch whose attempts all ended in an error ([workers]
+    /// max_attempts) is failed: it blocks nothing, and waits in the log
+    /// until retried. `sluice status` lists the failed batches and their
+    /// errors. The next `sluice run` runs the retried batches.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["batch", "failed"])))]
+    Retry {
+        /// The pipeline file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The id of one failed batch, as `sluice status` shows it.
+        #[arg(long, value_name = "ID")]
+        batch: Option<String>,
+        /// Every failed batch.
+        #[arg(long)]
+        failed: bool,
+    },
+    /// Remove the staged files of attempts that never committed.
+    ///
+    /// A crash between writing a batch's files and committing it leaves
+    /// them below `_sluice/staging/` of the sink (and of the dead letters),
+    /// where no reader sees them. Vacuum removes them, finishes publishing
+    /// any committed batch whose files were not yet moved into place, and
+    /// keeps the files of attempts whose worker still holds the lease. It
+    /// is safe to run beside running controllers.
+    Vacuum {
+        /// The pipeline file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Show what the checkpoint log says: committed, pending, running and
+    /// failed batches, dead letters, new files not yet planned, rows read
+    /// and written.
     Status {
         /// The pipeline file.
         #[arg(value_name = "FILE")]

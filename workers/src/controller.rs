@@ -1,11 +1,12 @@
 //! The controller behind `sluice run`: finds new input, plans it into
 //! batches (write-ahead), and runs batches with the configured concurrency
-//! until caught up or until told to stop.
+//! until caught up or until told to stop. Any number of controllers may
+//! run the same pipeline: leases in the log share the batches out.
 //!
 //! ```text
 //! loop:  refresh log ─► replay publishes of committed batches
 //!        discover ─► plan new batches ─► append `planned` records
-//!        run every pending batch (oldest first, `concurrency` at once)
+//!        run every pending batch nobody holds (oldest first, `concurrency` at once)
 //!        caught up?  --until-caught-up: exit    otherwise: wait poll_interval
 //! ```
 
@@ -15,14 +16,14 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::StreamExt;
-use sluice_engine::Result;
 use sluice_engine::batch::{Batch, BatchId};
-use sluice_engine::log::{Appended, CheckpointLog, Planned, Record};
+use sluice_engine::log::{Appended, CheckpointLog, Planned, Record, commits_to_replay};
 use sluice_engine::planner::plan_new;
 use sluice_engine::spec::PipelineSpec;
+use sluice_engine::{Result, failpoint};
 use tokio::sync::{Mutex, watch};
 
-use crate::worker::{BatchOutcome, run_batch};
+use crate::worker::{BatchOutcome, owner_id, run_batch};
 
 /// How `sluice run` behaves.
 #[derive(Debug, Clone, Copy, Default)]
@@ -42,23 +43,29 @@ pub struct RunSummary {
     pub rows_in: u64,
     /// Rows written.
     pub rows_out: u64,
-    /// Batches that failed and are left pending.
+    /// Malformed records set aside as dead letters.
+    pub rows_dead_lettered: u64,
+    /// Batches that used up their attempts in this run.
     pub failed: u64,
     /// Batches given up because their inputs changed before they ran.
     pub abandoned: u64,
+    /// Batches of the log that wait for `sluice retry`, at the end.
+    pub failed_in_log: u64,
 }
 
-/// How often a batch whose failure may pass (storage) is tried in one run.
+/// How often reading the log or listing the source is tried before a run
+/// that runs until caught up gives up.
 const TRANSIENT_ATTEMPTS: u32 = 3;
 
 /// Runs the pipeline until caught up (with the option) or until `stop`
 /// turns true; the batches in hand when it does are finished first.
 pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, mut stop: watch::Receiver<bool>) -> Result<RunSummary> {
+    let owner = owner_id();
     let log = Arc::new(Mutex::new(CheckpointLog::open(&spec.checkpoint, &spec.name).await?));
     let mut summary = RunSummary::default();
-    // Failed batches: how often, and when to try again. Until caught up,
-    // a batch is tried once per run; polling, again after a backoff.
-    let mut failed: HashMap<BatchId, (u32, Instant)> = HashMap::new();
+    // Batches not to run before a moment: held by another worker, or
+    // backing off after a failed attempt.
+    let mut not_before: HashMap<BatchId, (Instant, u32)> = HashMap::new();
     let mut storage_failures = 0;
     loop {
         if *stop.borrow() {
@@ -91,40 +98,50 @@ pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, mut stop: watch::
             Err(error) => return Err(error),
         };
         let now = Instant::now();
-        let runnable: Vec<Batch> = pending
-            .into_iter()
-            .filter(|batch| match failed.get(&batch.id) {
-                None => true,
-                Some((_, retry_at)) => !options.until_caught_up && *retry_at <= now,
-            })
-            .collect();
-        let nothing_to_do = runnable.is_empty();
+        not_before.retain(|id, _| pending.iter().any(|batch| batch.id == *id));
+        let (runnable, waiting): (Vec<Batch>, Vec<Batch>) =
+            pending.into_iter().partition(|batch| not_before.get(&batch.id).is_none_or(|(at, _)| *at <= now));
+
+        if runnable.is_empty() {
+            if waiting.is_empty() && options.until_caught_up {
+                break;
+            }
+            // Wake for the first batch that may run again, or to look for
+            // new input.
+            let first = waiting.iter().filter_map(|batch| not_before.get(&batch.id)).map(|(at, _)| *at).min();
+            let wait = first.map_or(spec.trigger.poll_interval.0, |at| {
+                at.saturating_duration_since(now).min(spec.trigger.poll_interval.0)
+            });
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
 
         // Once stopping, no further batch starts; those started finish.
         let mut results = futures::stream::iter(runnable)
             .take_while(|_| futures::future::ready(!*stop.borrow()))
             .map(|batch| {
-                let spec = spec.clone();
-                let log = log.clone();
+                let (spec, log, owner) = (spec.clone(), log.clone(), owner.clone());
                 async move {
-                    let outcome = run_with_retries(&spec, &log, &batch).await;
+                    let outcome = run_batch(&spec, &log, &batch, &owner).await;
                     (batch, outcome)
                 }
             })
             .buffer_unordered(spec.concurrency.max(1));
         while let Some((batch, outcome)) = results.next().await {
-            if outcome.is_ok() {
-                failed.remove(&batch.id);
-            }
+            let failures = not_before.get(&batch.id).map_or(0, |(_, n)| *n);
             match outcome {
-                Ok(BatchOutcome::Committed { rows_in, rows_out }) => {
+                Ok(BatchOutcome::Committed { rows_in, rows_out, rows_dead_lettered }) => {
                     summary.batches += 1;
                     summary.files += batch.inputs.len() as u64;
                     summary.rows_in += rows_in;
                     summary.rows_out += rows_out;
+                    summary.rows_dead_lettered += rows_dead_lettered;
                     tracing::info!(
                         pipeline = %spec.name, batch_id = %batch.id, files = batch.inputs.len(),
-                        rows_in, rows_out, "batch committed"
+                        rows_in, rows_out, rows_dead_lettered, "batch committed"
                     );
                 }
                 Ok(BatchOutcome::Abandoned { reason }) => {
@@ -137,42 +154,45 @@ pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, mut stop: watch::
                 Ok(BatchOutcome::AlreadyCommitted) => {
                     tracing::info!(pipeline = %spec.name, batch_id = %batch.id, "batch was committed by another run");
                 }
-                Err(error) => {
-                    let failures = failed.get(&batch.id).map_or(1, |(n, _)| n + 1);
-                    let wait = backoff(failures + 3);
-                    let next = if options.until_caught_up {
-                        "left pending for the next run".to_string()
-                    } else {
-                        format!("tried again in {wait:?}")
-                    };
+                Ok(BatchOutcome::Settled) => {}
+                Ok(BatchOutcome::Busy { until }) => {
+                    let wait = (until - Utc::now()).to_std().unwrap_or_default().max(Duration::from_millis(50));
+                    tracing::debug!(batch_id = %batch.id, "held by another worker for {wait:?}");
+                    not_before.insert(batch.id.clone(), (Instant::now() + wait, failures));
+                }
+                Ok(BatchOutcome::Fenced) => {
+                    tracing::warn!(batch_id = %batch.id, "another worker took the batch over; this attempt is dropped");
+                    not_before.insert(batch.id.clone(), (Instant::now() + Duration::from_millis(100), failures));
+                }
+                Ok(BatchOutcome::Failed { error, gave_up: true }) => {
+                    summary.failed += 1;
                     tracing::error!(
                         pipeline = %spec.name, batch_id = %batch.id,
                         files = ?batch.inputs.iter().map(|i| i.path.as_str()).collect::<Vec<_>>(),
-                        "batch failed, {next}: {}", spec.file.redact(&error.to_string())
+                        "batch failed {} times and waits for `sluice retry`: {error}", spec.max_attempts
                     );
-                    failed.insert(batch.id.clone(), (failures, Instant::now() + wait));
+                }
+                Ok(BatchOutcome::Failed { error, gave_up: false }) => {
+                    let wait = backoff(failures + 1);
+                    tracing::warn!(
+                        pipeline = %spec.name, batch_id = %batch.id,
+                        "attempt failed, trying again in {wait:?}: {error}"
+                    );
+                    not_before.insert(batch.id.clone(), (Instant::now() + wait, failures + 1));
+                }
+                Err(error) => {
+                    let wait = backoff(failures + 1);
+                    tracing::warn!(
+                        pipeline = %spec.name, batch_id = %batch.id,
+                        "cannot run the batch, trying again in {wait:?}: {}", spec.file.redact(&error.to_string())
+                    );
+                    not_before.insert(batch.id.clone(), (Instant::now() + wait, failures + 1));
                 }
             }
         }
-        drop(results);
-
-        if *stop.borrow() {
-            break;
-        }
-        if options.until_caught_up {
-            if nothing_to_do {
-                break;
-            }
-            continue;
-        }
-        if nothing_to_do {
-            tokio::select! {
-                _ = tokio::time::sleep(spec.trigger.poll_interval.0) => {}
-                _ = stop.changed() => {}
-            }
-        }
     }
-    summary.failed = failed.len() as u64;
+    let log = log.lock().await;
+    summary.failed_in_log = log.state().batches().filter(|entry| entry.failed.is_some()).count() as u64;
     Ok(summary)
 }
 
@@ -193,9 +213,11 @@ async fn prepare(spec: &PipelineSpec, log: &Mutex<CheckpointLog>) -> Result<Vec<
             inputs: batch.inputs.clone(),
             at: Utc::now(),
         });
+        failpoint::hit("before_plan");
         match log.append(record).await? {
             Appended::Written(seq) => {
                 tracing::debug!(batch_id = %batch.id, seq = seq.0, files = batch.inputs.len(), "planned");
+                failpoint::hit("after_plan");
             }
             Appended::Refused(refusal) => {
                 tracing::debug!(batch_id = %batch.id, ?refusal, "another run planned these inputs first");
@@ -205,38 +227,24 @@ async fn prepare(spec: &PipelineSpec, log: &Mutex<CheckpointLog>) -> Result<Vec<
     Ok(log.state().pending())
 }
 
-/// Publishes committed batches whose staged files are still waiting.
-async fn replay_publishes(spec: &PipelineSpec, log: &CheckpointLog) -> Result<()> {
+/// Publishes committed batches whose staged files are still waiting:
+/// outputs and dead letters.
+pub async fn replay_publishes(spec: &PipelineSpec, log: &CheckpointLog) -> Result<u64> {
+    let mut replayed = 0;
     let tokens = spec.sink.staged_tokens().await?;
-    if tokens.is_empty() {
-        return Ok(());
+    for committed in commits_to_replay(log.state(), &tokens) {
+        tracing::info!(batch_id = %committed.batch_id, "finishing the publish of a committed batch");
+        spec.sink.publish(&committed.staged).await?;
+        replayed += 1;
     }
-    for entry in log.state().batches() {
-        let Some(committed) = &entry.committed else { continue };
-        if tokens.binary_search(&committed.staged.token).is_ok() {
-            tracing::info!(batch_id = %committed.batch_id, "finishing the publish of a committed batch");
-            spec.sink.publish(&committed.staged).await?;
+    let tokens = spec.dead_letters.staged_tokens().await?;
+    for committed in commits_to_replay(log.state(), &tokens) {
+        if let Some(dead) = &committed.dead_letters {
+            tracing::info!(batch_id = %committed.batch_id, "finishing the publish of a batch's dead letters");
+            spec.dead_letters.publish(dead).await?;
         }
     }
-    Ok(())
-}
-
-async fn run_with_retries(spec: &PipelineSpec, log: &Mutex<CheckpointLog>, batch: &Batch) -> Result<BatchOutcome> {
-    let mut attempt = 1;
-    loop {
-        match run_batch(spec, log, batch).await {
-            Err(error) if error.is_retryable() && attempt < TRANSIENT_ATTEMPTS => {
-                let wait = backoff(attempt);
-                tracing::warn!(
-                    batch_id = %batch.id, attempt, "batch failed, retrying in {wait:?}: {}",
-                    spec.file.redact(&error.to_string())
-                );
-                tokio::time::sleep(wait).await;
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
+    Ok(replayed)
 }
 
 /// How long to wait before try number `failures + 1`: 1 s, 2 s, 4 s, ... at most a minute.

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod controller;
 pub mod logging;
+pub mod maintenance;
 pub mod status;
 pub mod worker;
 

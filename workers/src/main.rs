@@ -12,6 +12,7 @@ use sluice_engine::spec::{Diagnostics, PipelineSpec};
 use sluice_engine::sql::{self, PlanOver, PlannedInput};
 use sluice_workers::cli::{Cli, Command};
 use sluice_workers::controller::{self, RunOptions};
+use sluice_workers::maintenance::{self, RetryTarget};
 use sluice_workers::{load_pipeline, logging, status};
 use tokio::sync::watch;
 
@@ -40,6 +41,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Explain { file } => explain(&file).await,
         Command::Run { file, until_caught_up } => run(&file, RunOptions { until_caught_up }).await,
         Command::Status { file, json } => show_status(&file, json).await,
+        Command::Retry { file, batch, failed: _ } => {
+            let target = batch.map_or(RetryTarget::AllFailed, RetryTarget::Batch);
+            retry(&file, &target).await
+        }
+        Command::Vacuum { file } => vacuum(&file).await,
     }
 }
 
@@ -111,7 +117,14 @@ async fn describe(spec: &PipelineSpec) -> anyhow::Result<Result<String, Diagnost
         writeln!(out, "  {key} = {value}")?;
     }
     writeln!(out, "[checkpoint]\n  url = {}", spec.checkpoint)?;
-    writeln!(out, "[workers]\n  concurrency = {}", spec.concurrency)?;
+    writeln!(
+        out,
+        "[workers]\n  concurrency = {}\n  max_attempts = {}\n  lease_timeout = {}",
+        spec.concurrency,
+        spec.max_attempts,
+        humantime::format_duration(spec.lease_timeout)
+    )?;
+    writeln!(out, "[dead_letter]\n  url = {}", spec.dead_letter)?;
 
     let ctx = sql::session(spec.concurrency);
     let (frame, input) = match sql::plan_pipeline(spec, &ctx, PlanOver::InputFiles).await {
@@ -157,22 +170,27 @@ async fn run(path: &Path, options: RunOptions) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!(spec.file.redact(&e.to_string())))
         .with_context(|| format!("pipeline {}", spec.name))?;
     let mut line = format!(
-        "sluice: {}: {} batches, {} files, {} rows in, {} rows out in {:.2}s",
+        "sluice: {}: {} batches, {} files, {} rows in, {} rows out, {} dead letters in {:.2}s",
         spec.name,
         summary.batches,
         summary.files,
         summary.rows_in,
         summary.rows_out,
+        summary.rows_dead_lettered,
         controller::elapsed_since(started)
     );
     if summary.abandoned > 0 {
         line.push_str(&format!("; {} batches abandoned (inputs changed, planned again)", summary.abandoned));
     }
-    if summary.failed > 0 {
-        line.push_str(&format!("; {} batches failed and stay pending (see the errors above)", summary.failed));
+    if summary.failed_in_log > 0 {
+        line.push_str(&format!(
+            "; {} batches failed and wait for `sluice retry {} --failed` (`sluice status` shows why)",
+            summary.failed_in_log,
+            path.display()
+        ));
     }
     println!("{line}");
-    Ok(if summary.failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if summary.failed_in_log > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 async fn wait_for_signal() {
@@ -195,6 +213,31 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+async fn retry(path: &Path, target: &RetryTarget) -> anyhow::Result<ExitCode> {
+    let Some(spec) = load_or_report(path) else { return Ok(ExitCode::FAILURE) };
+    let retried =
+        maintenance::retry(&spec, target).await.map_err(|e| anyhow::anyhow!(spec.file.redact(&e.to_string())))?;
+    for (id, files) in &retried {
+        println!("sluice: {}: batch {id} ({files} files) is pending again", spec.name);
+    }
+    match retried.len() {
+        0 => println!("sluice: {}: no failed batches", spec.name),
+        _ => println!("sluice: {}: `sluice run {}` runs them", spec.name, path.display()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn vacuum(path: &Path) -> anyhow::Result<ExitCode> {
+    let Some(spec) = load_or_report(path) else { return Ok(ExitCode::FAILURE) };
+    let done = maintenance::vacuum(&spec).await.map_err(|e| anyhow::anyhow!(spec.file.redact(&e.to_string())))?;
+    println!(
+        "sluice: {}: removed {} staged attempts that never committed, finished publishing {} committed batches, \
+         kept {} staged attempts of running workers",
+        spec.name, done.removed, done.published, done.kept
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn show_status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {

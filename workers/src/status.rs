@@ -17,8 +17,14 @@ pub struct PipelineStatus {
     pub checkpoint: String,
     /// Batches whose output is committed.
     pub committed_batches: u64,
-    /// Batches planned and not committed yet.
+    /// Batches planned, not committed yet, and held by no worker.
     pub pending_batches: u64,
+    /// Batches a worker holds a live lease on.
+    pub running_batches: u64,
+    /// Batches that used up their attempts and wait for `sluice retry`.
+    pub failed_batches: u64,
+    /// The failed batches, with their errors.
+    pub failed: Vec<FailedBatch>,
     /// Batches given up because their inputs changed before they ran.
     pub abandoned_batches: u64,
     /// Input files the source has that no batch holds yet.
@@ -29,27 +35,50 @@ pub struct PipelineStatus {
     pub rows_read: u64,
     /// Rows written by committed batches.
     pub rows_written: u64,
+    /// Malformed records committed batches set aside as dead letters.
+    pub dead_lettered_rows: u64,
+    /// Where dead letters go.
+    pub dead_letters: String,
     /// Output files of committed batches.
     pub output_files: u64,
     /// When the last batch was committed.
     pub last_commit_at: Option<DateTime<Utc>>,
 }
 
+/// A batch that used up its attempts.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FailedBatch {
+    /// Its id, for `sluice retry FILE --batch ID`.
+    pub batch_id: String,
+    /// Attempts that ended in an error.
+    pub attempts: u32,
+    /// The last attempt's error.
+    pub error: String,
+    /// Its input files.
+    pub files: Vec<String>,
+}
+
 /// Reads the log (and lists the source) of `spec`.
 pub async fn pipeline_status(spec: &PipelineSpec) -> Result<PipelineStatus> {
     let log = CheckpointLog::open(&spec.checkpoint, &spec.name).await?;
     let state = log.state();
+    let now = Utc::now();
     let mut status = PipelineStatus {
         pipeline: spec.name.to_string(),
         version: spec.version,
         checkpoint: spec.checkpoint.to_string(),
         committed_batches: 0,
         pending_batches: 0,
+        running_batches: 0,
+        failed_batches: 0,
+        failed: Vec::new(),
         abandoned_batches: 0,
         new_files: 0,
         files_committed: 0,
         rows_read: 0,
         rows_written: 0,
+        dead_lettered_rows: 0,
+        dead_letters: spec.dead_letter.to_string(),
         output_files: 0,
         last_commit_at: None,
     };
@@ -60,11 +89,24 @@ pub async fn pipeline_status(spec: &PipelineSpec) -> Result<PipelineStatus> {
                 status.files_committed += entry.planned.inputs.len() as u64;
                 status.rows_read += committed.rows_in;
                 status.rows_written += committed.staged.rows();
+                status.dead_lettered_rows += committed.rows_dead_lettered;
                 status.output_files += committed.staged.outputs.len() as u64;
                 status.last_commit_at = status.last_commit_at.max(Some(committed.at));
             }
             None if entry.abandoned.is_some() => status.abandoned_batches += 1,
-            None => status.pending_batches += 1,
+            None => match &entry.failed {
+                Some(failed) => {
+                    status.failed_batches += 1;
+                    status.failed.push(FailedBatch {
+                        batch_id: entry.planned.batch_id.to_string(),
+                        attempts: entry.failures,
+                        error: failed.error.clone(),
+                        files: entry.planned.inputs.iter().map(|input| input.path.clone()).collect(),
+                    });
+                }
+                None if entry.live_lease(now).is_some() => status.running_batches += 1,
+                None => status.pending_batches += 1,
+            },
         }
     }
     let discovered = spec.source.discover().await?;
@@ -76,20 +118,37 @@ impl PipelineStatus {
     /// The readable form: one `key  value` line each.
     pub fn to_text(&self) -> String {
         let last = self.last_commit_at.map_or_else(|| "never".to_string(), |at| at.to_rfc3339());
-        let rows: [(&str, String); 12] = [
+        let rows: [(&str, String); 16] = [
             ("pipeline", self.pipeline.clone()),
             ("version", self.version.to_string()),
             ("checkpoint", self.checkpoint.clone()),
             ("committed_batches", self.committed_batches.to_string()),
             ("pending_batches", self.pending_batches.to_string()),
+            ("running_batches", self.running_batches.to_string()),
+            ("failed_batches", self.failed_batches.to_string()),
             ("abandoned_batches", self.abandoned_batches.to_string()),
             ("new_files", self.new_files.to_string()),
             ("files_committed", self.files_committed.to_string()),
             ("rows_read", self.rows_read.to_string()),
             ("rows_written", self.rows_written.to_string()),
+            ("dead_lettered_rows", self.dead_lettered_rows.to_string()),
+            ("dead_letters", self.dead_letters.clone()),
             ("output_files", self.output_files.to_string()),
             ("last_commit_at", last),
         ];
-        rows.iter().map(|(key, value)| format!("{key:<18} {value}\n")).collect()
+        let mut text: String = rows.iter().map(|(key, value)| format!("{key:<18} {value}\n")).collect();
+        for failed in &self.failed {
+            text.push_str(&format!(
+                "\nfailed batch {} after {} attempts ({}):\n  {}\n",
+                failed.batch_id,
+                failed.attempts,
+                failed.files.join(", "),
+                failed.error
+            ));
+        }
+        if !self.failed.is_empty() {
+            text.push_str("\nfix the cause, then: sluice retry FILE --failed\n");
+        }
+        text
     }
 }

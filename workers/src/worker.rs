@@ -1,20 +1,37 @@
-//! The worker: runs one batch from its inputs to a commit.
+//! The worker: runs one attempt at one batch, from its lease to its commit.
 //!
 //! ```text
-//! inputs ─► table `input` ─► SQL ─► sink.stage(attempt) ─► log: committed ─► sink.publish
-//!                                   (invisible files)      (the decision)    (visible files)
+//! lease ─► inputs ─► table `input` ─► SQL ─► sink.stage ─► log: committed ─► sink.publish
+//! (claim,   renewed while it runs)            (invisible)   (the decision:   (visible)
+//!                                                            holder only)
 //! ```
 //!
 //! A worker keeps nothing between batches: the batch and the log are all
 //! it needs, so a crash anywhere is repaired by running the batch again.
+//! An attempt that loses its lease (it stalled, another worker took the
+//! batch over) cannot commit: the log refuses it, and its staged files are
+//! dropped.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use chrono::Utc;
-use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use arrow::array::{RecordBatch, StringArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use chrono::{DateTime, TimeDelta, Utc};
+use datafusion::catalog::TableProvider;
+use datafusion::common::stats::Precision;
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::{ExecutionPlan, StatisticsArgs, StatisticsContext, execute_stream};
+use datafusion::prelude::SessionContext;
 use sluice_engine::batch::Batch;
-use sluice_engine::log::{Abandoned, Appended, CheckpointLog, Committed, Record, Refusal};
+use sluice_engine::error::Domain;
+use sluice_engine::failpoint;
+use sluice_engine::log::{
+    Abandoned, Appended, CheckpointLog, Claim, Committed, Failed, Leased, Record, Refusal, claim, gives_up,
+};
 use sluice_engine::sink::{Attempt, Staged};
+use sluice_engine::source::Rejected;
 use sluice_engine::spec::PipelineSpec;
 use sluice_engine::sql::{self, INPUT_TABLE};
 use sluice_engine::{Error, Result};
@@ -25,10 +42,12 @@ use tokio::sync::Mutex;
 pub enum BatchOutcome {
     /// This attempt committed the batch.
     Committed {
-        /// Rows read from the inputs.
+        /// Rows read from the inputs, dead letters included.
         rows_in: u64,
         /// Rows written to the sink.
         rows_out: u64,
+        /// Malformed records set aside as dead letters.
+        rows_dead_lettered: u64,
     },
     /// Another attempt had committed it; this one's output was discarded.
     AlreadyCommitted,
@@ -38,27 +57,201 @@ pub enum BatchOutcome {
         /// What changed.
         reason: String,
     },
+    /// Another worker holds it; it is theirs until `until`.
+    Busy {
+        /// When their lease runs out unless renewed.
+        until: DateTime<Utc>,
+    },
+    /// The attempt lost its lease to another before it could commit.
+    Fenced,
+    /// The attempt ended in an error, recorded in the log.
+    Failed {
+        /// The error, secrets redacted.
+        error: String,
+        /// Whether it was the last attempt allowed: the batch waits for
+        /// `sluice retry`.
+        gave_up: bool,
+    },
+    /// It is failed or unknown to the log: nothing to run.
+    Settled,
 }
 
-/// Runs `batch` of `spec` and commits it in `log`.
-pub async fn run_batch(spec: &PipelineSpec, log: &Mutex<CheckpointLog>, batch: &Batch) -> Result<BatchOutcome> {
-    let ctx = sql::session(spec.concurrency);
-    let table = match spec.source.table(&ctx.state(), &batch.inputs).await {
-        Ok(table) => table,
-        Err(changed @ Error::InputChanged { .. }) => return abandon(log, batch, changed.to_string()).await,
-        Err(other) => return Err(other),
-    };
-    ctx.register_table(INPUT_TABLE, table)?;
-    let frame = sql::plan_transform(&ctx, spec.sql.as_deref()).await?;
-    let plan = frame.create_physical_plan().await?;
-    let stream = execute_stream(plan.clone(), ctx.task_ctx())?;
+/// Who a worker is in the log: `host:pid:random`, unique per process.
+pub fn owner_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    let token = Attempt::new(sluice_engine::batch::BatchId::from_string(String::new())).token;
+    format!("{host}:{}:{}", std::process::id(), token.trim_start_matches('-'))
+}
 
+/// How often a retryable error is tried again inside one attempt.
+const TRANSIENT_TRIES: u32 = 3;
+
+/// Runs one attempt at `batch`: leases it, runs it, commits it, or
+/// records why not.
+pub async fn run_batch(
+    spec: &PipelineSpec,
+    log: &Arc<Mutex<CheckpointLog>>,
+    batch: &Batch,
+    owner: &str,
+) -> Result<BatchOutcome> {
+    let attempt_no = match lease(spec, log, batch, owner).await? {
+        Ok(attempt) => attempt,
+        Err(outcome) => return Ok(outcome),
+    };
+    failpoint::hit("after_lease");
+    let fenced = Arc::new(AtomicBool::new(false));
+    let renewal = Renewal::start(spec, log.clone(), batch, owner, attempt_no, fenced.clone());
+
+    let mut tries = 1;
+    let result = loop {
+        match attempt(spec, log, batch, attempt_no, &fenced).await {
+            Err(error) if error.is_retryable() && tries < TRANSIENT_TRIES => {
+                let wait = Duration::from_millis(500 << tries);
+                tracing::warn!(
+                    batch_id = %batch.id, attempt = attempt_no, "retrying in {wait:?}: {}",
+                    spec.file.redact(&error.to_string())
+                );
+                tokio::time::sleep(wait).await;
+                tries += 1;
+            }
+            other => break other,
+        }
+    };
+    renewal.stop();
+    match result {
+        Ok(outcome) => Ok(outcome),
+        Err(error) => record_failure(spec, log, batch, attempt_no, &error).await,
+    }
+}
+
+/// Claims the batch: the attempt number, or why there is nothing to run.
+async fn lease(
+    spec: &PipelineSpec,
+    log: &Mutex<CheckpointLog>,
+    batch: &Batch,
+    owner: &str,
+) -> Result<Result<u32, BatchOutcome>> {
+    let mut log = log.lock().await;
+    let now = Utc::now();
+    let attempt = match claim(log.state(), &batch.id, owner, now) {
+        Claim::Start { attempt } | Claim::Resume { attempt } => attempt,
+        Claim::TakeOver { attempt, from } => {
+            tracing::info!(batch_id = %batch.id, attempt, "taking over the batch from {from}, whose lease ran out");
+            attempt
+        }
+        Claim::Wait { until, .. } => return Ok(Err(BatchOutcome::Busy { until })),
+        Claim::Settled => return Ok(Err(settled(log.state(), batch))),
+    };
+    let record = Record::Leased(Leased {
+        batch_id: batch.id.clone(),
+        attempt,
+        owner: owner.to_string(),
+        expires: now + lease_span(spec),
+        at: now,
+    });
+    Ok(match log.append(record).await? {
+        Appended::Written(_) => Ok(attempt),
+        Appended::Refused(Refusal::Leased { expires, .. }) => Err(BatchOutcome::Busy { until: expires }),
+        Appended::Refused(Refusal::Fenced) => Err(BatchOutcome::Busy { until: now }),
+        Appended::Refused(_) => Err(settled(log.state(), batch)),
+    })
+}
+
+fn settled(state: &sluice_engine::log::LogState, batch: &Batch) -> BatchOutcome {
+    match state.batch(&batch.id) {
+        Some(entry) if entry.committed.is_some() => BatchOutcome::AlreadyCommitted,
+        Some(entry) => match &entry.abandoned {
+            Some(abandoned) => BatchOutcome::Abandoned { reason: abandoned.reason.clone() },
+            None => BatchOutcome::Settled,
+        },
+        None => BatchOutcome::Settled,
+    }
+}
+
+fn lease_span(spec: &PipelineSpec) -> TimeDelta {
+    TimeDelta::from_std(spec.lease_timeout).unwrap_or(TimeDelta::seconds(30))
+}
+
+/// Renews the lease every third of its span while the attempt runs, and
+/// raises `fenced` if the log refuses a renewal.
+struct Renewal(tokio::task::JoinHandle<()>);
+
+impl Renewal {
+    fn start(
+        spec: &PipelineSpec,
+        log: Arc<Mutex<CheckpointLog>>,
+        batch: &Batch,
+        owner: &str,
+        attempt: u32,
+        fenced: Arc<AtomicBool>,
+    ) -> Self {
+        let span = lease_span(spec);
+        let every = spec.lease_timeout / 3;
+        let (batch_id, owner) = (batch.id.clone(), owner.to_string());
+        Renewal(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let now = Utc::now();
+                let record = Record::Leased(Leased {
+                    batch_id: batch_id.clone(),
+                    attempt,
+                    owner: owner.clone(),
+                    expires: now + span,
+                    at: now,
+                });
+                match log.lock().await.append(record).await {
+                    Ok(Appended::Written(_)) => {}
+                    Ok(Appended::Refused(refusal)) => {
+                        if matches!(refusal, Refusal::Leased { .. } | Refusal::Fenced) {
+                            tracing::warn!(%batch_id, attempt, "lost the lease to another worker: {refusal:?}");
+                            fenced.store(true, Ordering::SeqCst);
+                        }
+                        return;
+                    }
+                    // The next renewal may get through; if none does, the
+                    // lease runs out and the commit is refused.
+                    Err(error) => tracing::warn!(%batch_id, attempt, "cannot renew the lease: {error}"),
+                }
+            }
+        }))
+    }
+
+    fn stop(self) {
+        self.0.abort();
+    }
+}
+
+/// What an attempt produced, staged and not yet committed.
+struct Produced {
+    staged: Staged,
+    rows_in: u64,
+    dead_letters: Option<Staged>,
+    rows_dead_lettered: u64,
+}
+
+/// The attempt's work: read, transform, stage, verify, commit, publish.
+async fn attempt(
+    spec: &PipelineSpec,
+    log: &Mutex<CheckpointLog>,
+    batch: &Batch,
+    attempt_no: u32,
+    fenced: &AtomicBool,
+) -> Result<BatchOutcome> {
     let attempt = Attempt::new(batch.id.clone());
-    let staged = match spec.sink.stage(&attempt, stream).await {
-        Ok(staged) => staged,
-        Err(error) => {
+    let produced = match produce(spec, batch, &attempt).await {
+        Ok(produced) => produced,
+        Err(changed @ Error::InputChanged { .. }) => {
             discard_quietly(spec, &attempt).await;
-            return Err(error);
+            return abandon(log, batch, changed.to_string()).await;
+        }
+        Err(other) => {
+            discard_quietly(spec, &attempt).await;
+            return Err(other);
         }
     };
     // An input replaced while it was read must not be committed: its rows
@@ -74,44 +267,143 @@ pub async fn run_batch(spec: &PipelineSpec, log: &Mutex<CheckpointLog>, batch: &
             return Err(other);
         }
     }
+    failpoint::hit("after_sink_write");
+    if fenced.load(Ordering::SeqCst) {
+        discard_quietly(spec, &attempt).await;
+        return Ok(BatchOutcome::Fenced);
+    }
 
-    let rows_in = scanned_rows(&plan);
-    let rows_out = staged.rows();
-    let record =
-        Record::Committed(Committed { batch_id: batch.id.clone(), staged: staged.clone(), rows_in, at: Utc::now() });
+    let rows_out = produced.staged.rows();
+    let record = Record::Committed(Committed {
+        batch_id: batch.id.clone(),
+        attempt: attempt_no,
+        staged: produced.staged.clone(),
+        rows_in: produced.rows_in,
+        dead_letters: produced.dead_letters.clone(),
+        rows_dead_lettered: produced.rows_dead_lettered,
+        at: Utc::now(),
+    });
     let appended = log.lock().await.append(record).await;
-    match appended {
+    let refused = match appended {
         Ok(Appended::Written(seq)) => {
             tracing::debug!(batch_id = %batch.id, seq = seq.0, "committed");
-            publish(spec, batch, &staged).await;
-            Ok(BatchOutcome::Committed { rows_in, rows_out })
+            failpoint::hit("after_commit");
+            publish(spec, batch, &produced).await;
+            return Ok(BatchOutcome::Committed {
+                rows_in: produced.rows_in,
+                rows_out,
+                rows_dead_lettered: produced.rows_dead_lettered,
+            });
         }
-        Ok(Appended::Refused(Refusal::AlreadyCommitted)) => {
-            discard_quietly(spec, &attempt).await;
-            Ok(BatchOutcome::AlreadyCommitted)
-        }
-        Ok(Appended::Refused(Refusal::Abandoned)) => {
-            discard_quietly(spec, &attempt).await;
-            Ok(BatchOutcome::Abandoned { reason: "another run abandoned it first".into() })
-        }
-        Ok(Appended::Refused(other)) => {
-            discard_quietly(spec, &attempt).await;
-            Err(Error::Refused(format!("commit of batch {}: {other:?}", batch.id)))
-        }
-        Err(error) => {
-            // Whether the record was written is unknown: the staged files
-            // stay, for the next run to publish if the commit is in the log.
-            Err(error)
-        }
-    }
+        Ok(Appended::Refused(refusal)) => refusal,
+        // Whether the record was written is unknown: the staged files
+        // stay, for the next run to publish if the commit is in the log.
+        Err(error) => return Err(error),
+    };
+    discard_quietly(spec, &attempt).await;
+    Ok(match refused {
+        Refusal::AlreadyCommitted => BatchOutcome::AlreadyCommitted,
+        Refusal::Abandoned => BatchOutcome::Abandoned { reason: "another run abandoned it first".into() },
+        Refusal::Fenced | Refusal::Leased { .. } => BatchOutcome::Fenced,
+        other => return Err(Error::Refused(format!("commit of batch {}: {other:?}", batch.id))),
+    })
+}
+
+/// Reads the batch and stages its output. When reading it whole fails on
+/// the data itself, it is read again record by record: malformed records
+/// become dead letters and the rest goes on.
+async fn produce(spec: &PipelineSpec, batch: &Batch, attempt: &Attempt) -> Result<Produced> {
+    let ctx = sql::session(spec.concurrency);
+    let read_whole = match spec.source.table(&ctx.state(), &batch.inputs).await {
+        Ok(table) => stage(spec, &ctx, table, attempt).await,
+        Err(error) => Err(error),
+    };
+    let error = match read_whole {
+        Ok((staged, rows_in)) => return Ok(Produced { staged, rows_in, dead_letters: None, rows_dead_lettered: 0 }),
+        Err(error) if error.domain() == Domain::User && !matches!(error, Error::InputChanged { .. }) => error,
+        Err(other) => return Err(other),
+    };
+    spec.sink.discard(&attempt.token).await?;
+    let sorted = match spec.source.sort_out(&ctx.state(), &batch.inputs).await {
+        Ok(Some(sorted)) if !sorted.rejected.is_empty() => sorted,
+        // Every record reads: the error is in the SQL or the sink.
+        Ok(_) => return Err(error),
+        Err(changed @ Error::InputChanged { .. }) => return Err(changed),
+        // Not even record by record (the schema cannot be inferred, say):
+        // the first error says most.
+        Err(_) => return Err(error),
+    };
+    tracing::warn!(
+        batch_id = %batch.id,
+        "{} malformed record(s) go to the dead letters; the rest of the batch goes on",
+        sorted.rejected.len()
+    );
+    let ctx = sql::session(spec.concurrency);
+    let (staged, _) = stage(spec, &ctx, sorted.table, attempt).await?;
+    let rejected = sorted.rejected.len() as u64;
+    let dead = spec.dead_letters.stage(attempt, dead_letter_stream(spec, batch, &sorted.rejected)?).await?;
+    Ok(Produced { staged, rows_in: sorted.rows + rejected, dead_letters: Some(dead), rows_dead_lettered: rejected })
+}
+
+/// Runs the SQL over `table` and stages the result: the staged outputs and
+/// the rows read.
+async fn stage(
+    spec: &PipelineSpec,
+    ctx: &SessionContext,
+    table: Arc<dyn TableProvider>,
+    attempt: &Attempt,
+) -> Result<(Staged, u64)> {
+    ctx.register_table(INPUT_TABLE, table)?;
+    let frame = sql::plan_transform(ctx, spec.sql.as_deref()).await?;
+    let plan = frame.create_physical_plan().await?;
+    let stream = execute_stream(plan.clone(), ctx.task_ctx())?;
+    let staged = spec.sink.stage(attempt, stream).await?;
+    Ok((staged, scanned_rows(&plan)))
+}
+
+/// The dead letters as rows: one NDJSON object each once written.
+fn dead_letter_stream(
+    spec: &PipelineSpec,
+    batch: &Batch,
+    rejected: &[Rejected],
+) -> Result<datafusion::execution::SendableRecordBatchStream> {
+    let text = |name: &str| Field::new(name, DataType::Utf8, false);
+    let number = |name: &str| Field::new(name, DataType::UInt64, false);
+    let schema = Arc::new(Schema::new(vec![
+        text("source"),
+        number("line"),
+        number("offset"),
+        text("error"),
+        text("raw"),
+        text("pipeline"),
+        text("batch_id"),
+    ]));
+    let n = rejected.len();
+    let rows = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from_iter_values(rejected.iter().map(|r| r.source.as_str()))),
+            Arc::new(UInt64Array::from_iter_values(rejected.iter().map(|r| r.line))),
+            Arc::new(UInt64Array::from_iter_values(rejected.iter().map(|r| r.offset))),
+            Arc::new(StringArray::from_iter_values(rejected.iter().map(|r| r.error.as_str()))),
+            Arc::new(StringArray::from_iter_values(rejected.iter().map(|r| r.raw.as_str()))),
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(spec.name.as_str(), n))),
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(batch.id.as_str(), n))),
+        ],
+    )?;
+    Ok(Box::pin(MemoryStream::try_new(vec![rows], schema, None)?))
 }
 
 /// Tries a few times to make a committed batch's files visible. A publish
 /// that still fails is finished by the controller's next pass, which
 /// replays the publish of every committed batch with staged files.
-async fn publish(spec: &PipelineSpec, batch: &Batch, staged: &Staged) {
+async fn publish(spec: &PipelineSpec, batch: &Batch, produced: &Produced) {
     for attempt in 1..=3u32 {
-        match spec.sink.publish(staged).await {
+        let mut result = spec.sink.publish(&produced.staged).await;
+        if let (Ok(()), Some(dead)) = (&result, &produced.dead_letters) {
+            result = spec.dead_letters.publish(dead).await;
+        }
+        match result {
             Ok(()) => return,
             Err(error) => {
                 tracing::warn!(
@@ -119,17 +411,20 @@ async fn publish(spec: &PipelineSpec, batch: &Batch, staged: &Staged) {
                     "committed, but moving the files into place failed: {}",
                     spec.file.redact(&error.to_string())
                 );
-                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt))).await;
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
             }
         }
     }
     tracing::warn!(batch_id = %batch.id, "the next pass finishes moving this committed batch's files into place");
 }
 
-/// Removes what an attempt staged; a failure only leaves invisible files.
+/// Removes what an attempt staged; a failure only leaves invisible files,
+/// which `sluice vacuum` removes.
 async fn discard_quietly(spec: &PipelineSpec, attempt: &Attempt) {
-    if let Err(error) = spec.sink.discard(&attempt.token).await {
-        tracing::warn!(token = %attempt.token, "cannot remove staged files: {}", spec.file.redact(&error.to_string()));
+    for sink in [&spec.sink, &spec.dead_letters] {
+        if let Err(error) = sink.discard(&attempt.token).await {
+            tracing::warn!(token = %attempt.token, "cannot remove staged files: {}", spec.file.redact(&error.to_string()));
+        }
     }
 }
 
@@ -142,11 +437,48 @@ async fn abandon(log: &Mutex<CheckpointLog>, batch: &Batch, reason: String) -> R
     }
 }
 
-/// Rows the plan's leaves produced: the rows read from the inputs.
+/// Records a failed attempt, which releases the lease; the last allowed
+/// one fails the batch until `sluice retry`.
+async fn record_failure(
+    spec: &PipelineSpec,
+    log: &Mutex<CheckpointLog>,
+    batch: &Batch,
+    attempt: u32,
+    error: &Error,
+) -> Result<BatchOutcome> {
+    let message = spec.file.redact(&error.to_string());
+    let mut log = log.lock().await;
+    let gave_up = log.state().batch(&batch.id).is_some_and(|entry| gives_up(entry, spec.max_attempts));
+    let record =
+        Record::Failed(Failed { batch_id: batch.id.clone(), attempt, error: message.clone(), gave_up, at: Utc::now() });
+    match log.append(record).await {
+        Ok(Appended::Written(_)) => Ok(BatchOutcome::Failed { error: message, gave_up }),
+        Ok(Appended::Refused(Refusal::AlreadyCommitted)) => Ok(BatchOutcome::AlreadyCommitted),
+        Ok(Appended::Refused(_)) => Ok(BatchOutcome::Fenced),
+        // The log cannot be written either: the lease runs out, and the
+        // batch is taken over.
+        Err(log_error) => {
+            tracing::warn!(batch_id = %batch.id, "cannot record the failure in the log: {log_error}");
+            Err(Error::Storage(object_store::Error::Generic { store: "log", source: message.into() }))
+        }
+    }
+}
+
+/// Rows the plan's leaves produced: the rows read from the inputs. A
+/// source that knows its row count exactly (a table in memory, Parquet
+/// metadata) says so; file scans count rows as they go.
 fn scanned_rows(plan: &Arc<dyn ExecutionPlan>) -> u64 {
     let children = plan.children();
     if children.is_empty() {
-        return plan.metrics().and_then(|metrics| metrics.output_rows()).unwrap_or(0) as u64;
+        let exact =
+            StatisticsContext::new().compute(plan.as_ref(), &StatisticsArgs::new()).ok().and_then(|stats| match stats
+                .num_rows
+            {
+                Precision::Exact(rows) => Some(rows),
+                _ => None,
+            });
+        let counted = || plan.metrics().and_then(|metrics| metrics.output_rows());
+        return exact.or_else(counted).unwrap_or(0) as u64;
     }
     children.into_iter().map(scanned_rows).sum()
 }

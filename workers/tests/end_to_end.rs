@@ -237,29 +237,38 @@ fn status_reads_the_log() {
 }
 
 #[test]
-fn a_batch_that_fails_leaves_nothing_visible_and_stays_pending() {
+fn a_batch_that_fails_leaves_nothing_visible_and_a_fixed_input_is_new_input() {
     let ws = Workspace::new();
-    let pipeline = ws.pipeline(ORDERS);
-    ws.write("inbox/bad.csv", "id,country,amount\n1,FR,not-a-number\n");
+    let pipeline = ws.pipeline(&format!(
+        "{ORDERS}\n[transform]\nsql = \"SELECT id, country, amount + 1 / (id - 1) AS amount FROM input\"\n\n\
+         [workers]\nmax_attempts = 1\n"
+    ));
+    ws.write("inbox/bad.csv", "id,country,amount\n1,FR,5\n");
     let output = run(&["run", &pipeline, "--until-caught-up"]);
     assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("not-a-number"), "the error says what is wrong: {stderr}");
+    assert!(stderr.contains("Divide by zero"), "the error says what is wrong: {stderr}");
     assert!(String::from_utf8_lossy(&output.stdout).contains("1 batches failed"), "{}", printed(&output));
     assert!(visible_files(&ws.path("out")).is_empty(), "no partial output");
 
     let output = run(&["status", &pipeline, "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
-    assert_eq!(status["pending_batches"], 1);
+    assert_eq!((status["failed_batches"].as_u64(), status["pending_batches"].as_u64()), (Some(1), Some(0)));
     assert_eq!(status["committed_batches"], 0);
 
-    // Fixed in place: the pending batch's input is gone, so that batch is
-    // abandoned and the new version is read, once.
-    ws.write("inbox/bad.csv", "id,country,amount\n1,FR,5\n");
+    // Fixed in place: the new version is new input, read once. The failed
+    // batch, retried, finds its input changed and is abandoned.
+    ws.write("inbox/bad.csv", "id,country,amount\n2,FR,5\n");
+    let output = run(&["run", &pipeline, "--until-caught-up"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("1 batches, 1 files, 1 rows in") && stdout.contains("1 batches failed"), "{stdout}");
+    assert_eq!(output.status.code(), Some(1), "a failed batch waits for a retry: {}", printed(&output));
+    let retry = run(&["retry", &pipeline, "--failed"]);
+    assert!(retry.status.success(), "{}", printed(&retry));
     let summary = ws.run_until_caught_up();
-    assert!(summary.contains("1 batches, 1 files, 1 rows in") && summary.contains("1 batches abandoned"), "{summary}");
+    assert!(summary.contains("0 batches") && summary.contains("1 batches abandoned"), "{summary}");
     let (_, found) = parquet_rows(&ws.path("out"));
-    assert_eq!(found, rows(&["1|FR|5.0"]));
+    assert_eq!(found, rows(&["2|FR|6.0"]));
     let output = run(&["status", &pipeline, "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
     assert_eq!((status["pending_batches"].as_u64(), status["abandoned_batches"].as_u64()), (Some(0), Some(1)));

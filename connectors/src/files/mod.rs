@@ -9,6 +9,7 @@
 mod config;
 mod partition;
 mod sink;
+mod sort_out;
 mod source;
 mod writer;
 

@@ -108,6 +108,19 @@ impl FilesSink {
         })
     }
 
+    /// A sink of NDJSON files at `location`, unpartitioned: where dead
+    /// letters go.
+    pub fn ndjson(location: StorageLocation) -> Result<Self> {
+        let (store, prefix) = location.open()?;
+        Ok(FilesSink {
+            location,
+            store,
+            prefix,
+            encoding: Encoding { format: OutputFormat::Json, compression: Compression::UNCOMPRESSED },
+            partitioner: Partitioner::new(Vec::new()),
+        })
+    }
+
     fn staging_root(&self, token: &str) -> Path {
         self.path(&format!("{STAGING}/{token}"))
     }
@@ -163,6 +176,10 @@ fn compression_name(compression: Compression) -> &'static str {
     }
 }
 
+fn io_error(error: std::io::Error) -> Error {
+    Error::Storage(object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(error) })
+}
+
 fn remove_empty_dirs(dir: &std::path::Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
@@ -213,6 +230,7 @@ impl Sink for FilesSink {
                 };
                 files[at].2.write(&rows).await?;
             }
+            sluice_engine::failpoint::hit("during_sink_write");
         }
 
         let mut outputs = Vec::with_capacity(files.len());
@@ -239,12 +257,22 @@ impl Sink for FilesSink {
                 }
                 Err(other) => return Err(other.into()),
             }
+            sluice_engine::failpoint::hit("during_publish");
         }
         self.tidy(&staged.token);
         Ok(())
     }
 
     async fn discard(&self, token: &str) -> Result<()> {
+        if let Some(local) = self.location.local_path() {
+            // Local stores keep a write cut short as `<name>#<n>`, which
+            // listings leave out: the whole folder goes.
+            return match std::fs::remove_dir_all(local.join(STAGING).join(token)) {
+                Ok(()) => Ok(()),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(error) => Err(io_error(error)),
+            };
+        }
         let root = self.staging_root(token);
         let staged: Vec<Path> = self.store.list(Some(&root)).map_ok(|meta| meta.location).try_collect().await?;
         for path in staged {
@@ -253,21 +281,31 @@ impl Sink for FilesSink {
                 Err(other) => return Err(other.into()),
             }
         }
-        self.tidy(token);
         Ok(())
     }
 
     async fn staged_tokens(&self) -> Result<Vec<String>> {
-        let root = self.path(STAGING);
-        let mut tokens: Vec<String> = self
-            .store
-            .list(Some(&root))
-            .try_filter_map(|meta| {
-                let token = self.relative(&meta.location, &root).and_then(|r| r.split('/').next().map(String::from));
-                futures::future::ready(Ok(token))
-            })
-            .try_collect()
-            .await?;
+        let mut tokens: Vec<String> = match self.location.local_path() {
+            // Read as a folder, so that tokens holding only cut-short
+            // writes are found too.
+            Some(local) => match std::fs::read_dir(local.join(STAGING)) {
+                Ok(entries) => entries.filter_map(|entry| entry.ok()?.file_name().into_string().ok()).collect(),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(error) => return Err(io_error(error)),
+            },
+            None => {
+                let root = self.path(STAGING);
+                self.store
+                    .list(Some(&root))
+                    .try_filter_map(|meta| {
+                        let token =
+                            self.relative(&meta.location, &root).and_then(|r| r.split('/').next().map(String::from));
+                        futures::future::ready(Ok(token))
+                    })
+                    .try_collect()
+                    .await?
+            }
+        };
         tokens.sort();
         tokens.dedup();
         Ok(tokens)

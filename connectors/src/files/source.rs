@@ -4,25 +4,29 @@
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
 use async_trait::async_trait;
 use datafusion::catalog::TableProvider;
+use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::execution::context::SessionState;
+use datafusion::execution::object_store::ObjectStoreUrl;
 use futures::TryStreamExt;
 use globset::{GlobBuilder, GlobMatcher};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use sluice_engine::batch::InputObject;
-use sluice_engine::source::Source;
+use sluice_engine::source::{Rejected, SortedOut, Source};
 use sluice_engine::spec::{Component, Diagnostics};
 use sluice_engine::storage::StorageLocation;
 use sluice_engine::{Error, Result};
 
 use super::config::{FilesSourceConfig, InputFormat};
+use super::sort_out::{CsvRecords, JsonLines, RecordFormat, sort_object};
 
 /// Reads files under a location.
 #[derive(Debug)]
@@ -176,6 +180,40 @@ impl FilesSource {
         Ok(ListingTableUrl::try_new(url, None)?)
     }
 
+    /// The declared schema, or the one inferred from `objects`.
+    async fn schema_of(&self, state: &SessionState, objects: &[ObjectMeta]) -> Result<SchemaRef> {
+        if let Some(schema) = &self.schema {
+            return Ok(schema.clone());
+        }
+        if objects.is_empty() {
+            return Err(Error::Config("a batch without inputs has no schema to infer".into()));
+        }
+        let base = ObjectStoreUrl::parse(&self.location.url()[..url::Position::BeforePath])?;
+        let store = state.runtime_env().object_store(&base)?;
+        Ok(self.file_format().infer_schema(state, &store, objects).await?)
+    }
+
+    /// Reads `inputs` record by record with `format`: a table over the
+    /// records that fit `schema`, and those that do not.
+    async fn read_records(
+        &self,
+        inputs: &[InputObject],
+        format: &dyn RecordFormat,
+        schema: SchemaRef,
+    ) -> Result<SortedOut> {
+        let mut good = Vec::new();
+        let mut rejected: Vec<Rejected> = Vec::new();
+        for input in inputs {
+            let bytes = self.store.get(&self.object_path(&input.path)?).await?.bytes().await?;
+            let (batches, bad) = sort_object(format, &schema, &input.path, &bytes);
+            good.extend(batches);
+            rejected.extend(bad);
+        }
+        let rows = good.iter().map(|batch| batch.num_rows() as u64).sum();
+        let table = MemTable::try_new(schema, vec![good])?;
+        Ok(SortedOut { table: Arc::new(table), rows, rejected })
+    }
+
     fn object_path(&self, relative: &str) -> Result<Path> {
         Ok(Path::parse(format!("{}/{relative}", self.prefix)).map_err(object_store::Error::from)?)
     }
@@ -216,21 +254,34 @@ impl Source for FilesSource {
 
     async fn table(&self, state: &SessionState, inputs: &[InputObject]) -> Result<Arc<dyn TableProvider>> {
         let objects = self.check_unchanged(inputs).await?;
-        let format = self.file_format();
+        let schema = self.schema_of(state, &objects).await?;
+        if self.format == InputFormat::Json {
+            // DataFusion's JSON reader truncates 1.5 to 1 in an integer
+            // column; this one refuses it, so that it becomes a dead letter.
+            let sorted = self.read_records(inputs, &JsonLines, schema).await?;
+            return match sorted.rejected.first() {
+                None => Ok(sorted.table),
+                Some(first) => Err(Error::Arrow(ArrowError::JsonError(format!(
+                    "{} line {}: {}",
+                    first.source, first.line, first.error
+                )))),
+            };
+        }
         let urls = inputs.iter().map(|input| self.input_url(input)).collect::<Result<Vec<_>, _>>()?;
-        let schema = match &self.schema {
-            Some(schema) => schema.clone(),
-            None => {
-                let store = state.runtime_env().object_store(
-                    urls.first()
-                        .ok_or_else(|| Error::Config("a batch without inputs has no schema to infer".into()))?,
-                )?;
-                format.infer_schema(state, &store, &objects).await?
-            }
-        };
-        let options = ListingOptions::new(format).with_file_extension("");
+        let options = ListingOptions::new(self.file_format()).with_file_extension("");
         let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
         Ok(Arc::new(ListingTable::try_new(config)?))
+    }
+
+    async fn sort_out(&self, state: &SessionState, inputs: &[InputObject]) -> Result<Option<SortedOut>> {
+        let format: &dyn RecordFormat = match self.format {
+            InputFormat::Csv => &CsvRecords { header: self.header, delimiter: self.delimiter },
+            InputFormat::Json => &JsonLines,
+            InputFormat::Parquet => return Ok(None),
+        };
+        let objects = self.check_unchanged(inputs).await?;
+        let schema = self.schema_of(state, &objects).await?;
+        self.read_records(inputs, format, schema).await.map(Some)
     }
 
     async fn verify(&self, inputs: &[InputObject]) -> Result<()> {

@@ -15,6 +15,7 @@
 //! number.
 
 mod paths;
+mod protocol;
 mod record;
 mod state;
 
@@ -27,7 +28,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use serde::{Deserialize, Serialize};
 
 pub use paths::LogPaths;
-pub use record::{Abandoned, Committed, Planned, Record};
+pub use protocol::{Claim, batch_of_token, claim, commits_to_replay, gives_up, leftover_tokens};
+pub use record::{Abandoned, Committed, Failed, Leased, Planned, Record, Retried};
 pub use state::{BatchEntry, LogState, Refusal};
 
 use crate::batch::PipelineName;
@@ -50,28 +52,67 @@ pub enum Appended {
 /// How many times an append meets a newer record before giving up.
 const MAX_APPEND_ATTEMPTS: usize = 64;
 /// How many records are read at once.
-const READ_CONCURRENCY: usize = 16;
+const READ_CONCURRENCY: u64 = 16;
+/// Records between two snapshots, by default.
+pub const SNAPSHOT_EVERY: u64 = 1000;
+/// Snapshots kept; older ones are deleted once a newer one is written.
+const SNAPSHOTS_KEPT: usize = 2;
+
+/// A snapshot: the state folded from the records before `state.next_seq()`.
+#[derive(Debug, Deserialize)]
+struct Snapshot {
+    pipeline: PipelineName,
+    state: LogState,
+}
+
+/// A snapshot to write, borrowing the state.
+#[derive(Serialize)]
+struct SnapshotOf<'a> {
+    pipeline: &'a PipelineName,
+    state: &'a LogState,
+}
 
 /// One pipeline's checkpoint log, with its state as last read.
+///
+/// Opening reads the newest snapshot and the records after it, so start-up
+/// reads at most [`SNAPSHOT_EVERY`] records however long the log is.
+/// Records are read by number until one is missing, never by listing.
 #[derive(Debug)]
 pub struct CheckpointLog {
     store: Arc<dyn ObjectStore>,
     paths: LogPaths,
     pipeline: PipelineName,
     state: LogState,
+    snapshot_every: u64,
+    last_snapshot: Seq,
+    records_read: u64,
 }
 
 impl CheckpointLog {
     /// Opens the log at `location` and reads all of it.
     pub async fn open(location: &StorageLocation, pipeline: &PipelineName) -> Result<Self> {
         let (store, root) = location.open()?;
-        Self::open_in(store, root, pipeline).await
+        Self::open_in(store, root, pipeline, SNAPSHOT_EVERY).await
     }
 
-    /// Opens the log below `root` of `store` and reads all of it.
-    pub async fn open_in(store: Arc<dyn ObjectStore>, root: Path, pipeline: &PipelineName) -> Result<Self> {
-        let mut log =
-            CheckpointLog { store, paths: LogPaths::new(root), pipeline: pipeline.clone(), state: LogState::default() };
+    /// Opens the log below `root` of `store` and reads all of it; a
+    /// snapshot is written every `snapshot_every` records.
+    pub async fn open_in(
+        store: Arc<dyn ObjectStore>,
+        root: Path,
+        pipeline: &PipelineName,
+        snapshot_every: u64,
+    ) -> Result<Self> {
+        let mut log = CheckpointLog {
+            store,
+            paths: LogPaths::new(root),
+            pipeline: pipeline.clone(),
+            state: LogState::default(),
+            snapshot_every: snapshot_every.max(1),
+            last_snapshot: Seq(0),
+            records_read: 0,
+        };
+        log.load_snapshot().await?;
         log.refresh().await?;
         Ok(log)
     }
@@ -81,51 +122,88 @@ impl CheckpointLog {
         &self.state
     }
 
-    /// Reads the records written since the last read.
-    pub async fn refresh(&mut self) -> Result<()> {
-        let next = self.state.next_seq();
-        let listing = match next.0 {
-            0 => self.store.list(Some(&self.paths.records())),
-            n => self.store.list_with_offset(Some(&self.paths.records()), &self.paths.record(Seq(n - 1))),
-        };
-        let metas: Vec<_> = listing.try_collect().await?;
-        let mut seqs: Vec<(Seq, Path)> = metas
+    /// How many records were read since the log was opened.
+    pub fn records_read(&self) -> u64 {
+        self.records_read
+    }
+
+    /// Starts from the newest readable snapshot, if there is one.
+    async fn load_snapshot(&mut self) -> Result<()> {
+        let listed: Vec<_> = self.store.list(Some(&self.paths.snapshots())).try_collect().await?;
+        let mut found: Vec<(Seq, Path)> = listed
             .into_iter()
             .filter_map(|meta| self.paths.parse_record(&meta.location).map(|seq| (seq, meta.location)))
-            .filter(|(seq, _)| *seq >= next)
             .collect();
-        seqs.sort();
-        // Only a gap-free run of numbers from `next` on is read: a record
-        // missing from a listing is read on the next refresh.
-        let contiguous = seqs.iter().enumerate().take_while(|(i, (seq, _))| seq.0 == next.0 + *i as u64).count();
-        seqs.truncate(contiguous);
-
-        let store = &self.store;
-        let mut records = futures::stream::iter(seqs)
-            .map(|(seq, path)| async move {
-                let bytes = store.get(&path).await?.bytes().await?;
-                let record: Record = serde_json::from_slice(&bytes)
-                    .map_err(|e| Error::CorruptLog { path: path.to_string(), reason: e.to_string() })?;
-                Ok::<_, Error>((seq, record))
-            })
-            .buffered(READ_CONCURRENCY);
-        while let Some(read) = records.next().await {
-            let (seq, record) = read?;
-            self.check_owner(&record)?;
-            self.state.apply(seq, record);
+        found.sort_by(|a, b| b.cmp(a));
+        for (next, path) in found {
+            let snapshot = match self.store.get(&path).await {
+                Ok(got) => serde_json::from_slice::<Snapshot>(&got.bytes().await?).map_err(|e| e.to_string()),
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(other) => return Err(other.into()),
+            };
+            match snapshot {
+                Ok(snapshot) if snapshot.pipeline != self.pipeline => {
+                    return Err(self.foreign(&snapshot.pipeline));
+                }
+                Ok(snapshot) if snapshot.state.next_seq() == next => {
+                    self.state = snapshot.state;
+                    self.state.restore_index();
+                    self.last_snapshot = next;
+                    return Ok(());
+                }
+                Ok(_) => tracing::warn!(%path, "snapshot does not match its name; reading an older one"),
+                Err(reason) => tracing::warn!(%path, "snapshot unreadable, reading an older one: {reason}"),
+            }
         }
+        Ok(())
+    }
+
+    /// Reads the records written since the last read: by number, in
+    /// windows read concurrently, up to the first number not written yet.
+    pub async fn refresh(&mut self) -> Result<()> {
+        loop {
+            let next = self.state.next_seq().0;
+            let window: Vec<Seq> = (next..next + READ_CONCURRENCY).map(Seq).collect();
+            let (store, paths) = (&self.store, &self.paths);
+            let reads: Vec<Result<Option<(Seq, Record)>>> =
+                futures::stream::iter(window)
+                    .map(|seq| async move {
+                        read_record(store.as_ref(), &paths.record(seq)).await.map(|r| r.map(|r| (seq, r)))
+                    })
+                    .buffered(READ_CONCURRENCY as usize)
+                    .collect()
+                    .await;
+            let mut complete = true;
+            for read in reads {
+                let Some((seq, record)) = read? else {
+                    complete = false;
+                    break;
+                };
+                self.check_owner(&record)?;
+                self.records_read += 1;
+                self.state.apply(seq, record);
+            }
+            if !complete {
+                break;
+            }
+        }
+        self.snapshot_if_due().await;
         Ok(())
     }
 
     fn check_owner(&self, record: &Record) -> Result<()> {
         match record {
-            Record::Planned(planned) if planned.pipeline != self.pipeline => Err(Error::Config(format!(
-                "the checkpoint log holds batches of pipeline \"{}\", not \"{}\"; \
-                 give each pipeline its own [checkpoint] url",
-                planned.pipeline, self.pipeline
-            ))),
+            Record::Planned(planned) if planned.pipeline != self.pipeline => Err(self.foreign(&planned.pipeline)),
             _ => Ok(()),
         }
+    }
+
+    fn foreign(&self, other: &PipelineName) -> Error {
+        Error::Config(format!(
+            "the checkpoint log holds batches of pipeline \"{other}\", not \"{}\"; \
+             give each pipeline its own [checkpoint] url",
+            self.pipeline
+        ))
     }
 
     /// Appends `record` at the next free number, unless the log, once
@@ -145,13 +223,14 @@ impl CheckpointLog {
                 Ok(_) => {
                     tracing::debug!(seq = seq.0, batch_id = %record.batch_id(), "log record written");
                     self.state.apply(seq, record);
+                    self.snapshot_if_due().await;
                     return Ok(Appended::Written(seq));
                 }
                 Err(object_store::Error::AlreadyExists { .. }) => {
                     tracing::debug!(seq = seq.0, attempt, "log record taken by another writer; re-reading");
                     self.refresh().await?;
                     if self.state.next_seq() == seq {
-                        // Taken but not yet listable: wait for it to show.
+                        // Taken but not yet readable: wait for it to show.
                         tokio::time::sleep(Duration::from_millis(10 * (attempt as u64 + 1))).await;
                     }
                 }
@@ -160,6 +239,57 @@ impl CheckpointLog {
         }
         Err(Error::LogContention { attempts: MAX_APPEND_ATTEMPTS })
     }
+
+    /// Writes a snapshot once enough records have passed since the last
+    /// one. Whoever notices first writes it; writing the same state twice
+    /// is harmless, and a failed write only means a longer read next time.
+    async fn snapshot_if_due(&mut self) {
+        let next = self.state.next_seq();
+        if next.0 < self.last_snapshot.0 + self.snapshot_every {
+            return;
+        }
+        self.last_snapshot = next;
+        let written = async {
+            let bytes =
+                serde_json::to_vec(&SnapshotOf { pipeline: &self.pipeline, state: &self.state }).map_err(|e| {
+                    Error::CorruptLog {
+                        path: self.paths.snapshot(next).to_string(),
+                        reason: format!("cannot encode snapshot: {e}"),
+                    }
+                })?;
+            self.store.put(&self.paths.snapshot(next), PutPayload::from(bytes)).await?;
+            let listed: Vec<_> = self.store.list(Some(&self.paths.snapshots())).try_collect().await?;
+            let mut older: Vec<(Seq, Path)> = listed
+                .into_iter()
+                .filter_map(|meta| self.paths.parse_record(&meta.location).map(|seq| (seq, meta.location)))
+                .filter(|(seq, _)| *seq < next)
+                .collect();
+            older.sort_by(|a, b| b.cmp(a));
+            for (_, path) in older.into_iter().skip(SNAPSHOTS_KEPT - 1) {
+                match self.store.delete(&path).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(other) => return Err(other.into()),
+                }
+            }
+            Ok::<_, Error>(())
+        };
+        match written.await {
+            Ok(()) => tracing::debug!(next = next.0, "log snapshot written"),
+            Err(error) => tracing::warn!(next = next.0, "cannot write a log snapshot (start-up reads more): {error}"),
+        }
+    }
+}
+
+/// One record, or `None` when its number is not written yet.
+async fn read_record(store: &dyn ObjectStore, path: &Path) -> Result<Option<Record>> {
+    let bytes = match store.get(path).await {
+        Ok(got) => got.bytes().await?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(other) => return Err(other.into()),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::CorruptLog { path: path.to_string(), reason: e.to_string() })
 }
 
 #[cfg(test)]
@@ -186,8 +316,11 @@ mod tests {
     fn commit_of(record: &Record) -> Record {
         Record::Committed(Committed {
             batch_id: record.batch_id().clone(),
+            attempt: 0,
             staged: Staged { token: "t".into(), outputs: vec![] },
             rows_in: 1,
+            dead_letters: None,
+            rows_dead_lettered: 0,
             at: Utc::now(),
         })
     }
@@ -216,6 +349,31 @@ mod tests {
         let reopened = open(dir.path()).await;
         assert_eq!(reopened.state().next_seq(), Seq(3));
         assert_eq!(reopened.state().pending().len(), 1, "2.csv is planned, not committed");
+    }
+
+    #[tokio::test]
+    async fn start_up_reads_the_newest_snapshot_and_what_follows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let location = StorageLocation::resolve(dir.path().to_str().expect("utf-8"), dir.path()).expect("location");
+        let name = PipelineName::new("orders").expect("valid");
+        let (store, root) = location.open().expect("store");
+        let mut log = CheckpointLog::open_in(store.clone(), root.clone(), &name, 10).await.expect("opens");
+        for n in 0..35 {
+            let plan = planned(&format!("{n}.csv"));
+            log.append(plan.clone()).await.expect("append");
+        }
+        let snapshots: Vec<_> = store.list(Some(&root.clone().join("snapshots"))).try_collect().await.expect("list");
+        assert_eq!(snapshots.len(), 2, "older snapshots are removed: {snapshots:?}");
+
+        let reopened = CheckpointLog::open_in(store, root, &name, 10).await.expect("opens");
+        assert_eq!(reopened.records_read(), 5, "records 30..34 after the snapshot of 0..29");
+        assert_eq!(reopened.state().next_seq(), Seq(35));
+        assert_eq!(reopened.state().pending().len(), 35);
+        assert_eq!(
+            reopened.state().admits(&planned("3.csv")),
+            Err(Refusal::InputsAlreadyPlanned),
+            "inputs inside the snapshot are known"
+        );
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ use super::Seq;
 /// ```text
 /// <checkpoint>/log/00000000000000000000.json   record 0
 /// <checkpoint>/log/00000000000000000001.json   record 1
+/// <checkpoint>/snapshots/00000000000000001000.json   the state after records 0..999
 /// ```
 #[derive(Debug, Clone)]
 pub struct LogPaths {
@@ -31,7 +32,17 @@ impl LogPaths {
         self.records().join(format!("{:020}.json", seq.0))
     }
 
-    /// The number of a record's path, if it is one.
+    /// The folder of snapshots.
+    pub fn snapshots(&self) -> Path {
+        self.root.clone().join("snapshots")
+    }
+
+    /// The snapshot of the state after the records before `next`.
+    pub fn snapshot(&self, next: Seq) -> Path {
+        self.snapshots().join(format!("{:020}.json", next.0))
+    }
+
+    /// The number of a record's or a snapshot's path, if it is one.
     pub fn parse_record(&self, path: &Path) -> Option<Seq> {
         let name = path.filename()?;
         let digits = name.strip_suffix(".json")?;

@@ -12,8 +12,16 @@ use crate::sink::Staged;
 pub enum Record {
     /// A batch was cut from new input; written before any output (write-ahead).
     Planned(Planned),
+    /// A worker claims a batch for one attempt, until `expires` unless
+    /// renewed.
+    Leased(Leased),
     /// A batch's outputs are final.
     Committed(Committed),
+    /// An attempt ended in an error; after `max_attempts` of them the
+    /// batch is failed until `sluice retry`.
+    Failed(Failed),
+    /// `sluice retry` made a failed batch pending again.
+    Retried(Retried),
     /// A batch will never be committed (its inputs changed before it ran);
     /// its inputs may be planned again.
     Abandoned(Abandoned),
@@ -24,7 +32,10 @@ impl Record {
     pub fn batch_id(&self) -> &BatchId {
         match self {
             Record::Planned(planned) => &planned.batch_id,
+            Record::Leased(leased) => &leased.batch_id,
             Record::Committed(committed) => &committed.batch_id,
+            Record::Failed(failed) => &failed.batch_id,
+            Record::Retried(retried) => &retried.batch_id,
             Record::Abandoned(abandoned) => &abandoned.batch_id,
         }
     }
@@ -45,16 +56,65 @@ pub struct Planned {
     pub at: DateTime<Utc>,
 }
 
+/// A claim on a batch for one attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leased {
+    /// The batch.
+    pub batch_id: BatchId,
+    /// The attempt's number, 1 for the first; a renewal repeats it.
+    pub attempt: u32,
+    /// Who holds it: `host:pid:random`, unique per process.
+    pub owner: String,
+    /// When the claim runs out unless renewed.
+    pub expires: DateTime<Utc>,
+    /// When it was written, by the writer's clock.
+    pub at: DateTime<Utc>,
+}
+
 /// The commit record of a batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Committed {
     /// The batch.
     pub batch_id: BatchId,
+    /// The attempt that wrote the outputs; it must hold the lease.
+    #[serde(default)]
+    pub attempt: u32,
     /// The winning attempt's outputs.
     pub staged: Staged,
     /// Rows read from the inputs.
     pub rows_in: u64,
+    /// The attempt's dead-letter files, when some records were malformed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letters: Option<Staged>,
+    /// Malformed records set aside as dead letters.
+    #[serde(default)]
+    pub rows_dead_lettered: u64,
     /// When it was committed.
+    pub at: DateTime<Utc>,
+}
+
+/// An attempt that ended in an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failed {
+    /// The batch.
+    pub batch_id: BatchId,
+    /// The attempt; it must hold the lease, which this record releases.
+    pub attempt: u32,
+    /// The error, secrets redacted.
+    pub error: String,
+    /// Whether this was the last attempt: the batch is failed until
+    /// `sluice retry`.
+    pub gave_up: bool,
+    /// When it failed.
+    pub at: DateTime<Utc>,
+}
+
+/// A failed batch made pending again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retried {
+    /// The batch.
+    pub batch_id: BatchId,
+    /// When.
     pub at: DateTime<Utc>,
 }
 

@@ -1,37 +1,112 @@
 //! What the log says, folded from its records: a pure value that the
 //! protocol's decisions are made from.
+//!
+//! [`LogState::admits`] is the one rule of the log: a record is folded in
+//! only if the log as it stood before it admits it. Writers ask before
+//! they append, and readers ignore a record the log would have refused, so
+//! every reader of the same records reaches the same state.
 
 use std::collections::{BTreeMap, HashSet};
 
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
 use super::Seq;
-use super::record::{Abandoned, Committed, Planned, Record};
+use super::record::{Abandoned, Committed, Failed, Leased, Planned, Record};
 use crate::batch::{Batch, BatchId, InputKey};
 
 /// The state of one batch.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BatchEntry {
     /// The record that planned it.
     pub planned: Planned,
     /// Where in the log it was planned.
     pub planned_seq: Seq,
+    /// The highest attempt number claimed so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// The current claim, until released by a failure or a commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Leased>,
+    /// Attempts that ended in an error since it was planned or retried.
+    #[serde(default)]
+    pub failures: u32,
+    /// The latest attempt's error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Set when its last allowed attempt failed; cleared by a retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<Failed>,
     /// Its commit, once there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub committed: Option<Committed>,
     /// Why it was given up, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abandoned: Option<Abandoned>,
 }
 
 impl BatchEntry {
-    /// Whether the batch still waits to be committed.
+    fn new(planned: Planned, planned_seq: Seq) -> Self {
+        BatchEntry {
+            planned,
+            planned_seq,
+            attempts: 0,
+            lease: None,
+            failures: 0,
+            last_error: None,
+            failed: None,
+            committed: None,
+            abandoned: None,
+        }
+    }
+
+    /// Whether the batch still waits to be committed (failed batches wait
+    /// for `sluice retry`, not for a worker).
     pub fn is_pending(&self) -> bool {
-        self.committed.is_none() && self.abandoned.is_none()
+        self.committed.is_none() && self.abandoned.is_none() && self.failed.is_none()
+    }
+
+    /// The lease, if someone holds one that has not run out at `now`.
+    pub fn live_lease(&self, now: DateTime<Utc>) -> Option<&Leased> {
+        self.lease.as_ref().filter(|lease| lease.expires > now && self.is_pending())
+    }
+
+    /// The batch it describes.
+    pub fn batch(&self) -> Batch {
+        Batch { id: self.planned.batch_id.clone(), inputs: self.planned.inputs.clone() }
+    }
+
+    fn refusal_unless_pending(&self) -> Result<(), Refusal> {
+        if self.committed.is_some() {
+            Err(Refusal::AlreadyCommitted)
+        } else if self.abandoned.is_some() {
+            Err(Refusal::Abandoned)
+        } else if self.failed.is_some() {
+            Err(Refusal::Failed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether `attempt` holds the lease now: the record it writes would
+    /// be admitted.
+    fn check_holder(&self, attempt: u32) -> Result<(), Refusal> {
+        match &self.lease {
+            Some(lease) if lease.attempt == attempt => Ok(()),
+            // Logs written before leases existed commit with attempt 0.
+            None if attempt == 0 && self.attempts == 0 => Ok(()),
+            _ => Err(Refusal::Fenced),
+        }
     }
 }
 
 /// Everything the log holds, by batch.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LogState {
     next_seq: Seq,
+    #[serde(with = "entries")]
     batches: BTreeMap<BatchId, BatchEntry>,
+    #[serde(skip)]
     seen_inputs: HashSet<InputKey>,
 }
 
@@ -42,10 +117,23 @@ pub enum Refusal {
     InputsAlreadyPlanned,
     /// The batch is already committed.
     AlreadyCommitted,
-    /// A commit names a batch that was never planned.
+    /// The record names a batch that was never planned.
     NotPlanned,
     /// The batch was abandoned.
     Abandoned,
+    /// The batch failed and waits for `sluice retry`.
+    Failed,
+    /// `sluice retry` of a batch that has not failed.
+    NotFailed,
+    /// Another worker holds the batch's lease.
+    Leased {
+        /// Who.
+        owner: String,
+        /// Until when, unless renewed.
+        expires: DateTime<Utc>,
+    },
+    /// The attempt no longer holds the lease: another took it over.
+    Fenced,
 }
 
 impl LogState {
@@ -54,58 +142,92 @@ impl LogState {
         self.next_seq
     }
 
-    /// Folds in the record numbered `seq` (records arrive in order).
+    /// Folds in the record numbered `seq` (records arrive in order). A
+    /// record the log refuses changes nothing but the next number.
     pub fn apply(&mut self, seq: Seq, record: Record) {
         self.next_seq = Seq(seq.0 + 1);
+        if self.admits(&record).is_err() {
+            return;
+        }
+        if let Record::Planned(planned) = record {
+            self.seen_inputs.extend(planned.inputs.iter().map(|input| input.key()));
+            self.batches.insert(planned.batch_id.clone(), BatchEntry::new(planned, seq));
+            return;
+        }
+        let Some(entry) = self.batches.get_mut(record.batch_id()) else { return };
         match record {
-            Record::Planned(planned) => {
-                if self.batches.contains_key(&planned.batch_id) {
-                    return;
-                }
-                self.seen_inputs.extend(planned.inputs.iter().map(|input| input.key()));
-                self.batches.insert(
-                    planned.batch_id.clone(),
-                    BatchEntry { planned, planned_seq: seq, committed: None, abandoned: None },
-                );
+            Record::Planned(_) => {}
+            Record::Leased(leased) => {
+                entry.attempts = entry.attempts.max(leased.attempt);
+                entry.lease = Some(leased);
             }
             Record::Committed(committed) => {
-                if let Some(entry) = self.batches.get_mut(&committed.batch_id)
-                    && entry.is_pending()
-                {
-                    entry.committed = Some(committed);
+                entry.lease = None;
+                entry.committed = Some(committed);
+            }
+            Record::Failed(failed) => {
+                entry.lease = None;
+                entry.failures += 1;
+                entry.last_error = Some(failed.error.clone());
+                if failed.gave_up {
+                    entry.failed = Some(failed);
                 }
             }
+            Record::Retried(_) => {
+                entry.failed = None;
+                entry.failures = 0;
+            }
             Record::Abandoned(abandoned) => {
-                if let Some(entry) = self.batches.get_mut(&abandoned.batch_id)
-                    && entry.is_pending()
-                {
-                    for input in &entry.planned.inputs {
-                        self.seen_inputs.remove(&input.key());
-                    }
-                    entry.abandoned = Some(abandoned);
+                for input in &entry.planned.inputs {
+                    self.seen_inputs.remove(&input.key());
                 }
+                entry.lease = None;
+                entry.abandoned = Some(abandoned);
             }
         }
     }
 
     /// Whether `record` may be appended to the log as it stands.
     pub fn admits(&self, record: &Record) -> Result<(), Refusal> {
+        if let Record::Planned(planned) = record {
+            if self.batches.contains_key(&planned.batch_id)
+                || planned.inputs.iter().any(|input| self.seen_inputs.contains(&input.key()))
+            {
+                return Err(Refusal::InputsAlreadyPlanned);
+            }
+            return Ok(());
+        }
+        let entry = self.batches.get(record.batch_id()).ok_or(Refusal::NotPlanned)?;
         match record {
-            Record::Planned(planned) => {
-                if self.batches.contains_key(&planned.batch_id)
-                    || planned.inputs.iter().any(|input| self.seen_inputs.contains(&input.key()))
-                {
-                    return Err(Refusal::InputsAlreadyPlanned);
+            Record::Planned(_) => Ok(()),
+            Record::Leased(leased) => {
+                entry.refusal_unless_pending()?;
+                match &entry.lease {
+                    // A renewal by the holder.
+                    Some(current) if current.attempt == leased.attempt && current.owner == leased.owner => Ok(()),
+                    Some(current) if current.expires > leased.at => {
+                        Err(Refusal::Leased { owner: current.owner.clone(), expires: current.expires })
+                    }
+                    // Free, released or run out: the next attempt may take it.
+                    _ if leased.attempt == entry.attempts + 1 => Ok(()),
+                    _ => Err(Refusal::Fenced),
                 }
             }
-            Record::Committed(_) | Record::Abandoned(_) => match self.batches.get(record.batch_id()) {
-                None => return Err(Refusal::NotPlanned),
-                Some(entry) if entry.committed.is_some() => return Err(Refusal::AlreadyCommitted),
-                Some(entry) if entry.abandoned.is_some() => return Err(Refusal::Abandoned),
-                Some(_) => {}
+            Record::Committed(committed) => {
+                entry.refusal_unless_pending()?;
+                entry.check_holder(committed.attempt)
+            }
+            Record::Failed(failed) => {
+                entry.refusal_unless_pending()?;
+                entry.check_holder(failed.attempt)
+            }
+            Record::Retried(_) => match (&entry.failed, entry.committed.is_some()) {
+                (Some(_), _) => Ok(()),
+                (None, true) => Err(Refusal::AlreadyCommitted),
+                (None, false) => Err(Refusal::NotFailed),
             },
+            Record::Abandoned(_) => entry.refusal_unless_pending(),
         }
-        Ok(())
     }
 
     /// Whether this version of an input is part of some planned batch.
@@ -113,14 +235,12 @@ impl LogState {
         self.seen_inputs.contains(key)
     }
 
-    /// The batches planned and not committed, oldest first.
+    /// The batches planned and not committed, failed or abandoned, oldest
+    /// first.
     pub fn pending(&self) -> Vec<Batch> {
         let mut pending: Vec<&BatchEntry> = self.batches.values().filter(|entry| entry.is_pending()).collect();
         pending.sort_by_key(|entry| entry.planned_seq);
-        pending
-            .into_iter()
-            .map(|entry| Batch { id: entry.planned.batch_id.clone(), inputs: entry.planned.inputs.clone() })
-            .collect()
+        pending.into_iter().map(BatchEntry::batch).collect()
     }
 
     /// One batch.
@@ -132,95 +252,194 @@ impl LogState {
     pub fn batches(&self) -> impl Iterator<Item = &BatchEntry> {
         self.batches.values()
     }
+
+    /// Rebuilds what a snapshot leaves out.
+    pub(super) fn restore_index(&mut self) {
+        self.seen_inputs = self
+            .batches
+            .values()
+            .filter(|entry| entry.abandoned.is_none())
+            .flat_map(|entry| entry.planned.inputs.iter().map(|input| input.key()))
+            .collect();
+    }
+}
+
+/// Batches are written as a list: JSON object keys would repeat each id.
+mod entries {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::BatchEntry;
+    use crate::batch::BatchId;
+
+    pub(super) fn serialize<S: Serializer>(map: &BTreeMap<BatchId, BatchEntry>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.values())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<BatchId, BatchEntry>, D::Error> {
+        let list = Vec::<BatchEntry>::deserialize(d)?;
+        Ok(list.into_iter().map(|entry| (entry.planned.batch_id.clone(), entry)).collect())
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use chrono::DateTime;
+    use chrono::{DateTime, TimeDelta};
 
     use super::*;
     use crate::batch::{InputObject, PipelineName};
+    use crate::log::record::Retried;
     use crate::sink::Staged;
 
-    fn planned(id: &str, path: &str) -> Planned {
-        Planned {
-            batch_id: BatchId::from_string(id.into()),
+    fn id(id: &str) -> BatchId {
+        BatchId::from_string(id.into())
+    }
+
+    fn planned(batch: &str, path: &str) -> Record {
+        Record::Planned(Planned {
+            batch_id: id(batch),
             pipeline: PipelineName::new("p").expect("valid"),
             version: 1,
             inputs: vec![InputObject { path: path.into(), size: 1, etag: None, last_modified: DateTime::UNIX_EPOCH }],
             at: DateTime::UNIX_EPOCH,
-        }
+        })
     }
 
-    fn committed(id: &str) -> Committed {
-        Committed {
-            batch_id: BatchId::from_string(id.into()),
-            staged: Staged { token: format!("{id}-1"), outputs: vec![] },
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::UNIX_EPOCH + TimeDelta::seconds(seconds)
+    }
+
+    pub(crate) fn leased(batch: &str, attempt: u32, owner: &str, from: i64, until: i64) -> Record {
+        Record::Leased(Leased { batch_id: id(batch), attempt, owner: owner.into(), expires: at(until), at: at(from) })
+    }
+
+    fn committed(batch: &str, attempt: u32) -> Record {
+        Record::Committed(Committed {
+            batch_id: id(batch),
+            attempt,
+            staged: Staged { token: format!("{batch}-{attempt}"), outputs: vec![] },
             rows_in: 0,
+            dead_letters: None,
+            rows_dead_lettered: 0,
             at: DateTime::UNIX_EPOCH,
+        })
+    }
+
+    fn failed(batch: &str, attempt: u32, gave_up: bool) -> Record {
+        Record::Failed(Failed { batch_id: id(batch), attempt, error: "boom".into(), gave_up, at: at(0) })
+    }
+
+    fn log(records: Vec<Record>) -> LogState {
+        let mut state = LogState::default();
+        for (seq, record) in records.into_iter().enumerate() {
+            state.apply(Seq(seq as u64), record);
         }
+        state
     }
 
     #[test]
     fn planned_batches_are_pending_until_committed() {
-        let mut state = LogState::default();
-        state.apply(Seq(0), Record::Planned(planned("b", "2.csv")));
-        state.apply(Seq(1), Record::Planned(planned("a", "1.csv")));
+        let state =
+            log(vec![planned("b", "2.csv"), planned("a", "1.csv"), leased("b", 1, "w", 0, 9), committed("b", 1)]);
         let ids: Vec<String> = state.pending().iter().map(|b| b.id.to_string()).collect();
-        assert_eq!(ids, ["b", "a"], "oldest plan first");
-        state.apply(Seq(2), Record::Committed(committed("b")));
-        assert_eq!(state.pending().len(), 1);
-        assert_eq!(state.next_seq(), Seq(3));
+        assert_eq!(ids, ["a"]);
+        assert_eq!(state.next_seq(), Seq(4));
     }
 
     #[test]
     fn refuses_double_plans_and_double_commits() {
-        let mut state = LogState::default();
-        let plan = Record::Planned(planned("a", "1.csv"));
-        assert_eq!(state.admits(&plan), Ok(()));
-        state.apply(Seq(0), plan.clone());
-        assert_eq!(state.admits(&plan), Err(Refusal::InputsAlreadyPlanned));
+        let state = log(vec![planned("a", "1.csv")]);
+        assert_eq!(state.admits(&planned("a", "1.csv")), Err(Refusal::InputsAlreadyPlanned));
+        assert_eq!(state.admits(&planned("other", "1.csv")), Err(Refusal::InputsAlreadyPlanned), "same input");
+        let state = log(vec![planned("a", "1.csv"), leased("a", 1, "w", 0, 9), committed("a", 1)]);
+        assert_eq!(state.admits(&committed("a", 1)), Err(Refusal::AlreadyCommitted));
+        assert_eq!(state.admits(&committed("zzz", 1)), Err(Refusal::NotPlanned));
+        assert_eq!(state.admits(&leased("a", 2, "v", 10, 20)), Err(Refusal::AlreadyCommitted));
+    }
+
+    #[test]
+    fn a_live_lease_keeps_others_out_and_an_expired_one_is_taken_over() {
+        let state = log(vec![planned("a", "1.csv"), leased("a", 1, "w", 0, 10)]);
         assert_eq!(
-            state.admits(&Record::Planned(planned("other", "1.csv"))),
-            Err(Refusal::InputsAlreadyPlanned),
-            "the same input in another batch"
+            state.admits(&leased("a", 2, "v", 5, 15)),
+            Err(Refusal::Leased { owner: "w".into(), expires: at(10) })
         );
-        let commit = Record::Committed(committed("a"));
-        assert_eq!(state.admits(&commit), Ok(()));
-        state.apply(Seq(1), commit.clone());
-        assert_eq!(state.admits(&commit), Err(Refusal::AlreadyCommitted));
-        assert_eq!(state.admits(&Record::Committed(committed("zzz"))), Err(Refusal::NotPlanned));
+        assert_eq!(state.admits(&leased("a", 1, "w", 5, 15)), Ok(()), "the holder renews");
+        assert_eq!(state.admits(&leased("a", 2, "v", 10, 20)), Ok(()), "taken over once run out");
+        assert_eq!(state.admits(&leased("a", 3, "v", 10, 20)), Err(Refusal::Fenced), "attempts are numbered in turn");
+    }
+
+    #[test]
+    fn an_attempt_that_lost_its_lease_cannot_commit_or_fail() {
+        let state = log(vec![planned("a", "1.csv"), leased("a", 1, "w", 0, 10), leased("a", 2, "v", 11, 20)]);
+        assert_eq!(state.admits(&committed("a", 1)), Err(Refusal::Fenced));
+        assert_eq!(state.admits(&failed("a", 1, false)), Err(Refusal::Fenced));
+        assert_eq!(
+            state.admits(&leased("a", 1, "w", 12, 22)),
+            Err(Refusal::Leased { owner: "v".into(), expires: at(20) })
+        );
+        assert_eq!(state.admits(&committed("a", 2)), Ok(()));
+        // Readers ignore what the log refuses: a stale commit changes nothing.
+        let mut state = state;
+        state.apply(Seq(3), committed("a", 1));
+        assert!(state.batch(&id("a")).expect("planned").committed.is_none());
+        assert_eq!(state.next_seq(), Seq(4));
+    }
+
+    #[test]
+    fn a_holder_whose_lease_ran_out_unclaimed_may_still_commit() {
+        let state = log(vec![planned("a", "1.csv"), leased("a", 1, "w", 0, 10)]);
+        assert_eq!(state.admits(&committed("a", 1)), Ok(()));
+    }
+
+    #[test]
+    fn failures_release_the_lease_and_the_last_one_fails_the_batch() {
+        let mut state = log(vec![planned("a", "1.csv"), leased("a", 1, "w", 0, 10), failed("a", 1, false)]);
+        let entry = state.batch(&id("a")).expect("planned");
+        assert!(entry.lease.is_none() && entry.is_pending());
+        assert_eq!(state.admits(&leased("a", 2, "v", 1, 11)), Ok(()), "released before it ran out");
+        state.apply(Seq(3), leased("a", 2, "v", 1, 11));
+        state.apply(Seq(4), failed("a", 2, true));
+        let entry = state.batch(&id("a")).expect("planned");
+        assert_eq!((entry.failures, entry.is_pending()), (2, false));
+        assert!(state.pending().is_empty(), "a failed batch blocks nothing");
+        assert_eq!(state.admits(&leased("a", 3, "v", 2, 12)), Err(Refusal::Failed));
+
+        let retry = Record::Retried(Retried { batch_id: id("a"), at: at(3) });
+        assert_eq!(state.admits(&retry), Ok(()));
+        state.apply(Seq(5), retry.clone());
+        assert_eq!(state.pending().len(), 1);
+        assert_eq!(state.admits(&retry), Err(Refusal::NotFailed));
+        assert_eq!(state.admits(&leased("a", 3, "v", 4, 14)), Ok(()), "attempt numbers keep counting");
     }
 
     #[test]
     fn an_abandoned_batch_frees_its_inputs_and_cannot_commit() {
-        let mut state = LogState::default();
-        let plan = planned("a", "1.csv");
-        let key = plan.inputs[0].key();
-        state.apply(Seq(0), Record::Planned(plan));
-        let abandon = Record::Abandoned(Abandoned {
-            batch_id: BatchId::from_string("a".into()),
-            reason: "changed".into(),
-            at: DateTime::UNIX_EPOCH,
-        });
-        assert_eq!(state.admits(&abandon), Ok(()));
-        state.apply(Seq(1), abandon.clone());
+        let abandon = Record::Abandoned(Abandoned { batch_id: id("a"), reason: "changed".into(), at: at(0) });
+        let state = log(vec![planned("a", "1.csv"), leased("a", 1, "w", 0, 10), abandon.clone()]);
+        let key = InputObject { path: "1.csv".into(), size: 1, etag: None, last_modified: DateTime::UNIX_EPOCH }.key();
         assert!(!state.has_seen(&key), "1.csv may be planned again");
         assert!(state.pending().is_empty());
-        assert_eq!(state.admits(&Record::Committed(committed("a"))), Err(Refusal::Abandoned));
+        assert_eq!(state.admits(&committed("a", 1)), Err(Refusal::Abandoned));
         assert_eq!(state.admits(&abandon), Err(Refusal::Abandoned));
-        assert_eq!(state.admits(&Record::Planned(planned("b", "1.csv"))), Ok(()));
+        assert_eq!(state.admits(&planned("b", "1.csv")), Ok(()));
     }
 
     #[test]
-    fn the_first_commit_wins() {
-        let mut state = LogState::default();
-        state.apply(Seq(0), Record::Planned(planned("a", "1.csv")));
-        let mut first = committed("a");
-        first.rows_in = 1;
-        state.apply(Seq(1), Record::Committed(first));
-        state.apply(Seq(2), Record::Committed(committed("a")));
-        let entry = state.batch(&BatchId::from_string("a".into())).expect("planned");
-        assert_eq!(entry.committed.as_ref().map(|c| c.rows_in), Some(1));
+    fn logs_from_before_leases_still_commit() {
+        let state = log(vec![planned("a", "1.csv"), committed("a", 0)]);
+        assert!(state.batch(&id("a")).expect("planned").committed.is_some());
+    }
+
+    #[test]
+    fn a_state_survives_its_snapshot() {
+        let state = log(vec![planned("a", "1.csv"), leased("a", 1, "w", 0, 10), planned("b", "2.csv")]);
+        let json = serde_json::to_string(&state).expect("encodes");
+        let mut back: LogState = serde_json::from_str(&json).expect("decodes");
+        back.restore_index();
+        assert_eq!(back.next_seq(), state.next_seq());
+        assert_eq!(back.batches().collect::<Vec<_>>(), state.batches().collect::<Vec<_>>());
+        assert_eq!(back.admits(&planned("c", "2.csv")), Err(Refusal::InputsAlreadyPlanned));
     }
 }

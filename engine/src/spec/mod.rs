@@ -3,7 +3,8 @@
 //! Reading happens in two stages. This module reads the file into a tree
 //! that keeps the position of every key, substitutes `${env:NAME}`, and
 //! reads the engine's own tables (`[pipeline]`, `[trigger]`,
-//! `[transform]`, `[checkpoint]`, `[workers]`). `[source]` and `[sink]`
+//! `[transform]`, `[checkpoint]`, `[workers]`,
+//! `[dead_letter]`). `[source]` and `[sink]`
 //! are handed as `type` + raw table ([`Component`]) to a
 //! [`ConnectorRegistry`], which reads them into the connector's own
 //! config. Every problem found on the way is collected, each with
@@ -37,10 +38,13 @@ pub trait ConnectorRegistry {
     fn source(&self, component: &Component<'_>) -> Result<Arc<dyn Source>, Diagnostics>;
     /// The sink that `component` (the `[sink]` table) describes.
     fn sink(&self, component: &Component<'_>) -> Result<Arc<dyn Sink>, Diagnostics>;
+    /// The sink of dead letters at `location`: NDJSON files.
+    fn dead_letters(&self, location: &StorageLocation) -> Result<Arc<dyn Sink>, String>;
 }
 
 /// The tables a pipeline file may have.
-pub const SECTIONS: &[&str] = &["pipeline", "source", "trigger", "transform", "sink", "checkpoint", "workers"];
+pub const SECTIONS: &[&str] =
+    &["pipeline", "source", "trigger", "transform", "sink", "checkpoint", "workers", "dead_letter"];
 
 /// `[pipeline]`
 #[derive(Debug, Deserialize)]
@@ -113,7 +117,25 @@ struct CheckpointSection {
 struct WorkersSection {
     /// Batches run at once, and threads per batch; default: the number of cores.
     concurrency: Option<Spanned<usize>>,
+    /// Attempts that end in an error before a batch is recorded as failed.
+    max_attempts: Option<Spanned<u32>>,
+    /// How long a claim on a batch lasts unless renewed: a worker that
+    /// dies holds its batch this long before another takes it over.
+    lease_timeout: Option<Spanned<HumanDuration>>,
 }
+
+/// `[dead_letter]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterSection {
+    /// Where malformed records go; default `<checkpoint url>/dead_letters`.
+    url: Option<Spanned<String>>,
+}
+
+/// Attempts of a batch that may end in an error, by default.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// How long a lease lasts unless renewed, by default.
+pub const DEFAULT_LEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A pipeline, read, checked and with its connectors built.
 #[derive(Debug)]
@@ -136,6 +158,15 @@ pub struct PipelineSpec {
     pub checkpoint: StorageLocation,
     /// `[workers] concurrency`, resolved.
     pub concurrency: usize,
+    /// `[workers] max_attempts`.
+    pub max_attempts: u32,
+    /// `[workers] lease_timeout`.
+    pub lease_timeout: std::time::Duration,
+    /// `[dead_letter] url`, resolved.
+    pub dead_letter: StorageLocation,
+    /// Where malformed records go, with the same staging and publishing
+    /// as outputs.
+    pub dead_letters: Arc<dyn Sink>,
     sql_span: std::ops::Range<usize>,
 }
 
@@ -248,6 +279,29 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
         Some(c) => *c.get_ref(),
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    let max_attempts = match workers.as_ref().and_then(|w| w.max_attempts.as_ref()) {
+        Some(n) if *n.get_ref() == 0 => {
+            problems.0.push(file.diagnostic(n.span(), "workers.max_attempts", "must be 1 or more", None));
+            1
+        }
+        Some(n) => *n.get_ref(),
+        None => DEFAULT_MAX_ATTEMPTS,
+    };
+    let lease_timeout = match workers.as_ref().and_then(|w| w.lease_timeout.as_ref()) {
+        Some(lease) if lease.get_ref().0 < std::time::Duration::from_millis(100) => {
+            problems.0.push(file.diagnostic(
+                lease.span(),
+                "workers.lease_timeout",
+                "must be at least 100ms",
+                Some("a lease is renewed every third of it; \"30s\" is the default".into()),
+            ));
+            DEFAULT_LEASE_TIMEOUT
+        }
+        Some(lease) => lease.get_ref().0,
+        None => DEFAULT_LEASE_TIMEOUT,
+    };
+    let dead_letter: Option<DeadLetterSection> =
+        collect(parse_table(&file, "dead_letter", &section("dead_letter").unwrap_or_else(empty)), &mut problems);
 
     let source = component(&file, "source", section("source"), &mut problems)
         .and_then(|c| collect(registry.source(&c), &mut problems));
@@ -272,12 +326,41 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
         }),
     };
 
+    let dead_letter_location = match dead_letter.as_ref().and_then(|d| d.url.as_ref()) {
+        Some(url) => StorageLocation::resolve(url.get_ref(), &file.base_dir())
+            .map_err(|message| problems.0.push(file.diagnostic(url.span(), "dead_letter.url", message, None)))
+            .ok(),
+        None => checkpoint_location.as_ref().map(|checkpoint| checkpoint.join("dead_letters")),
+    };
+    let dead_letters = dead_letter_location.as_ref().and_then(|location| {
+        registry
+            .dead_letters(location)
+            .map_err(|message| {
+                problems.0.push(file.diagnostic(
+                    locate_key(file.text(), "dead_letter.url"),
+                    "dead_letter.url",
+                    message,
+                    None,
+                ))
+            })
+            .ok()
+    });
+
     if !problems.is_empty() {
         problems.0.sort_by_key(|problem| (problem.line, problem.column));
         return Err(problems);
     }
-    let (Some(pipeline), Some(name), Some(trigger), Some(transform), Some(source), Some(sink), Some(checkpoint)) =
-        (pipeline, name, trigger, transform, source, sink, checkpoint_location)
+    let (
+        Some(pipeline),
+        Some(name),
+        Some(trigger),
+        Some(transform),
+        Some(source),
+        Some(sink),
+        Some(checkpoint),
+        Some(dead_letter),
+        Some(dead_letters),
+    ) = (pipeline, name, trigger, transform, source, sink, checkpoint_location, dead_letter_location, dead_letters)
     else {
         unreachable!("every missing part was reported as a problem");
     };
@@ -295,6 +378,10 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
         sink,
         checkpoint,
         concurrency,
+        max_attempts,
+        lease_timeout,
+        dead_letter,
+        dead_letters,
         sql_span,
     })
 }

@@ -1,0 +1,325 @@
+//! Reading a batch record by record, to set aside the records that do not
+//! parse or do not fit the schema (dead letters) and keep the rest.
+//!
+//! A batch is first read whole, at full speed. Only when that fails is it
+//! read again here: each object is split into records (CSV rows, with
+//! quoted newlines; JSON lines), and the records are decoded in chunks by
+//! the same Arrow decoders. A chunk that fails is halved until the failing
+//! records stand alone, so a clean chunk costs one decode and each bad
+//! record a handful more.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::compute::{CastOptions, cast_with_options};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow::error::ArrowError;
+use sluice_engine::source::Rejected;
+
+/// Records decoded at once while no error is found.
+const CHUNK: usize = 8192;
+
+/// One record of an object: where it starts, and its bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Span {
+    /// Byte offset in the object.
+    pub(crate) offset: usize,
+    /// Byte offset of its end (exclusive).
+    pub(crate) end: usize,
+    /// Its first line, from 1.
+    pub(crate) line: u64,
+}
+
+/// How the records of an object are cut and decoded.
+pub(crate) trait RecordFormat: Sync {
+    /// The records of `bytes`, in order, without a header.
+    fn split(&self, bytes: &[u8]) -> Vec<Span>;
+    /// Decodes records laid end to end in `bytes` (`rows` of them).
+    fn decode(&self, schema: &SchemaRef, bytes: &[u8], rows: usize) -> Result<Option<RecordBatch>, ArrowError>;
+}
+
+/// CSV rows, split by the same rules (quotes, delimiter) as the reader.
+pub(crate) struct CsvRecords {
+    pub(crate) header: bool,
+    pub(crate) delimiter: u8,
+}
+
+impl RecordFormat for CsvRecords {
+    fn split(&self, bytes: &[u8]) -> Vec<Span> {
+        let mut reader =
+            csv::ReaderBuilder::new().has_headers(false).flexible(true).delimiter(self.delimiter).from_reader(bytes);
+        let mut starts: Vec<(usize, u64)> = Vec::new();
+        let mut record = csv::ByteRecord::new();
+        // Byte records never fail to decode; an I/O error cannot happen
+        // on a slice. Anything unreadable ends up inside some record.
+        while reader.read_byte_record(&mut record).unwrap_or(false) {
+            if let Some(position) = record.position() {
+                starts.push((position.byte() as usize, position.line()));
+            }
+        }
+        let skip = usize::from(self.header);
+        let mut spans = Vec::with_capacity(starts.len());
+        for (i, &(offset, line)) in starts.iter().enumerate().skip(skip) {
+            let end = starts.get(i + 1).map_or(bytes.len(), |next| next.0);
+            spans.push(Span { offset, end, line });
+        }
+        spans
+    }
+
+    fn decode(&self, schema: &SchemaRef, bytes: &[u8], rows: usize) -> Result<Option<RecordBatch>, ArrowError> {
+        let mut decoder = arrow::csv::ReaderBuilder::new(schema.clone())
+            .with_header(false)
+            .with_delimiter(self.delimiter)
+            .with_batch_size(rows.max(1))
+            .build_decoder();
+        feed(bytes, |chunk| decoder.decode(chunk))?;
+        decoder.decode(&[])?;
+        decoder.flush()
+    }
+}
+
+/// JSON objects, one a line.
+pub(crate) struct JsonLines;
+
+impl RecordFormat for JsonLines {
+    fn split(&self, bytes: &[u8]) -> Vec<Span> {
+        let mut spans = Vec::new();
+        let mut offset = 0;
+        for (i, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
+            if !line.trim_ascii().is_empty() {
+                spans.push(Span { offset, end: offset + line.len(), line: i as u64 + 1 });
+            }
+            offset += line.len();
+        }
+        spans
+    }
+
+    /// Integers are read as text and cast without loss: Arrow's JSON
+    /// decoder would truncate `1.5` to `1`, and a value that does not fit
+    /// must be rejected instead.
+    fn decode(&self, schema: &SchemaRef, bytes: &[u8], rows: usize) -> Result<Option<RecordBatch>, ArrowError> {
+        let as_text = Arc::new(Schema::new(
+            schema
+                .fields()
+                .iter()
+                .map(|field| match field.data_type().is_integer() {
+                    true => Arc::new(field.as_ref().clone().with_data_type(DataType::Utf8)),
+                    false => field.clone(),
+                })
+                .collect::<Vec<_>>(),
+        ));
+        let mut decoder = arrow::json::ReaderBuilder::new(as_text)
+            .with_coerce_primitive(true)
+            .with_batch_size(rows.max(1))
+            .build_decoder()?;
+        feed(bytes, |chunk| decoder.decode(chunk))?;
+        let Some(batch) = decoder.flush()? else { return Ok(None) };
+        let strict = CastOptions { safe: false, ..CastOptions::default() };
+        let columns = schema
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .map(|(field, column)| match field.data_type().is_integer() {
+                true => cast_with_options(column, field.data_type(), &strict)
+                    .map_err(|e| ArrowError::JsonError(format!("whilst decoding field '{}': {e}", field.name()))),
+                false => Ok(column.clone()),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        RecordBatch::try_new(schema.clone(), columns).map(Some)
+    }
+}
+
+/// Hands `bytes` to a decoder until it has taken all of them (or takes no
+/// more: its batch is full).
+fn feed(bytes: &[u8], mut decode: impl FnMut(&[u8]) -> Result<usize, ArrowError>) -> Result<(), ArrowError> {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let used = decode(rest)?;
+        if used == 0 {
+            break;
+        }
+        rest = &rest[used..];
+    }
+    Ok(())
+}
+
+/// Decodes every record of one object: the batches of those that fit, and
+/// the rejected ones.
+pub(crate) fn sort_object(
+    format: &dyn RecordFormat,
+    schema: &SchemaRef,
+    source: &str,
+    bytes: &[u8],
+) -> (Vec<RecordBatch>, Vec<Rejected>) {
+    let spans = format.split(bytes);
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for chunk in spans.chunks(CHUNK) {
+        sort_chunk(format, schema, source, bytes, chunk, &mut good, &mut bad);
+    }
+    (good, bad)
+}
+
+fn sort_chunk(
+    format: &dyn RecordFormat,
+    schema: &SchemaRef,
+    source: &str,
+    bytes: &[u8],
+    spans: &[Span],
+    good: &mut Vec<RecordBatch>,
+    bad: &mut Vec<Rejected>,
+) {
+    let (Some(first), Some(last)) = (spans.first(), spans.last()) else { return };
+    let mut joined;
+    let records: &[u8] = if spans.windows(2).all(|pair| pair[0].end == pair[1].offset) {
+        &bytes[first.offset..last.end]
+    } else {
+        joined = Vec::new();
+        for span in spans {
+            joined.extend_from_slice(&bytes[span.offset..span.end]);
+            if !joined.ends_with(b"\n") {
+                joined.push(b'\n');
+            }
+        }
+        &joined
+    };
+    // A record without its line end (the object's last one) is ended here
+    // so that the decoder sees it whole.
+    let ended;
+    let records = if records.ends_with(b"\n") {
+        records
+    } else {
+        ended = [records, b"\n"].concat();
+        &ended
+    };
+    match format.decode(schema, records, spans.len()) {
+        Ok(Some(batch)) if batch.num_rows() == spans.len() => good.push(batch),
+        Ok(None) if spans.is_empty() => {}
+        Ok(decoded) if spans.len() == 1 => bad.push(reject(
+            source,
+            bytes,
+            first,
+            format!("decoded into {} rows instead of one", decoded.map_or(0, |b| b.num_rows())),
+        )),
+        Err(error) if spans.len() == 1 => bad.push(reject(source, bytes, first, describe(&error, schema))),
+        _ => {
+            let (left, right) = spans.split_at(spans.len() / 2);
+            sort_chunk(format, schema, source, bytes, left, good, bad);
+            sort_chunk(format, schema, source, bytes, right, good, bad);
+        }
+    }
+}
+
+fn reject(source: &str, bytes: &[u8], span: &Span, error: String) -> Rejected {
+    let raw = &bytes[span.offset..span.end];
+    let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
+    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    Rejected {
+        source: source.to_string(),
+        line: span.line,
+        offset: span.offset as u64,
+        error,
+        raw: String::from_utf8_lossy(raw).into_owned(),
+    }
+}
+
+/// Arrow's message without what only makes sense inside a chunk (its line
+/// numbers count from the chunk, and the row is in `raw` already), and
+/// with the column's name.
+fn describe(error: &ArrowError, schema: &SchemaRef) -> String {
+    let text = match error {
+        ArrowError::ParseError(message) | ArrowError::CsvError(message) | ArrowError::JsonError(message) => {
+            message.clone()
+        }
+        other => other.to_string(),
+    };
+    let text = text.split(". Row data:").next().unwrap_or(&text).to_string();
+    let text = cut_number(&text, " at line ", "");
+    let text = cut_number(&text, " for line ", ":");
+    match text.find("for column ") {
+        Some(at) => {
+            let rest = &text[at + "for column ".len()..];
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            match digits.parse::<usize>().ok().and_then(|i| schema.fields().get(i)) {
+                Some(field) => format!("{}for column {}{}", &text[..at], field.name(), &rest[digits.len()..]),
+                None => text,
+            }
+        }
+        None => text,
+    }
+}
+
+/// `text` with `marker` and the number after it (and a comma) replaced.
+fn cut_number(text: &str, marker: &str, replacement: &str) -> String {
+    let Some(at) = text.find(marker) else { return text.to_string() };
+    let rest = &text[at + marker.len()..];
+    let after = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+    if after.len() == rest.len() {
+        return text.to_string();
+    }
+    format!("{}{replacement}{}", &text[..at], after.strip_prefix(',').unwrap_or(after))
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Array, Int64Array};
+    use arrow::datatypes::Field;
+
+    use super::*;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("score", DataType::Float64, true),
+        ]))
+    }
+
+    fn ids(batches: &[RecordBatch]) -> Vec<i64> {
+        batches
+            .iter()
+            .flat_map(|batch| {
+                let ids = batch.column(0).as_any().downcast_ref::<Int64Array>().expect("int64").clone();
+                (0..ids.len()).map(move |i| ids.value(i))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn csv_rows_that_do_not_fit_are_set_aside_with_their_line() {
+        let text =
+            "id,name,score\n1,a,1.5\n2,\"multi\nline\",2\nx,bad number,3\n4,d,4,extra\n5,e,5\n6,\"broken,6\n7,g,7\n";
+        let format = CsvRecords { header: true, delimiter: b',' };
+        let (good, bad) = sort_object(&format, &schema(), "in/a.csv", text.as_bytes());
+        assert_eq!(ids(&good), [1, 2, 5]);
+        let found: Vec<(u64, &str)> = bad.iter().map(|r| (r.line, r.raw.as_str())).collect();
+        assert_eq!(found, [(5, "x,bad number,3"), (6, "4,d,4,extra"), (8, "6,\"broken,6\n7,g,7")]);
+        assert_eq!(bad[0].error, "Error while parsing value 'x' as type 'Int64' for column id");
+        assert!(!bad[0].error.contains("line"), "chunk line numbers are dropped: {}", bad[0].error);
+        assert_eq!(bad[1].error, "incorrect number of fields: expected 3 got more than 3");
+        assert_eq!(bad[0].source, "in/a.csv");
+        assert_eq!(bad[0].offset, text.find("x,bad").expect("there") as u64);
+    }
+
+    #[test]
+    fn json_lines_that_do_not_parse_are_set_aside() {
+        let text =
+            "{\"id\": 1, \"name\": \"a\"}\n\n{\"id\": \"two\"}\n{not json\n{\"id\": 1.5}\n{\"id\": \"5\"}\n{\"id\": 6}";
+        let (good, bad) = sort_object(&JsonLines, &schema(), "a.json", text.as_bytes());
+        assert_eq!(ids(&good), [1, 5, 6]);
+        let lines: Vec<u64> = bad.iter().map(|r| r.line).collect();
+        assert_eq!(lines, [3, 4, 5], "1.5 does not fit an int64: it is not truncated");
+        assert!(bad[2].error.contains("'id'") && bad[2].error.contains("1.5"), "{}", bad[2].error);
+    }
+
+    #[test]
+    fn a_clean_object_is_decoded_in_one_go() {
+        let text: String = std::iter::once("id,name,score\n".to_string())
+            .chain((0..100).map(|i| format!("{i},n{i},{i}.5\n")))
+            .collect();
+        let (good, bad) = sort_object(&CsvRecords { header: true, delimiter: b',' }, &schema(), "a", text.as_bytes());
+        assert!(bad.is_empty());
+        assert_eq!(good.len(), 1);
+        assert_eq!(ids(&good), (0..100).collect::<Vec<_>>());
+    }
+}

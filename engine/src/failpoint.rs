@@ -1,0 +1,57 @@
+//! Failpoints: named steps of the commit protocol where a test can make
+//! the process die, as `kill -9` would, to prove that the next run
+//! repairs whatever the crash left.
+//!
+//! `SLUICE_FAILPOINT=after_sink_write sluice run ...` aborts the process
+//! the first time it reaches that step. `SLUICE_FAILPOINT=after_commit:3`
+//! aborts the third time. The variable is read once; without it, a
+//! failpoint costs one relaxed atomic load.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The steps a failpoint can stop at, in protocol order.
+pub const STEPS: &[&str] = &[
+    "before_plan",
+    "after_plan",
+    "after_lease",
+    "during_sink_write",
+    "after_sink_write",
+    "after_commit",
+    "during_publish",
+];
+
+struct Armed {
+    step: String,
+    nth: u64,
+    hits: AtomicU64,
+}
+
+fn armed() -> Option<&'static Armed> {
+    static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
+    ARMED
+        .get_or_init(|| {
+            let value = std::env::var("SLUICE_FAILPOINT").ok()?;
+            let (step, nth) = match value.split_once(':') {
+                Some((step, nth)) => (step, nth.parse().unwrap_or(1)),
+                None => (value.as_str(), 1),
+            };
+            if !STEPS.contains(&step) {
+                eprintln!("sluice: SLUICE_FAILPOINT={value} names no step; steps: {}", STEPS.join(", "));
+                std::process::exit(2);
+            }
+            Some(Armed { step: step.to_string(), nth: nth.max(1), hits: AtomicU64::new(0) })
+        })
+        .as_ref()
+}
+
+/// Aborts the process if `SLUICE_FAILPOINT` names `step` and this is the
+/// hit it asks for.
+pub fn hit(step: &'static str) {
+    debug_assert!(STEPS.contains(&step), "unknown failpoint {step}");
+    let Some(armed) = armed() else { return };
+    if armed.step == step && armed.hits.fetch_add(1, Ordering::Relaxed) + 1 == armed.nth {
+        eprintln!("sluice: failpoint {step} reached: aborting");
+        std::process::abort();
+    }
+}
