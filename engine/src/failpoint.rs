@@ -4,7 +4,10 @@
 //!
 //! `SLUICE_FAILPOINT=after_sink_write sluice run ...` aborts the process
 //! the first time it reaches that step. `SLUICE_FAILPOINT=after_commit:3`
-//! aborts the third time. The variable is read once; without it, a
+//! aborts the third time. With `SLUICE_FAILPOINT_ACTION=stop` the process
+//! stops itself there instead (SIGSTOP: every thread, as a stalled machine
+//! would) until it is sent SIGCONT: a test of a worker that wakes up after
+//! its lease ran out. The variables are read once; without them, a
 //! failpoint costs one relaxed atomic load.
 
 use std::sync::OnceLock;
@@ -24,6 +27,7 @@ pub const STEPS: &[&str] = &[
 struct Armed {
     step: String,
     nth: u64,
+    stop: bool,
     hits: AtomicU64,
 }
 
@@ -40,7 +44,8 @@ fn armed() -> Option<&'static Armed> {
                 eprintln!("sluice: SLUICE_FAILPOINT={value} names no step; steps: {}", STEPS.join(", "));
                 std::process::exit(2);
             }
-            Some(Armed { step: step.to_string(), nth: nth.max(1), hits: AtomicU64::new(0) })
+            let stop = std::env::var("SLUICE_FAILPOINT_ACTION").is_ok_and(|action| action == "stop");
+            Some(Armed { step: step.to_string(), nth: nth.max(1), stop, hits: AtomicU64::new(0) })
         })
         .as_ref()
 }
@@ -51,6 +56,16 @@ pub fn hit(step: &'static str) {
     debug_assert!(STEPS.contains(&step), "unknown failpoint {step}");
     let Some(armed) = armed() else { return };
     if armed.step == step && armed.hits.fetch_add(1, Ordering::Relaxed) + 1 == armed.nth {
+        if armed.stop {
+            eprintln!("sluice: failpoint {step} reached: stopping until SIGCONT");
+            let stopped = std::process::Command::new("kill")
+                .args(["-STOP", &std::process::id().to_string()])
+                .status()
+                .is_ok_and(|status| status.success());
+            if stopped {
+                return;
+            }
+        }
         eprintln!("sluice: failpoint {step} reached: aborting");
         std::process::abort();
     }

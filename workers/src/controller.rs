@@ -228,20 +228,30 @@ async fn prepare(spec: &PipelineSpec, log: &Mutex<CheckpointLog>) -> Result<Vec<
 }
 
 /// Publishes committed batches whose staged files are still waiting:
-/// outputs and dead letters.
+/// outputs and dead letters. A store that fails ends the pass (it is
+/// tried again); a batch whose files cannot be published is reported and
+/// left, so that it does not stop every other batch.
 pub async fn replay_publishes(spec: &PipelineSpec, log: &CheckpointLog) -> Result<u64> {
     let mut replayed = 0;
-    let tokens = spec.sink.staged_tokens().await?;
-    for committed in commits_to_replay(log.state(), &tokens) {
-        tracing::info!(batch_id = %committed.batch_id, "finishing the publish of a committed batch");
-        spec.sink.publish(&committed.staged).await?;
-        replayed += 1;
-    }
-    let tokens = spec.dead_letters.staged_tokens().await?;
-    for committed in commits_to_replay(log.state(), &tokens) {
-        if let Some(dead) = &committed.dead_letters {
-            tracing::info!(batch_id = %committed.batch_id, "finishing the publish of a batch's dead letters");
-            spec.dead_letters.publish(dead).await?;
+    for (sink, what) in [(&spec.sink, "outputs"), (&spec.dead_letters, "dead letters")] {
+        let tokens = sink.staged_tokens().await?;
+        for committed in commits_to_replay(log.state(), &tokens) {
+            let staged = match what {
+                "outputs" => &committed.staged,
+                _ => match &committed.dead_letters {
+                    Some(dead) => dead,
+                    None => continue,
+                },
+            };
+            tracing::info!(batch_id = %committed.batch_id, "finishing the publish of a committed batch's {what}");
+            match sink.publish(staged).await {
+                Ok(()) => replayed += 1,
+                Err(error) if error.is_retryable() => return Err(error),
+                Err(error) => tracing::error!(
+                    pipeline = %spec.name, batch_id = %committed.batch_id,
+                    "cannot publish the committed batch's {what}: {}", spec.file.redact(&error.to_string())
+                ),
+            }
         }
     }
     Ok(replayed)

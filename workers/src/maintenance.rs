@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 use sluice_engine::batch::BatchId;
-use sluice_engine::log::{Appended, CheckpointLog, Leased, Record, Refusal, Retried, leftover_tokens};
+use sluice_engine::log::{Appended, CheckpointLog, Leased, Record, Refusal, Retried, batch_of_token, leftover_tokens};
 use sluice_engine::spec::PipelineSpec;
 use sluice_engine::{Error, Result};
 
@@ -65,34 +65,42 @@ pub struct Vacuumed {
 /// Removes the staged files of attempts that will never commit, and
 /// finishes publishing those that did.
 ///
-/// An attempt whose lease ran out could still wake up and commit, so
-/// before its files go the batch is taken over in the log: from then on
-/// the log refuses that attempt's commit.
+/// The staged folders are listed before the log is read: an attempt
+/// leases its batch before it stages anything, so the log read afterwards
+/// knows every attempt whose files were listed. An attempt whose lease
+/// ran out could still wake up and commit, so before its files go the
+/// batch is taken over in the log, and the decision is made again on the
+/// log as that append left it: if the attempt committed first, its files
+/// stay and are published.
 pub async fn vacuum(spec: &PipelineSpec) -> Result<Vacuumed> {
+    let listed = [spec.sink.staged_tokens().await?, spec.dead_letters.staged_tokens().await?];
     let mut log = CheckpointLog::open(&spec.checkpoint, &spec.name).await?;
     let mut done = Vacuumed { published: replay_publishes(spec, &log).await?, ..Vacuumed::default() };
     let owner = format!("vacuum:{}", crate::worker::owner_id());
-    for sink in [&spec.sink, &spec.dead_letters] {
-        let tokens = sink.staged_tokens().await?;
-        let now = Utc::now();
-        let leftovers: Vec<String> = leftover_tokens(log.state(), &tokens, now).into_iter().cloned().collect();
-        done.kept += (tokens.len() - leftovers.len()) as u64;
-        for token in leftovers {
-            if !fence(&mut log, &token, &owner).await? {
+    for (sink, tokens) in [&spec.sink, &spec.dead_letters].into_iter().zip(listed) {
+        for token in tokens {
+            if is_leftover(&log, &token) && fence(&mut log, &token, &owner).await? && is_leftover(&log, &token) {
+                sink.discard(&token).await?;
+                done.removed += 1;
+            } else {
                 done.kept += 1;
-                continue;
             }
-            sink.discard(&token).await?;
-            done.removed += 1;
         }
     }
+    // Commits that landed while vacuum ran are published now.
+    done.published += replay_publishes(spec, &log).await?;
     Ok(done)
 }
 
-/// Makes sure the attempt behind `token` can never commit; false if a
-/// worker holds the batch now.
+fn is_leftover(log: &CheckpointLog, token: &str) -> bool {
+    !leftover_tokens(log.state(), std::slice::from_ref(&token.to_string()), Utc::now()).is_empty()
+}
+
+/// Makes sure no attempt of the batch behind `token` that holds a lease
+/// now can commit: takes an expired lease over. False if a worker holds
+/// the batch's lease, live.
 async fn fence(log: &mut CheckpointLog, token: &str, owner: &str) -> Result<bool> {
-    let Some(entry) = sluice_engine::log::batch_of_token(token).and_then(|id| log.state().batch(&id).cloned()) else {
+    let Some(entry) = batch_of_token(token).and_then(|id| log.state().batch(&id).cloned()) else {
         return Ok(false);
     };
     if !entry.is_pending() || entry.lease.is_none() {
@@ -111,6 +119,8 @@ async fn fence(log: &mut CheckpointLog, token: &str, owner: &str) -> Result<bool
     });
     Ok(match log.append(record).await? {
         Appended::Written(_) => true,
+        // The batch settled meanwhile; the caller decides again on the
+        // state the append read.
         Appended::Refused(Refusal::AlreadyCommitted | Refusal::Abandoned | Refusal::Failed) => true,
         Appended::Refused(_) => false,
     })

@@ -283,7 +283,17 @@ async fn attempt(
         rows_dead_lettered: produced.rows_dead_lettered,
         at: Utc::now(),
     });
-    let appended = log.lock().await.append(record).await;
+    let appended = {
+        let mut log = log.lock().await;
+        match log.append(record).await {
+            // A put that succeeded but was reported as lost and retried by
+            // the store's client comes back as "taken": it is ours.
+            Ok(Appended::Refused(Refusal::AlreadyCommitted)) if committed_by(&log, batch, &attempt) => {
+                Ok(Appended::Written(log.state().next_seq()))
+            }
+            other => other,
+        }
+    };
     let refused = match appended {
         Ok(Appended::Written(seq)) => {
             tracing::debug!(batch_id = %batch.id, seq = seq.0, "committed");
@@ -307,6 +317,14 @@ async fn attempt(
         Refusal::Fenced | Refusal::Leased { .. } => BatchOutcome::Fenced,
         other => return Err(Error::Refused(format!("commit of batch {}: {other:?}", batch.id))),
     })
+}
+
+/// Whether the log's commit of `batch` is this attempt's.
+fn committed_by(log: &CheckpointLog, batch: &Batch, attempt: &Attempt) -> bool {
+    log.state()
+        .batch(&batch.id)
+        .and_then(|entry| entry.committed.as_ref())
+        .is_some_and(|committed| committed.staged.token == attempt.token)
 }
 
 /// Reads the batch and stages its output. When reading it whole fails on

@@ -464,3 +464,46 @@ url = "dead"
     assert_eq!(dead, [("a.json".to_string(), 2), ("a.json".to_string(), 3), ("a.json".to_string(), 6)]);
     assert!(walk(&ws.path("out/_sluice")).iter().all(|path| !path.to_string_lossy().contains("dead_letters")));
 }
+
+#[test]
+fn a_worker_that_wakes_after_its_lease_was_taken_over_cannot_commit() {
+    let ws = Workspace::new();
+    ws.pipeline(PIPELINE);
+    let expected = write_inputs(&ws, 2, 20);
+    // The first controller stalls with its batch staged, as a paused
+    // machine would: every thread stops, renewals too.
+    let stalled = sluice()
+        .args(["run", &pipeline_path(&ws), "--until-caught-up"])
+        .env("SLUICE_FAILPOINT", "after_sink_write")
+        .env("SLUICE_FAILPOINT_ACTION", "stop")
+        .env("SLUICE_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while walk(&ws.path("out/_sluice/staging")).is_empty() {
+        assert!(Instant::now() < deadline, "the first controller never staged its batch");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Its lease runs out; a second controller takes the batch over.
+    let summary = ws.run_until_caught_up();
+    assert!(summary.contains("1 batches, 2 files"), "{summary}");
+
+    // The first wakes up and tries to commit: the log refuses, and its
+    // staged files go.
+    let resumed = std::process::Command::new("kill").args(["-CONT", &stalled.id().to_string()]).status();
+    assert!(resumed.is_ok_and(|status| status.success()));
+    let output = stalled.wait_with_output().expect("finishes");
+    assert!(output.status.success(), "{}", printed(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("0 batches"), "{}", printed(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("committed by another run") || stderr.contains("took the batch over"),
+        "{}",
+        printed(&output)
+    );
+    assert_exactly_once(&ws, &expected);
+}

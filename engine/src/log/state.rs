@@ -190,9 +190,10 @@ impl LogState {
     /// Whether `record` may be appended to the log as it stands.
     pub fn admits(&self, record: &Record) -> Result<(), Refusal> {
         if let Record::Planned(planned) = record {
-            if self.batches.contains_key(&planned.batch_id)
-                || planned.inputs.iter().any(|input| self.seen_inputs.contains(&input.key()))
-            {
+            // An abandoned batch's inputs may come back as they were (a
+            // file moved away and back): the same id is planned afresh.
+            let taken = self.batches.get(&planned.batch_id).is_some_and(|entry| entry.abandoned.is_none());
+            if taken || planned.inputs.iter().any(|input| self.seen_inputs.contains(&input.key())) {
                 return Err(Refusal::InputsAlreadyPlanned);
             }
             return Ok(());
@@ -424,6 +425,17 @@ mod tests {
         assert_eq!(state.admits(&committed("a", 1)), Err(Refusal::Abandoned));
         assert_eq!(state.admits(&abandon), Err(Refusal::Abandoned));
         assert_eq!(state.admits(&planned("b", "1.csv")), Ok(()));
+    }
+
+    #[test]
+    fn inputs_that_come_back_unchanged_after_an_abandon_are_planned_again() {
+        let abandon = Record::Abandoned(Abandoned { batch_id: id("a"), reason: "gone".into(), at: at(0) });
+        let mut state = log(vec![planned("a", "1.csv"), leased("a", 1, "w", 0, 10), abandon]);
+        assert_eq!(state.admits(&planned("a", "1.csv")), Ok(()), "same inputs, same id");
+        state.apply(Seq(3), planned("a", "1.csv"));
+        let entry = state.batch(&id("a")).expect("planned");
+        assert!(entry.is_pending() && entry.lease.is_none() && entry.attempts == 0);
+        assert_eq!(state.admits(&planned("a", "1.csv")), Err(Refusal::InputsAlreadyPlanned));
     }
 
     #[test]
