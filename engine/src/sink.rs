@@ -32,9 +32,15 @@ pub struct Attempt {
 impl Attempt {
     /// A new attempt at `batch_id`.
     pub fn new(batch_id: BatchId) -> Self {
-        let token = format!("{batch_id}-{:016x}", random_u64());
+        let token = format!("{batch_id}-{}", unique_suffix());
         Attempt { batch_id, token }
     }
+}
+
+/// 16 hex digits that differ between processes and calls: what tells
+/// attempts, and workers, apart.
+pub fn unique_suffix() -> String {
+    format!("{:016x}", random_u64())
 }
 
 fn random_u64() -> u64 {

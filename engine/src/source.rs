@@ -26,14 +26,13 @@ pub struct Rejected {
     pub raw: String,
 }
 
-/// A batch's inputs with their malformed records set aside.
+/// A batch's inputs as read: a table over the records that fit the
+/// schema, and those that do not.
 #[derive(Debug)]
-pub struct SortedOut {
-    /// The records that fit, as the table `input`.
+pub struct Input {
+    /// The records that fit, registered as the table `input`.
     pub table: Arc<dyn TableProvider>,
-    /// How many records fit.
-    pub rows: u64,
-    /// Those that did not.
+    /// The malformed records, for the dead letters.
     pub rejected: Vec<Rejected>,
 }
 
@@ -44,19 +43,23 @@ pub struct SortedOut {
 ///   decides what is new (the planner does, against the checkpoint log),
 ///   and it leaves out names starting with `_` or `.` (files being written
 ///   and engine files).
-/// - [`Source::table`] reads exactly the inputs it is given, whatever has
+/// - [`Source::read`] reads exactly the inputs it is given, whatever has
 ///   happened to the source since: a batch is always the same data. An
 ///   input that is no longer the planned version is
-///   [`crate::Error::InputChanged`], from `table` or from
+///   [`crate::Error::InputChanged`], from `read` or from
 ///   [`Source::verify`] once the batch has been read.
+/// - A record that does not parse or does not fit the schema is never
+///   dropped, turned into NULL or truncated: `read` returns it as
+///   [`Rejected`], and the rest of the batch goes on.
 /// - Neither keeps state between calls, so any worker can serve any batch.
 #[async_trait]
 pub trait Source: Send + Sync + fmt::Debug {
     /// The input objects available now, in any order.
     async fn discover(&self) -> Result<Vec<InputObject>>;
 
-    /// A table over exactly `inputs`, registered as `input` for the SQL.
-    async fn table(&self, state: &SessionState, inputs: &[InputObject]) -> Result<Arc<dyn TableProvider>>;
+    /// Reads exactly `inputs`: a table over their records, registered as
+    /// `input` for the SQL, and the records that do not fit.
+    async fn read(&self, state: &SessionState, inputs: &[InputObject]) -> Result<Input>;
 
     /// Checks, after a batch was read, that its inputs are still the
     /// versions planned, so that one replaced while it was being read is
@@ -64,16 +67,6 @@ pub trait Source: Send + Sync + fmt::Debug {
     async fn verify(&self, inputs: &[InputObject]) -> Result<()> {
         let _ = inputs;
         Ok(())
-    }
-
-    /// Reads `inputs` record by record, setting aside every record that
-    /// does not parse or does not fit the schema (declared, or inferred as
-    /// [`Source::table`] does), and returns a table over the rest. Called
-    /// when reading the batch as a whole failed on its data; `None` when
-    /// the source cannot tell records apart (the error then stands).
-    async fn sort_out(&self, state: &SessionState, inputs: &[InputObject]) -> Result<Option<SortedOut>> {
-        let _ = (state, inputs);
-        Ok(None)
     }
 
     /// The schema declared in the pipeline file, if there is one.

@@ -87,12 +87,12 @@ pub async fn plan_pipeline(
             };
         }
         _ => {
-            let table = spec
+            let input = spec
                 .source
-                .table(&ctx.state(), &found)
+                .read(&ctx.state(), &found)
                 .await
                 .map_err(|e| located(format!("cannot read the input files: {e}")))?;
-            (table, PlannedInput::Files(found.len()))
+            (input.table, PlannedInput::Files(found.len()))
         }
     };
     ctx.register_table(INPUT_TABLE, table).map_err(|e| located(e.to_string()))?;

@@ -25,7 +25,6 @@ use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::{ExecutionPlan, StatisticsArgs, StatisticsContext, execute_stream};
 use datafusion::prelude::SessionContext;
 use sluice_engine::batch::Batch;
-use sluice_engine::error::Domain;
 use sluice_engine::failpoint;
 use sluice_engine::log::{
     Abandoned, Appended, CheckpointLog, Claim, Committed, Failed, Leased, Record, Refusal, claim, gives_up,
@@ -84,8 +83,7 @@ pub fn owner_id() -> String {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into());
-    let token = Attempt::new(sluice_engine::batch::BatchId::from_string(String::new())).token;
-    format!("{host}:{}:{}", std::process::id(), token.trim_start_matches('-'))
+    format!("{host}:{}:{}", std::process::id(), sluice_engine::sink::unique_suffix())
 }
 
 /// How often a retryable error is tried again inside one attempt.
@@ -327,40 +325,25 @@ fn committed_by(log: &CheckpointLog, batch: &Batch, attempt: &Attempt) -> bool {
         .is_some_and(|committed| committed.staged.token == attempt.token)
 }
 
-/// Reads the batch and stages its output. When reading it whole fails on
-/// the data itself, it is read again record by record: malformed records
-/// become dead letters and the rest goes on.
+/// Reads the batch and stages its output, and its malformed records as
+/// dead letters.
 async fn produce(spec: &PipelineSpec, batch: &Batch, attempt: &Attempt) -> Result<Produced> {
     let ctx = sql::session(spec.concurrency);
-    let read_whole = match spec.source.table(&ctx.state(), &batch.inputs).await {
-        Ok(table) => stage(spec, &ctx, table, attempt).await,
-        Err(error) => Err(error),
+    let input = spec.source.read(&ctx.state(), &batch.inputs).await?;
+    let (staged, rows_read) = stage(spec, &ctx, input.table, attempt).await?;
+    let rejected = input.rejected.len() as u64;
+    let dead_letters = match rejected {
+        0 => None,
+        _ => {
+            tracing::warn!(
+                batch_id = %batch.id,
+                "{rejected} malformed record(s) go to the dead letters; the rest of the batch goes on"
+            );
+            let rows = dead_letter_stream(spec, batch, &input.rejected)?;
+            Some(spec.dead_letters.stage(attempt, rows).await?)
+        }
     };
-    let error = match read_whole {
-        Ok((staged, rows_in)) => return Ok(Produced { staged, rows_in, dead_letters: None, rows_dead_lettered: 0 }),
-        Err(error) if error.domain() == Domain::User && !matches!(error, Error::InputChanged { .. }) => error,
-        Err(other) => return Err(other),
-    };
-    spec.sink.discard(&attempt.token).await?;
-    let sorted = match spec.source.sort_out(&ctx.state(), &batch.inputs).await {
-        Ok(Some(sorted)) if !sorted.rejected.is_empty() => sorted,
-        // Every record reads: the error is in the SQL or the sink.
-        Ok(_) => return Err(error),
-        Err(changed @ Error::InputChanged { .. }) => return Err(changed),
-        // Not even record by record (the schema cannot be inferred, say):
-        // the first error says most.
-        Err(_) => return Err(error),
-    };
-    tracing::warn!(
-        batch_id = %batch.id,
-        "{} malformed record(s) go to the dead letters; the rest of the batch goes on",
-        sorted.rejected.len()
-    );
-    let ctx = sql::session(spec.concurrency);
-    let (staged, _) = stage(spec, &ctx, sorted.table, attempt).await?;
-    let rejected = sorted.rejected.len() as u64;
-    let dead = spec.dead_letters.stage(attempt, dead_letter_stream(spec, batch, &sorted.rejected)?).await?;
-    Ok(Produced { staged, rows_in: sorted.rows + rejected, dead_letters: Some(dead), rows_dead_lettered: rejected })
+    Ok(Produced { staged, rows_in: rows_read + rejected, dead_letters, rows_dead_lettered: rejected })
 }
 
 /// Runs the SQL over `table` and stages the result: the staged outputs and

@@ -507,3 +507,16 @@ fn a_worker_that_wakes_after_its_lease_was_taken_over_cannot_commit() {
     );
     assert_exactly_once(&ws, &expected);
 }
+
+#[test]
+fn a_malformed_value_in_a_column_the_sql_does_not_read_is_still_a_dead_letter() {
+    let ws = Workspace::new();
+    ws.pipeline(&PIPELINE.replace(
+        "SELECT id, country, amount * 2 AS doubled FROM input",
+        "SELECT id, country, 0.0 AS doubled FROM input",
+    ));
+    ws.write("inbox/a.csv", "id,country,amount\n1,FR,1.5\n2,DE,yesterday\n");
+    let summary = ws.run_until_caught_up();
+    assert!(summary.contains("2 rows in, 1 rows out, 1 dead letters"), "{summary}");
+    assert_eq!(dead_letters(&ws.path("out/_sluice/dead_letters")), [("a.csv".to_string(), 3)]);
+}

@@ -1,15 +1,16 @@
 //! `type = "files"`: objects in a folder or bucket, as source and as sink.
 //!
 //! The source lists objects matching a glob and reads them as CSV, NDJSON
-//! or Parquet through DataFusion. The sink writes Parquet, CSV or NDJSON,
+//! (record by record, malformed records set aside) or Parquet (through
+//! DataFusion). The sink writes Parquet, CSV or NDJSON,
 //! optionally in hive-style partition folders, staging each attempt below
 //! `_sluice/staging/` and moving the files into place only once the batch
 //! is committed.
 
 mod config;
 mod partition;
+mod records;
 mod sink;
-mod sort_out;
 mod source;
 mod writer;
 

@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
-use arrow::error::ArrowError;
 use async_trait::async_trait;
-use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
@@ -20,13 +18,13 @@ use globset::{GlobBuilder, GlobMatcher};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use sluice_engine::batch::InputObject;
-use sluice_engine::source::{Rejected, SortedOut, Source};
+use sluice_engine::source::{Input, Rejected, Source};
 use sluice_engine::spec::{Component, Diagnostics};
 use sluice_engine::storage::StorageLocation;
 use sluice_engine::{Error, Result};
 
 use super::config::{FilesSourceConfig, InputFormat};
-use super::sort_out::{CsvRecords, JsonLines, RecordFormat, sort_object};
+use super::records::{CsvRecords, JsonLines, RecordFormat, sort_object};
 
 /// Reads files under a location.
 #[derive(Debug)]
@@ -200,7 +198,7 @@ impl FilesSource {
         inputs: &[InputObject],
         format: &dyn RecordFormat,
         schema: SchemaRef,
-    ) -> Result<SortedOut> {
+    ) -> Result<Input> {
         let mut good = Vec::new();
         let mut rejected: Vec<Rejected> = Vec::new();
         for input in inputs {
@@ -209,9 +207,8 @@ impl FilesSource {
             good.extend(batches);
             rejected.extend(bad);
         }
-        let rows = good.iter().map(|batch| batch.num_rows() as u64).sum();
         let table = MemTable::try_new(schema, vec![good])?;
-        Ok(SortedOut { table: Arc::new(table), rows, rejected })
+        Ok(Input { table: Arc::new(table), rejected })
     }
 
     fn object_path(&self, relative: &str) -> Result<Path> {
@@ -252,36 +249,24 @@ impl Source for FilesSource {
         Ok(found)
     }
 
-    async fn table(&self, state: &SessionState, inputs: &[InputObject]) -> Result<Arc<dyn TableProvider>> {
+    async fn read(&self, state: &SessionState, inputs: &[InputObject]) -> Result<Input> {
         let objects = self.check_unchanged(inputs).await?;
         let schema = self.schema_of(state, &objects).await?;
-        if self.format == InputFormat::Json {
-            // DataFusion's JSON reader truncates 1.5 to 1 in an integer
-            // column; this one refuses it, so that it becomes a dead letter.
-            let sorted = self.read_records(inputs, &JsonLines, schema).await?;
-            return match sorted.rejected.first() {
-                None => Ok(sorted.table),
-                Some(first) => Err(Error::Arrow(ArrowError::JsonError(format!(
-                    "{} line {}: {}",
-                    first.source, first.line, first.error
-                )))),
-            };
-        }
-        let urls = inputs.iter().map(|input| self.input_url(input)).collect::<Result<Vec<_>, _>>()?;
-        let options = ListingOptions::new(self.file_format()).with_file_extension("");
-        let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
-        Ok(Arc::new(ListingTable::try_new(config)?))
-    }
-
-    async fn sort_out(&self, state: &SessionState, inputs: &[InputObject]) -> Result<Option<SortedOut>> {
-        let format: &dyn RecordFormat = match self.format {
+        // CSV and JSON are decoded here, every column of every record, so
+        // that each malformed record is found and set aside whichever
+        // columns the SQL reads. Parquet is typed already.
+        let records: &dyn RecordFormat = match self.format {
             InputFormat::Csv => &CsvRecords { header: self.header, delimiter: self.delimiter },
             InputFormat::Json => &JsonLines,
-            InputFormat::Parquet => return Ok(None),
+            InputFormat::Parquet => {
+                let urls = inputs.iter().map(|input| self.input_url(input)).collect::<Result<Vec<_>, _>>()?;
+                let options = ListingOptions::new(self.file_format()).with_file_extension("");
+                let config =
+                    ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
+                return Ok(Input { table: Arc::new(ListingTable::try_new(config)?), rejected: Vec::new() });
+            }
         };
-        let objects = self.check_unchanged(inputs).await?;
-        let schema = self.schema_of(state, &objects).await?;
-        self.read_records(inputs, format, schema).await.map(Some)
+        self.read_records(inputs, records, schema).await
     }
 
     async fn verify(&self, inputs: &[InputObject]) -> Result<()> {

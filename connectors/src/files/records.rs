@@ -1,12 +1,12 @@
-//! Reading a batch record by record, to set aside the records that do not
-//! parse or do not fit the schema (dead letters) and keep the rest.
+//! Reading CSV and JSON record by record, setting aside the records that
+//! do not parse or do not fit the schema (dead letters) and keeping the
+//! rest.
 //!
-//! A batch is first read whole, at full speed. Only when that fails is it
-//! read again here: each object is split into records (CSV rows, with
-//! quoted newlines; JSON lines), and the records are decoded in chunks by
-//! the same Arrow decoders. A chunk that fails is halved until the failing
-//! records stand alone, so a clean chunk costs one decode and each bad
-//! record a handful more.
+//! Each object is split into records (CSV rows, quoted newlines included;
+//! JSON lines), and the records are decoded in chunks by Arrow's decoders,
+//! every column of every record. A chunk that fails is halved until the
+//! failing records stand alone, so a clean chunk costs one decode and each
+//! bad record a handful more.
 
 use std::sync::Arc;
 
@@ -236,16 +236,17 @@ fn describe(error: &ArrowError, schema: &SchemaRef) -> String {
     let text = text.split(". Row data:").next().unwrap_or(&text).to_string();
     let text = cut_number(&text, " at line ", "");
     let text = cut_number(&text, " for line ", ":");
-    match text.find("for column ") {
-        Some(at) => {
-            let rest = &text[at + "for column ".len()..];
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            match digits.parse::<usize>().ok().and_then(|i| schema.fields().get(i)) {
-                Some(field) => format!("{}for column {}{}", &text[..at], field.name(), &rest[digits.len()..]),
-                None => text,
-            }
-        }
-        None => text,
+    name_column(&text, schema)
+}
+
+/// `text` with its first `column <index>` naming the column instead.
+fn name_column(text: &str, schema: &SchemaRef) -> String {
+    let Some(at) = text.find("column ") else { return text.to_string() };
+    let rest = &text[at + "column ".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    match digits.parse::<usize>().ok().and_then(|i| schema.fields().get(i)) {
+        Some(field) => format!("{}column {}{}", &text[..at], field.name(), &rest[digits.len()..]),
+        None => text.to_string(),
     }
 }
 
