@@ -1,8 +1,11 @@
 //! The `sluice` command line.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+use crate::logging::LogFormat;
 
 /// sluice: ETL on ephemeral workers. Reads new files as Arrow, transforms
 /// them with SQL, writes Parquet, and records what it did in a checkpoint
@@ -13,6 +16,12 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// How log lines on standard error look: `text`, or `json` (one object
+    /// a line, with the batch's span fields). Default: text on a terminal,
+    /// JSON otherwise. `SLUICE_LOG` filters them (default
+    /// `warn,sluice=info`).
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
 }
 
 /// The commands.
@@ -45,9 +54,16 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
         /// Process everything pending, then exit: for cron, CI, a Lambda or
-        /// a Kubernetes Job.
+        /// a Kubernetes Job. On a terminal, a progress bar shows the batches
+        /// done, rows per second and the time left.
         #[arg(long)]
         until_caught_up: bool,
+        /// Serve Prometheus metrics at http://HOST:PORT/metrics while it
+        /// runs: batches committed and failed, rows read, written and
+        /// dead-lettered, bytes read, batch durations, pending batches and
+        /// the files behind, labelled by pipeline.
+        #[arg(long, value_name = "HOST:PORT")]
+        metrics_addr: Option<SocketAddr>,
     },
     /// Plan failed batches again, once their cause is fixed.
     ///

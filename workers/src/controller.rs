@@ -22,7 +22,10 @@ use sluice_engine::planner::plan_new;
 use sluice_engine::spec::PipelineSpec;
 use sluice_engine::{Result, failpoint};
 use tokio::sync::{Mutex, watch};
+use tracing::Instrument;
 
+use crate::metrics::{self, CommittedBatch};
+use crate::progress::Progress;
 use crate::worker::{BatchOutcome, owner_id, run_batch};
 
 /// How `sluice run` behaves.
@@ -30,6 +33,8 @@ use crate::worker::{BatchOutcome, owner_id, run_batch};
 pub struct RunOptions {
     /// Process everything pending, then return.
     pub until_caught_up: bool,
+    /// Show a progress bar.
+    pub progress: bool,
 }
 
 /// What one `sluice run` did.
@@ -67,11 +72,12 @@ pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, mut stop: watch::
     // backing off after a failed attempt.
     let mut not_before: HashMap<BatchId, (Instant, u32)> = HashMap::new();
     let mut storage_failures = 0;
+    let progress = Progress::new(options.progress);
     loop {
         if *stop.borrow() {
             break;
         }
-        let pending = match prepare(&spec, &log).await {
+        let pending = match prepare(&spec, &log).instrument(tracing::info_span!("plan", pipeline = %spec.name)).await {
             Ok(pending) => {
                 storage_failures = 0;
                 pending
@@ -97,6 +103,9 @@ pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, mut stop: watch::
             }
             Err(error) => return Err(error),
         };
+        let files_behind = pending.iter().map(|batch| batch.inputs.len()).sum();
+        metrics::backlog(spec.name.as_str(), pending.len(), files_behind);
+        progress.set_work(summary.batches, pending.len() as u64);
         let now = Instant::now();
         not_before.retain(|id, _| pending.iter().any(|batch| batch.id == *id));
         let (runnable, waiting): (Vec<Batch>, Vec<Batch>) =
@@ -125,12 +134,13 @@ pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, mut stop: watch::
             .map(|batch| {
                 let (spec, log, owner) = (spec.clone(), log.clone(), owner.clone());
                 async move {
+                    let started = Instant::now();
                     let outcome = run_batch(&spec, &log, &batch, &owner).await;
-                    (batch, outcome)
+                    (batch, outcome, started.elapsed())
                 }
             })
             .buffer_unordered(spec.concurrency.max(1));
-        while let Some((batch, outcome)) = results.next().await {
+        while let Some((batch, outcome, took)) = results.next().await {
             let failures = not_before.get(&batch.id).map_or(0, |(_, n)| *n);
             match outcome {
                 Ok(BatchOutcome::Committed { rows_in, rows_out, rows_dead_lettered }) => {
@@ -139,6 +149,10 @@ pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, mut stop: watch::
                     summary.rows_in += rows_in;
                     summary.rows_out += rows_out;
                     summary.rows_dead_lettered += rows_dead_lettered;
+                    let bytes_in = batch.inputs.iter().map(|input| input.size).sum();
+                    let counts = CommittedBatch { rows_in, rows_out, rows_dead_lettered, bytes_in, duration: took };
+                    metrics::committed(spec.name.as_str(), counts);
+                    progress.batch_done(summary.rows_in);
                     tracing::info!(
                         pipeline = %spec.name, batch_id = %batch.id, files = batch.inputs.len(),
                         rows_in, rows_out, rows_dead_lettered, "batch committed"
@@ -166,6 +180,7 @@ pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, mut stop: watch::
                 }
                 Ok(BatchOutcome::Failed { error, gave_up: true }) => {
                     summary.failed += 1;
+                    metrics::attempt_failed(spec.name.as_str(), true);
                     tracing::error!(
                         pipeline = %spec.name, batch_id = %batch.id,
                         files = ?batch.inputs.iter().map(|i| i.path.as_str()).collect::<Vec<_>>(),
@@ -173,6 +188,7 @@ pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, mut stop: watch::
                     );
                 }
                 Ok(BatchOutcome::Failed { error, gave_up: false }) => {
+                    metrics::attempt_failed(spec.name.as_str(), false);
                     let wait = backoff(failures + 1);
                     tracing::warn!(
                         pipeline = %spec.name, batch_id = %batch.id,
@@ -191,6 +207,7 @@ pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, mut stop: watch::
             }
         }
     }
+    drop(progress);
     let log = log.lock().await;
     summary.failed_in_log = log.state().batches().filter(|entry| entry.failed.is_some()).count() as u64;
     Ok(summary)

@@ -6,6 +6,8 @@ pub mod cli;
 pub mod controller;
 pub mod logging;
 pub mod maintenance;
+pub mod metrics;
+pub mod progress;
 pub mod status;
 pub mod worker;
 

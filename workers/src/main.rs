@@ -12,13 +12,14 @@ use sluice_engine::spec::{Diagnostics, PipelineSpec};
 use sluice_engine::sql::{self, PlanOver, PlannedInput};
 use sluice_workers::cli::{Cli, Command};
 use sluice_workers::controller::{self, RunOptions};
+use sluice_workers::logging::LogFormat;
 use sluice_workers::maintenance::{self, RetryTarget};
-use sluice_workers::{load_pipeline, logging, status};
+use sluice_workers::{load_pipeline, logging, metrics, status};
 use tokio::sync::watch;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init();
+    logging::init(cli.log_format.unwrap_or_else(LogFormat::detect));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -39,7 +40,13 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Validate { files } => validate(&files).await,
         Command::Explain { file } => explain(&file).await,
-        Command::Run { file, until_caught_up } => run(&file, RunOptions { until_caught_up }).await,
+        Command::Run { file, until_caught_up, metrics_addr } => {
+            if let Some(addr) = metrics_addr {
+                metrics::serve(addr)?;
+            }
+            let progress = until_caught_up && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            run(&file, RunOptions { until_caught_up, progress }).await
+        }
         Command::Status { file, json } => show_status(&file, json).await,
         Command::Retry { file, batch, failed: _ } => {
             let target = batch.map_or(RetryTarget::AllFailed, RetryTarget::Batch);

@@ -29,6 +29,9 @@ pub struct PipelineStatus {
     pub abandoned_batches: u64,
     /// Input files the source has that no batch holds yet.
     pub new_files: u64,
+    /// Input files not yet committed: new files, and those of pending,
+    /// running and failed batches.
+    pub lag: u64,
     /// Input files in committed batches.
     pub files_committed: u64,
     /// Rows read by committed batches.
@@ -74,6 +77,7 @@ pub async fn pipeline_status(spec: &PipelineSpec) -> Result<PipelineStatus> {
         failed: Vec::new(),
         abandoned_batches: 0,
         new_files: 0,
+        lag: 0,
         files_committed: 0,
         rows_read: 0,
         rows_written: 0,
@@ -111,6 +115,12 @@ pub async fn pipeline_status(spec: &PipelineSpec) -> Result<PipelineStatus> {
     }
     let discovered = spec.source.discover().await?;
     status.new_files = discovered.iter().filter(|input| !state.has_seen(&input.key())).count() as u64;
+    let files_waiting: usize = state
+        .batches()
+        .filter(|entry| entry.committed.is_none() && entry.abandoned.is_none())
+        .map(|entry| entry.planned.inputs.len())
+        .sum();
+    status.lag = status.new_files + files_waiting as u64;
     Ok(status)
 }
 
@@ -118,7 +128,7 @@ impl PipelineStatus {
     /// The readable form: one `key  value` line each.
     pub fn to_text(&self) -> String {
         let last = self.last_commit_at.map_or_else(|| "never".to_string(), |at| at.to_rfc3339());
-        let rows: [(&str, String); 16] = [
+        let rows: [(&str, String); 17] = [
             ("pipeline", self.pipeline.clone()),
             ("version", self.version.to_string()),
             ("checkpoint", self.checkpoint.clone()),
@@ -128,6 +138,7 @@ impl PipelineStatus {
             ("failed_batches", self.failed_batches.to_string()),
             ("abandoned_batches", self.abandoned_batches.to_string()),
             ("new_files", self.new_files.to_string()),
+            ("lag", format!("{} files", self.lag)),
             ("files_committed", self.files_committed.to_string()),
             ("rows_read", self.rows_read.to_string()),
             ("rows_written", self.rows_written.to_string()),

@@ -35,6 +35,7 @@ use sluice_engine::spec::PipelineSpec;
 use sluice_engine::sql::{self, INPUT_TABLE};
 use sluice_engine::{Error, Result};
 use tokio::sync::Mutex;
+use tracing::Instrument;
 
 /// What running a batch came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +92,23 @@ const TRANSIENT_TRIES: u32 = 3;
 
 /// Runs one attempt at `batch`: leases it, runs it, commits it, or
 /// records why not.
+///
+/// Everything it logs is inside the span `batch` (pipeline, batch_id,
+/// worker, attempt), with a span per step: `read`, `transform`, `write`,
+/// `commit`.
 pub async fn run_batch(
+    spec: &PipelineSpec,
+    log: &Arc<Mutex<CheckpointLog>>,
+    batch: &Batch,
+    owner: &str,
+) -> Result<BatchOutcome> {
+    let span = tracing::info_span!(
+        "batch", pipeline = %spec.name, batch_id = %batch.id, worker = %owner, attempt = tracing::field::Empty
+    );
+    run_attempt(spec, log, batch, owner).instrument(span).await
+}
+
+async fn run_attempt(
     spec: &PipelineSpec,
     log: &Arc<Mutex<CheckpointLog>>,
     batch: &Batch,
@@ -101,6 +118,7 @@ pub async fn run_batch(
         Ok(attempt) => attempt,
         Err(outcome) => return Ok(outcome),
     };
+    tracing::Span::current().record("attempt", attempt_no);
     failpoint::hit("after_lease");
     let fenced = Arc::new(AtomicBool::new(false));
     let renewal = Renewal::start(spec, log.clone(), batch, owner, attempt_no, fenced.clone());
@@ -110,10 +128,7 @@ pub async fn run_batch(
         match attempt(spec, log, batch, attempt_no, &fenced).await {
             Err(error) if error.is_retryable() && tries < TRANSIENT_TRIES => {
                 let wait = Duration::from_millis(500 << tries);
-                tracing::warn!(
-                    batch_id = %batch.id, attempt = attempt_no, "retrying in {wait:?}: {}",
-                    spec.file.redact(&error.to_string())
-                );
+                tracing::warn!("retrying in {wait:?}: {}", spec.file.redact(&error.to_string()));
                 tokio::time::sleep(wait).await;
                 tries += 1;
             }
@@ -191,32 +206,36 @@ impl Renewal {
         let span = lease_span(spec);
         let every = spec.lease_timeout / 3;
         let (batch_id, owner) = (batch.id.clone(), owner.to_string());
-        Renewal(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let now = Utc::now();
-                let record = Record::Leased(Leased {
-                    batch_id: batch_id.clone(),
-                    attempt,
-                    owner: owner.clone(),
-                    expires: now + span,
-                    at: now,
-                });
-                match log.lock().await.append(record).await {
-                    Ok(Appended::Written(_)) => {}
-                    Ok(Appended::Refused(refusal)) => {
-                        if matches!(refusal, Refusal::Leased { .. } | Refusal::Fenced) {
-                            tracing::warn!(%batch_id, attempt, "lost the lease to another worker: {refusal:?}");
-                            fenced.store(true, Ordering::SeqCst);
+        let logged_in = tracing::Span::current();
+        Renewal(tokio::spawn(
+            async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let now = Utc::now();
+                    let record = Record::Leased(Leased {
+                        batch_id: batch_id.clone(),
+                        attempt,
+                        owner: owner.clone(),
+                        expires: now + span,
+                        at: now,
+                    });
+                    match log.lock().await.append(record).await {
+                        Ok(Appended::Written(_)) => {}
+                        Ok(Appended::Refused(refusal)) => {
+                            if matches!(refusal, Refusal::Leased { .. } | Refusal::Fenced) {
+                                tracing::warn!(%batch_id, attempt, "lost the lease to another worker: {refusal:?}");
+                                fenced.store(true, Ordering::SeqCst);
+                            }
+                            return;
                         }
-                        return;
+                        // The next renewal may get through; if none does, the
+                        // lease runs out and the commit is refused.
+                        Err(error) => tracing::warn!(%batch_id, attempt, "cannot renew the lease: {error}"),
                     }
-                    // The next renewal may get through; if none does, the
-                    // lease runs out and the commit is refused.
-                    Err(error) => tracing::warn!(%batch_id, attempt, "cannot renew the lease: {error}"),
                 }
             }
-        }))
+            .instrument(logged_in),
+        ))
     }
 
     fn stop(self) {
@@ -281,7 +300,7 @@ async fn attempt(
         rows_dead_lettered: produced.rows_dead_lettered,
         at: Utc::now(),
     });
-    let appended = {
+    let appended = async {
         let mut log = log.lock().await;
         match log.append(record).await {
             // A put that succeeded but was reported as lost and retried by
@@ -291,12 +310,14 @@ async fn attempt(
             }
             other => other,
         }
-    };
+    }
+    .instrument(tracing::info_span!("commit"))
+    .await;
     let refused = match appended {
         Ok(Appended::Written(seq)) => {
             tracing::debug!(batch_id = %batch.id, seq = seq.0, "committed");
             failpoint::hit("after_commit");
-            publish(spec, batch, &produced).await;
+            publish(spec, batch, &produced).instrument(tracing::info_span!("publish")).await;
             return Ok(BatchOutcome::Committed {
                 rows_in: produced.rows_in,
                 rows_out,
@@ -329,16 +350,17 @@ fn committed_by(log: &CheckpointLog, batch: &Batch, attempt: &Attempt) -> bool {
 /// dead letters.
 async fn produce(spec: &PipelineSpec, batch: &Batch, attempt: &Attempt) -> Result<Produced> {
     let ctx = sql::session(spec.concurrency);
-    let input = spec.source.read(&ctx.state(), &batch.inputs).await?;
+    let input = spec
+        .source
+        .read(&ctx.state(), &batch.inputs)
+        .instrument(tracing::info_span!("read", files = batch.inputs.len()))
+        .await?;
     let (staged, rows_read) = stage(spec, &ctx, input.table, attempt).await?;
     let rejected = input.rejected.len() as u64;
     let dead_letters = match rejected {
         0 => None,
         _ => {
-            tracing::warn!(
-                batch_id = %batch.id,
-                "{rejected} malformed record(s) go to the dead letters; the rest of the batch goes on"
-            );
+            tracing::warn!("{rejected} malformed record(s) go to the dead letters; the rest of the batch goes on");
             let rows = dead_letter_stream(spec, batch, &input.rejected)?;
             Some(spec.dead_letters.stage(attempt, rows).await?)
         }
@@ -354,11 +376,15 @@ async fn stage(
     table: Arc<dyn TableProvider>,
     attempt: &Attempt,
 ) -> Result<(Staged, u64)> {
-    ctx.register_table(INPUT_TABLE, table)?;
-    let frame = sql::plan_transform(ctx, spec.sql.as_deref()).await?;
-    let plan = frame.create_physical_plan().await?;
+    let plan = async {
+        ctx.register_table(INPUT_TABLE, table)?;
+        let frame = sql::plan_transform(ctx, spec.sql.as_deref()).await?;
+        Ok::<_, Error>(frame.create_physical_plan().await?)
+    }
+    .instrument(tracing::info_span!("transform"))
+    .await?;
     let stream = execute_stream(plan.clone(), ctx.task_ctx())?;
-    let staged = spec.sink.stage(attempt, stream).await?;
+    let staged = spec.sink.stage(attempt, stream).instrument(tracing::info_span!("write")).await?;
     Ok((staged, scanned_rows(&plan)))
 }
 

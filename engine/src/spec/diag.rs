@@ -128,11 +128,18 @@ impl SpecFile {
             }
         }
         for (value, name) in secrets {
-            out = out.replace(value.as_str(), &format!("${{env:{name}}}"));
-            // A path is often shown without its outer slashes.
+            let placeholder = format!("${{env:{name}}}");
+            out = out.replace(value.as_str(), &placeholder);
+            // A path is often shown without its outer slashes, and a value
+            // inside a JSON log line or a Debug field with its quotes and
+            // backslashes escaped.
             let bare = value.trim_matches('/');
-            if bare.len() >= 3 && bare != value {
-                out = out.replace(bare, &format!("${{env:{name}}}"));
+            let escaped = [serde_json::to_string(value).unwrap_or_default(), format!("{value:?}")];
+            let variants = escaped.iter().map(|quoted| quoted.trim_matches('"')).chain([bare]);
+            for variant in variants {
+                if variant.len() >= 3 && variant != value {
+                    out = out.replace(variant, &placeholder);
+                }
             }
         }
         out
@@ -231,5 +238,7 @@ mod tests {
         assert_eq!(file.redact("bad value hunter 22@x"), "bad value ${env:PASSWORD}");
         assert_eq!(file.redact("file:///data/hunter%2022%40x/"), "file:///data/${env:PASSWORD}/");
         assert!(!format!("{file:?}").contains("hunter"));
+        file.remember_secret("pa\"ss\\word".into(), "QUOTED".into());
+        assert_eq!(file.redact(r#"{"message":"x pa\"ss\\word"}"#), r#"{"message":"x ${env:QUOTED}"}"#);
     }
 }
