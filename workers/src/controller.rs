@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures::StreamExt;
 use sluice_engine::batch::{Batch, BatchId};
-use sluice_engine::log::{Appended, CheckpointLog, Planned, Record, commits_to_replay};
+use sluice_engine::log::{Appended, CheckpointLog, LogState, Planned, Record, commits_to_replay};
 use sluice_engine::planner::plan_new;
 use sluice_engine::spec::PipelineSpec;
 use sluice_engine::{Result, failpoint};
@@ -26,7 +26,7 @@ use tracing::Instrument;
 
 use crate::metrics::{self, CommittedBatch};
 use crate::progress::Progress;
-use crate::worker::{BatchOutcome, owner_id, run_batch};
+use crate::worker::{BatchOutcome, batch_span, owner_id, run_batch};
 
 /// How `sluice run` behaves.
 #[derive(Debug, Clone, Copy, Default)]
@@ -66,6 +66,7 @@ const TRANSIENT_ATTEMPTS: u32 = 3;
 /// turns true; the batches in hand when it does are finished first.
 pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, mut stop: watch::Receiver<bool>) -> Result<RunSummary> {
     let owner = owner_id();
+    metrics::register(spec.name.as_str());
     let log = Arc::new(Mutex::new(CheckpointLog::open(&spec.checkpoint, &spec.name).await?));
     let mut summary = RunSummary::default();
     // Batches not to run before a moment: held by another worker, or
@@ -103,8 +104,8 @@ pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, mut stop: watch::
             }
             Err(error) => return Err(error),
         };
-        let files_behind = pending.iter().map(|batch| batch.inputs.len()).sum();
-        metrics::backlog(spec.name.as_str(), pending.len(), files_behind);
+        let (pending_batches, files_behind) = backlog(log.lock().await.state());
+        metrics::backlog(spec.name.as_str(), pending_batches, files_behind);
         progress.set_work(summary.batches, pending.len() as u64);
         let now = Instant::now();
         not_before.retain(|id, _| pending.iter().any(|batch| batch.id == *id));
@@ -133,15 +134,18 @@ pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, mut stop: watch::
             .take_while(|_| futures::future::ready(!*stop.borrow()))
             .map(|batch| {
                 let (spec, log, owner) = (spec.clone(), log.clone(), owner.clone());
+                let span = batch_span(&spec, &batch, &owner);
                 async move {
                     let started = Instant::now();
-                    let outcome = run_batch(&spec, &log, &batch, &owner).await;
-                    (batch, outcome, started.elapsed())
+                    let outcome = run_batch(&spec, &log, &batch, &owner).instrument(span.clone()).await;
+                    (batch, outcome, started.elapsed(), span)
                 }
             })
             .buffer_unordered(spec.concurrency.max(1));
-        while let Some((batch, outcome, took)) = results.next().await {
+        while let Some((batch, outcome, took, span)) = results.next().await {
             let failures = not_before.get(&batch.id).map_or(0, |(_, n)| *n);
+            // The outcome is logged in the batch's span, as its work was.
+            let in_batch = span.enter();
             match outcome {
                 Ok(BatchOutcome::Committed { rows_in, rows_out, rows_dead_lettered }) => {
                     summary.batches += 1;
@@ -171,11 +175,11 @@ pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, mut stop: watch::
                 Ok(BatchOutcome::Settled) => {}
                 Ok(BatchOutcome::Busy { until }) => {
                     let wait = (until - Utc::now()).to_std().unwrap_or_default().max(Duration::from_millis(50));
-                    tracing::debug!(batch_id = %batch.id, "held by another worker for {wait:?}");
+                    tracing::debug!("held by another worker for {wait:?}");
                     not_before.insert(batch.id.clone(), (Instant::now() + wait, failures));
                 }
                 Ok(BatchOutcome::Fenced) => {
-                    tracing::warn!(batch_id = %batch.id, "another worker took the batch over; this attempt is dropped");
+                    tracing::warn!("another worker took the batch over; this attempt is dropped");
                     not_before.insert(batch.id.clone(), (Instant::now() + Duration::from_millis(100), failures));
                 }
                 Ok(BatchOutcome::Failed { error, gave_up: true }) => {
@@ -204,6 +208,13 @@ pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, mut stop: watch::
                     );
                     not_before.insert(batch.id.clone(), (Instant::now() + wait, failures + 1));
                 }
+            }
+            drop(in_batch);
+            // Never wait for the log here: a batch still in `results` may
+            // hold it, and it is only driven by `results.next()`.
+            if let Ok(log) = log.try_lock() {
+                let (pending, files_behind) = backlog(log.state());
+                metrics::backlog(spec.name.as_str(), pending, files_behind);
             }
         }
     }
@@ -242,6 +253,12 @@ async fn prepare(spec: &PipelineSpec, log: &Mutex<CheckpointLog>) -> Result<Vec<
         }
     }
     Ok(log.state().pending())
+}
+
+/// Batches pending (running ones included) and the input files not yet
+/// committed, as the gauges show them.
+fn backlog(state: &LogState) -> (usize, usize) {
+    (state.pending().len(), state.files_waiting())
 }
 
 /// Publishes committed batches whose staged files are still waiting:

@@ -169,6 +169,7 @@ async fn run(path: &Path, options: RunOptions) -> anyhow::Result<ExitCode> {
         tracing::info!("stopping: finishing the batches in hand (signal again to exit at once)");
         let _ = stop_tx.send(true);
         wait_for_signal().await;
+        logging::hide_progress();
         eprintln!("sluice: exiting at once; the batches in hand will be redone by the next run");
         std::process::exit(130);
     });

@@ -11,7 +11,7 @@
 //! | `sluice_bytes_read_total` | counter | input bytes of committed batches |
 //! | `sluice_batch_duration_seconds` | histogram | lease to publish, per committed batch |
 //! | `sluice_pending_batches` | gauge | batches planned and not yet committed or failed |
-//! | `sluice_source_lag` | gauge | input files not yet committed |
+//! | `sluice_source_lag` | gauge | input files not yet committed (pending, running or failed batches) |
 //!
 //! Without `--metrics-addr` no recorder is installed and every call here
 //! costs next to nothing.
@@ -48,6 +48,23 @@ pub fn serve(addr: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Shows every counter of `pipeline` from the start, at 0, so that a rate
+/// or an alert on failures has a series before the first one.
+pub fn register(pipeline: &str) {
+    let label = [("pipeline", pipeline.to_string())];
+    for name in [
+        "sluice_batches_committed_total",
+        "sluice_batches_failed_total",
+        "sluice_attempts_failed_total",
+        "sluice_rows_read_total",
+        "sluice_rows_written_total",
+        "sluice_rows_dead_lettered_total",
+        "sluice_bytes_read_total",
+    ] {
+        counter!(name, &label).increment(0);
+    }
+}
+
 /// What one committed batch adds.
 #[derive(Debug, Clone, Copy)]
 pub struct CommittedBatch {
@@ -66,12 +83,12 @@ pub struct CommittedBatch {
 /// Counts a committed batch of `pipeline`.
 pub fn committed(pipeline: &str, batch: CommittedBatch) {
     let label = [("pipeline", pipeline.to_string())];
-    counter!("sluice_batches_committed_total", &label).increment(1);
+    histogram!("sluice_batch_duration_seconds", &label).record(batch.duration.as_secs_f64());
     counter!("sluice_rows_read_total", &label).increment(batch.rows_in);
     counter!("sluice_rows_written_total", &label).increment(batch.rows_out);
     counter!("sluice_rows_dead_lettered_total", &label).increment(batch.rows_dead_lettered);
     counter!("sluice_bytes_read_total", &label).increment(batch.bytes_in);
-    histogram!("sluice_batch_duration_seconds", &label).record(batch.duration.as_secs_f64());
+    counter!("sluice_batches_committed_total", &label).increment(1);
 }
 
 /// Counts an attempt that ended in an error; `gave_up` when it was the

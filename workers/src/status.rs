@@ -115,12 +115,7 @@ pub async fn pipeline_status(spec: &PipelineSpec) -> Result<PipelineStatus> {
     }
     let discovered = spec.source.discover().await?;
     status.new_files = discovered.iter().filter(|input| !state.has_seen(&input.key())).count() as u64;
-    let files_waiting: usize = state
-        .batches()
-        .filter(|entry| entry.committed.is_none() && entry.abandoned.is_none())
-        .map(|entry| entry.planned.inputs.len())
-        .sum();
-    status.lag = status.new_files + files_waiting as u64;
+    status.lag = status.new_files + state.files_waiting() as u64;
     Ok(status)
 }
 

@@ -92,23 +92,10 @@ const TRANSIENT_TRIES: u32 = 3;
 
 /// Runs one attempt at `batch`: leases it, runs it, commits it, or
 /// records why not.
-///
-/// Everything it logs is inside the span `batch` (pipeline, batch_id,
-/// worker, attempt), with a span per step: `read`, `transform`, `write`,
-/// `commit`.
+/// Callers run it inside [`batch_span`], so that everything it logs names
+/// the batch; each step has a span of its own inside: `read`,
+/// `transform`, `write`, `commit`, `publish`.
 pub async fn run_batch(
-    spec: &PipelineSpec,
-    log: &Arc<Mutex<CheckpointLog>>,
-    batch: &Batch,
-    owner: &str,
-) -> Result<BatchOutcome> {
-    let span = tracing::info_span!(
-        "batch", pipeline = %spec.name, batch_id = %batch.id, worker = %owner, attempt = tracing::field::Empty
-    );
-    run_attempt(spec, log, batch, owner).instrument(span).await
-}
-
-async fn run_attempt(
     spec: &PipelineSpec,
     log: &Arc<Mutex<CheckpointLog>>,
     batch: &Batch,
@@ -118,7 +105,6 @@ async fn run_attempt(
         Ok(attempt) => attempt,
         Err(outcome) => return Ok(outcome),
     };
-    tracing::Span::current().record("attempt", attempt_no);
     failpoint::hit("after_lease");
     let fenced = Arc::new(AtomicBool::new(false));
     let renewal = Renewal::start(spec, log.clone(), batch, owner, attempt_no, fenced.clone());
@@ -142,6 +128,14 @@ async fn run_attempt(
     }
 }
 
+/// The span a batch runs in: `pipeline`, `batch_id`, `worker`, and
+/// `attempt` once leased.
+pub fn batch_span(spec: &PipelineSpec, batch: &Batch, owner: &str) -> tracing::Span {
+    tracing::info_span!(
+        "batch", pipeline = %spec.name, batch_id = %batch.id, worker = %owner, attempt = tracing::field::Empty
+    )
+}
+
 /// Claims the batch: the attempt number, or why there is nothing to run.
 async fn lease(
     spec: &PipelineSpec,
@@ -151,12 +145,9 @@ async fn lease(
 ) -> Result<Result<u32, BatchOutcome>> {
     let mut log = log.lock().await;
     let now = Utc::now();
-    let attempt = match claim(log.state(), &batch.id, owner, now) {
-        Claim::Start { attempt } | Claim::Resume { attempt } => attempt,
-        Claim::TakeOver { attempt, from } => {
-            tracing::info!(batch_id = %batch.id, attempt, "taking over the batch from {from}, whose lease ran out");
-            attempt
-        }
+    let (attempt, taken_from) = match claim(log.state(), &batch.id, owner, now) {
+        Claim::Start { attempt } | Claim::Resume { attempt } => (attempt, None),
+        Claim::TakeOver { attempt, from } => (attempt, Some(from)),
         Claim::Wait { until, .. } => return Ok(Err(BatchOutcome::Busy { until })),
         Claim::Settled => return Ok(Err(settled(log.state(), batch))),
     };
@@ -168,7 +159,13 @@ async fn lease(
         at: now,
     });
     Ok(match log.append(record).await? {
-        Appended::Written(_) => Ok(attempt),
+        Appended::Written(_) => {
+            tracing::Span::current().record("attempt", attempt);
+            if let Some(from) = taken_from {
+                tracing::info!("took the batch over from {from}, whose lease ran out");
+            }
+            Ok(attempt)
+        }
         Appended::Refused(Refusal::Leased { expires, .. }) => Err(BatchOutcome::Busy { until: expires }),
         Appended::Refused(Refusal::Fenced) => Err(BatchOutcome::Busy { until: now }),
         Appended::Refused(_) => Err(settled(log.state(), batch)),

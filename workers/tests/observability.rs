@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Workspace, printed, run, sluice};
@@ -49,6 +49,53 @@ fn write_five_files(ws: &Workspace) -> u64 {
     bytes
 }
 
+/// A controller that is killed if the test ends early.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Stops the controller as an operator would, and returns its exit and
+/// standard error.
+fn stop(mut running: Running) -> (std::process::ExitStatus, String) {
+    let _ = Command::new("kill").args(["-TERM", &running.0.id().to_string()]).status();
+    let status = running.0.wait().expect("stops");
+    let mut stderr = String::new();
+    running.0.stderr.take().expect("piped").read_to_string(&mut stderr).expect("stderr");
+    (status, stderr)
+}
+
+/// Scrapes until every `(metric, value)` is shown.
+fn scrape_until(port: u16, expected: &[(&str, f64)]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let scraped = scrape(port);
+        if let Some(text) = &scraped
+            && expected.iter().all(|(name, value)| metric(text, name) == Some(*value))
+        {
+            return text.clone();
+        }
+        assert!(Instant::now() < deadline, "the metrics never showed {expected:?}:\n{scraped:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn start(pipeline: &str, port: u16) -> Running {
+    Running(
+        sluice()
+            .args(["run", pipeline, "--metrics-addr", &format!("127.0.0.1:{port}"), "--log-format", "json"])
+            .env("SLUICE_LOG", "info,sluice=debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starts"),
+    )
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("address").port()
 }
@@ -75,36 +122,27 @@ fn metrics_json_logs_and_status_agree_with_the_data() {
     let pipeline = ws.pipeline(PIPELINE);
     let bytes = write_five_files(&ws);
     let port = free_port();
-    let mut controller = sluice()
-        .args(["run", &pipeline, "--metrics-addr", &format!("127.0.0.1:{port}"), "--log-format", "json"])
-        .env("SLUICE_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starts");
+    let controller = start(&pipeline, port);
 
-    // Scraped while it runs, until every row is written.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let scraped = loop {
-        if let Some(text) = scrape(port)
-            && metric(&text, "sluice_rows_written_total") == Some(24.0)
-        {
-            break text;
-        }
-        assert!(Instant::now() < deadline, "the metrics never showed 24 rows written: {:?}", scrape(port));
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let _ = Command::new("kill").args(["-TERM", &controller.id().to_string()]).status();
-    let status = controller.wait().expect("stops");
-    let mut stderr = String::new();
-    controller.stderr.take().expect("piped").read_to_string(&mut stderr).expect("stderr");
+    // Scraped while it runs, until every count is in.
+    let scraped = scrape_until(
+        port,
+        &[
+            ("sluice_rows_written_total", 24.0),
+            ("sluice_batches_committed_total", 5.0),
+            ("sluice_rows_read_total", 25.0),
+            ("sluice_rows_dead_lettered_total", 1.0),
+            ("sluice_bytes_read_total", bytes as f64),
+            ("sluice_batch_duration_seconds_count", 5.0),
+            ("sluice_pending_batches", 0.0),
+            ("sluice_source_lag", 0.0),
+        ],
+    );
+    let (status, stderr) = stop(controller);
     assert!(status.success(), "{status:?}\n{stderr}");
 
-    assert_eq!(metric(&scraped, "sluice_batches_committed_total"), Some(5.0), "{scraped}");
-    assert_eq!(metric(&scraped, "sluice_rows_read_total"), Some(25.0), "{scraped}");
-    assert_eq!(metric(&scraped, "sluice_rows_dead_lettered_total"), Some(1.0), "{scraped}");
-    assert_eq!(metric(&scraped, "sluice_bytes_read_total"), Some(bytes as f64), "{scraped}");
-    assert_eq!(metric(&scraped, "sluice_batch_duration_seconds_count"), Some(5.0), "{scraped}");
+    assert_eq!(metric(&scraped, "sluice_batches_failed_total"), Some(0.0), "shown before any failure: {scraped}");
+    assert_eq!(metric(&scraped, "sluice_attempts_failed_total"), Some(0.0), "{scraped}");
     assert!(scraped.contains("sluice_batch_duration_seconds_bucket{pipeline=\"observed\",le=\"0.1\"}"), "{scraped}");
     assert!(scraped.contains("# HELP sluice_rows_written_total"), "{scraped}");
 
@@ -114,17 +152,28 @@ fn metrics_json_logs_and_status_agree_with_the_data() {
     let committed: Vec<&serde_json::Value> =
         lines.iter().filter(|line| line["fields"]["message"] == "batch committed").collect();
     assert_eq!(committed.len(), 5, "{stderr}");
-    assert!(committed.iter().all(|line| line["fields"]["batch_id"].as_str().is_some_and(|id| id.len() == 32)));
-    let in_batches: Vec<&serde_json::Value> = lines.iter().filter(|line| line["spans"].is_array()).collect();
-    assert!(!in_batches.is_empty(), "{stderr}");
-    for line in &in_batches {
-        let batch = line["spans"].as_array().and_then(|spans| spans.iter().find(|span| span["name"] == "batch"));
-        if let Some(batch) = batch {
-            assert!(batch["batch_id"].as_str().is_some_and(|id| id.len() == 32), "{line}");
-            assert_eq!(batch["pipeline"], "observed", "{line}");
-            assert!(batch["attempt"].is_number() && batch["worker"].is_string(), "{line}");
-        }
+    for line in &committed {
+        let batch = &line["spans"][0];
+        assert_eq!(batch["name"], "batch", "the outcome is logged in the batch's span: {line}");
+        assert!(batch["batch_id"].as_str().is_some_and(|id| id.len() == 32), "{line}");
+        assert_eq!(batch["attempt"], 1, "{line}");
     }
+    let mut steps = std::collections::BTreeSet::new();
+    for line in lines.iter().filter(|line| line["spans"].is_array()) {
+        let spans = line["spans"].as_array().expect("array");
+        let names: Vec<&str> = spans.iter().filter_map(|span| span["name"].as_str()).collect();
+        if names == ["plan"] {
+            continue;
+        }
+        // Every step span is inside a batch span that names the batch.
+        assert_eq!(names.first(), Some(&"batch"), "{line}");
+        let batch = &spans[0];
+        assert!(batch["batch_id"].as_str().is_some_and(|id| id.len() == 32), "{line}");
+        assert_eq!(batch["pipeline"], "observed", "{line}");
+        assert!(batch["worker"].is_string(), "{line}");
+        steps.extend(names.iter().skip(1).map(|name| name.to_string()));
+    }
+    assert!(steps.contains("commit"), "debug lines of the commit step: {steps:?}\n{stderr}");
     let dead_letter_warning = lines
         .iter()
         .find(|line| line["fields"]["message"].as_str().is_some_and(|m| m.contains("malformed record")))
@@ -146,6 +195,42 @@ fn metrics_json_logs_and_status_agree_with_the_data() {
     let text = run(&["status", &pipeline]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("committed_batches  5") && text.contains("lag                0 files"), "{text}");
+}
+
+#[test]
+fn a_failed_batch_is_counted_and_the_lag_stays() {
+    let ws = Workspace::new();
+    let pipeline = ws.pipeline(&PIPELINE.replace(
+        "[sink]",
+        "[transform]\nsql = \"SELECT id, amount + 1 / (id - 7) AS amount FROM input\"\n\n\
+         [workers]\nmax_attempts = 1\n\n[sink]",
+    ));
+    ws.write("inbox/a.csv", "id,amount\n1,1.5\n");
+    ws.write("inbox/b.csv", "id,amount\n7,2.5\n");
+    let port = free_port();
+    let controller = start(&pipeline, port);
+    scrape_until(
+        port,
+        &[
+            ("sluice_batches_committed_total", 1.0),
+            ("sluice_batches_failed_total", 1.0),
+            ("sluice_attempts_failed_total", 1.0),
+            ("sluice_pending_batches", 0.0),
+            ("sluice_source_lag", 1.0),
+        ],
+    );
+    let (status, stderr) = stop(controller);
+    assert_eq!(status.code(), Some(1), "a failed batch waits for a retry: {stderr}");
+    let failed = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["level"] == "ERROR")
+        .unwrap_or_else(|| panic!("an error line: {stderr}"));
+    assert!(failed["fields"]["message"].as_str().is_some_and(|m| m.contains("Divide by zero")), "{failed}");
+    assert_eq!(failed["spans"][0]["name"], "batch", "{failed}");
+    let output = run(&["status", &pipeline, "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!((status["failed_batches"].as_u64(), status["lag"].as_u64()), (Some(1), Some(1)), "{status}");
 }
 
 #[test]

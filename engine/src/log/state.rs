@@ -244,6 +244,16 @@ impl LogState {
         pending.into_iter().map(BatchEntry::batch).collect()
     }
 
+    /// Input files of batches not committed: pending, running or failed
+    /// (abandoned batches' files are planned again, in another batch).
+    pub fn files_waiting(&self) -> usize {
+        self.batches
+            .values()
+            .filter(|entry| entry.committed.is_none() && entry.abandoned.is_none())
+            .map(|entry| entry.planned.inputs.len())
+            .sum()
+    }
+
     /// One batch.
     pub fn batch(&self, id: &BatchId) -> Option<&BatchEntry> {
         self.batches.get(id)

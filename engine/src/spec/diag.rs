@@ -134,7 +134,12 @@ impl SpecFile {
             // inside a JSON log line or a Debug field with its quotes and
             // backslashes escaped.
             let bare = value.trim_matches('/');
-            let escaped = [serde_json::to_string(value).unwrap_or_default(), format!("{value:?}")];
+            let debug = format!("{value:?}");
+            let escaped = [
+                serde_json::to_string(value).unwrap_or_default(),
+                serde_json::to_string(debug.trim_matches('"')).unwrap_or_default(),
+                debug,
+            ];
             let variants = escaped.iter().map(|quoted| quoted.trim_matches('"')).chain([bare]);
             for variant in variants {
                 if variant.len() >= 3 && variant != value {
@@ -240,5 +245,7 @@ mod tests {
         assert!(!format!("{file:?}").contains("hunter"));
         file.remember_secret("pa\"ss\\word".into(), "QUOTED".into());
         assert_eq!(file.redact(r#"{"message":"x pa\"ss\\word"}"#), r#"{"message":"x ${env:QUOTED}"}"#);
+        // A Debug field inside a JSON line: escaped twice.
+        assert_eq!(file.redact(r#"{"files":"[\"pa\\\"ss\\\\word\"]"}"#), r#"{"files":"[\"${env:QUOTED}\"]"}"#);
     }
 }
