@@ -257,30 +257,23 @@ async fn attempt(
     fenced: &AtomicBool,
 ) -> Result<BatchOutcome> {
     let attempt = Attempt::new(batch.id.clone());
-    let produced = match produce(spec, batch, &attempt).await {
+    let produced = async {
+        let produced = produce(spec, batch, &attempt).await?;
+        // An input replaced while it was read must not be committed: its
+        // rows may mix two versions.
+        spec.source.verify(&batch.inputs).await?;
+        Ok(produced)
+    };
+    let produced = match produced.await {
         Ok(produced) => produced,
-        Err(changed @ Error::InputChanged { .. }) => {
+        Err(error) => {
             discard_quietly(spec, &attempt).await;
-            return abandon(log, batch, changed.to_string()).await;
-        }
-        Err(other) => {
-            discard_quietly(spec, &attempt).await;
-            return Err(other);
+            return match error {
+                changed @ Error::InputChanged { .. } => abandon(log, batch, changed.to_string()).await,
+                other => Err(other),
+            };
         }
     };
-    // An input replaced while it was read must not be committed: its rows
-    // may mix two versions.
-    match spec.source.verify(&batch.inputs).await {
-        Ok(()) => {}
-        Err(changed @ Error::InputChanged { .. }) => {
-            discard_quietly(spec, &attempt).await;
-            return abandon(log, batch, changed.to_string()).await;
-        }
-        Err(other) => {
-            discard_quietly(spec, &attempt).await;
-            return Err(other);
-        }
-    }
     failpoint::hit("after_sink_write");
     if fenced.load(Ordering::SeqCst) {
         discard_quietly(spec, &attempt).await;
