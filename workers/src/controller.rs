@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures::StreamExt;
 use sluice_engine::batch::{Batch, BatchId};
-use sluice_engine::log::{Appended, CheckpointLog, LogState, Planned, Record, commits_to_replay};
+use sluice_engine::log::{Appended, CheckpointLog, Committed, LogState, Planned, Record, commits_to_replay};
 use sluice_engine::planner::plan_new;
+use sluice_engine::sink::{Sink, Staged};
 use sluice_engine::spec::PipelineSpec;
 use sluice_engine::{Result, failpoint};
 use tokio::sync::{Mutex, watch};
@@ -267,16 +268,15 @@ fn backlog(state: &LogState) -> (usize, usize) {
 /// left, so that it does not stop every other batch.
 pub async fn replay_publishes(spec: &PipelineSpec, log: &CheckpointLog) -> Result<u64> {
     let mut replayed = 0;
-    for (sink, what) in [(&spec.sink, "outputs"), (&spec.dead_letters, "dead letters")] {
+    type StagedOf = fn(&Committed) -> Option<&Staged>;
+    let sinks: [(&Arc<dyn Sink>, &str, StagedOf); 2] = [
+        (&spec.sink, "outputs", |committed| Some(&committed.staged)),
+        (&spec.dead_letters, "dead letters", |committed| committed.dead_letters.as_ref()),
+    ];
+    for (sink, what, staged_of) in sinks {
         let tokens = sink.staged_tokens().await?;
         for committed in commits_to_replay(log.state(), &tokens) {
-            let staged = match what {
-                "outputs" => &committed.staged,
-                _ => match &committed.dead_letters {
-                    Some(dead) => dead,
-                    None => continue,
-                },
-            };
+            let Some(staged) = staged_of(committed) else { continue };
             tracing::info!(batch_id = %committed.batch_id, "finishing the publish of a committed batch's {what}");
             match sink.publish(staged).await {
                 Ok(()) => replayed += 1,

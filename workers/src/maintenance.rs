@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 use sluice_engine::batch::BatchId;
-use sluice_engine::log::{Appended, CheckpointLog, Leased, Record, Refusal, Retried, batch_of_token, leftover_tokens};
+use sluice_engine::log::{Appended, CheckpointLog, Leased, Record, Refusal, Retried, batch_of_token, is_leftover};
 use sluice_engine::spec::PipelineSpec;
 use sluice_engine::{Error, Result};
 
@@ -79,7 +79,8 @@ pub async fn vacuum(spec: &PipelineSpec) -> Result<Vacuumed> {
     let owner = format!("vacuum:{}", crate::worker::owner_id());
     for (sink, tokens) in [&spec.sink, &spec.dead_letters].into_iter().zip(listed) {
         for token in tokens {
-            if is_leftover(&log, &token) && fence(&mut log, &token, &owner).await? && is_leftover(&log, &token) {
+            let leftover = |log: &CheckpointLog| is_leftover(log.state(), &token, Utc::now());
+            if leftover(&log) && fence(&mut log, &token, &owner).await? && leftover(&log) {
                 sink.discard(&token).await?;
                 done.removed += 1;
             } else {
@@ -90,10 +91,6 @@ pub async fn vacuum(spec: &PipelineSpec) -> Result<Vacuumed> {
     // Commits that landed while vacuum ran are published now.
     done.published += replay_publishes(spec, &log).await?;
     Ok(done)
-}
-
-fn is_leftover(log: &CheckpointLog, token: &str) -> bool {
-    !leftover_tokens(log.state(), std::slice::from_ref(&token.to_string()), Utc::now()).is_empty()
 }
 
 /// Makes sure no attempt of the batch behind `token` that holds a lease

@@ -290,22 +290,24 @@ async fn attempt(
         rows_dead_lettered: produced.rows_dead_lettered,
         at: Utc::now(),
     });
-    let appended = async {
+    // Ok(Ok(())) once the log holds this attempt's commit.
+    let committed: Result<Result<(), Refusal>> = async {
         let mut log = log.lock().await;
-        match log.append(record).await {
+        Ok(match log.append(record).await? {
+            Appended::Written(seq) => {
+                tracing::debug!(seq = seq.0, "committed");
+                Ok(())
+            }
             // A put that succeeded but was reported as lost and retried by
             // the store's client comes back as "taken": it is ours.
-            Ok(Appended::Refused(Refusal::AlreadyCommitted)) if committed_by(&log, batch, &attempt) => {
-                Ok(Appended::Written(log.state().next_seq()))
-            }
-            other => other,
-        }
+            Appended::Refused(Refusal::AlreadyCommitted) if committed_by(&log, batch, &attempt) => Ok(()),
+            Appended::Refused(refusal) => Err(refusal),
+        })
     }
     .instrument(tracing::info_span!("commit"))
     .await;
-    let refused = match appended {
-        Ok(Appended::Written(seq)) => {
-            tracing::debug!(batch_id = %batch.id, seq = seq.0, "committed");
+    let refused = match committed {
+        Ok(Ok(())) => {
             failpoint::hit("after_commit");
             publish(spec, batch, &produced).instrument(tracing::info_span!("publish")).await;
             return Ok(BatchOutcome::Committed {
@@ -314,7 +316,7 @@ async fn attempt(
                 rows_dead_lettered: produced.rows_dead_lettered,
             });
         }
-        Ok(Appended::Refused(refusal)) => refusal,
+        Ok(Err(refusal)) => refusal,
         // Whether the record was written is unknown: the staged files
         // stay, for the next run to publish if the commit is in the log.
         Err(error) => return Err(error),

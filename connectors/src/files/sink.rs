@@ -25,7 +25,7 @@ use sluice_engine::{Error, Result};
 
 use super::config::{FilesSinkConfig, OutputFormat};
 use super::partition::Partitioner;
-use super::writer::{Encoding, FileWriter};
+use super::writer::{Encoding, FileWriter, io_error};
 
 /// The folder below the sink that holds what is not yet committed.
 const STAGING: &str = "_sluice/staging";
@@ -174,10 +174,6 @@ fn compression_name(compression: Compression) -> &'static str {
         Compression::BROTLI(_) => "brotli",
         _ => "none",
     }
-}
-
-fn io_error(error: std::io::Error) -> Error {
-    Error::Storage(object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(error) })
 }
 
 fn remove_empty_dirs(dir: &std::path::Path) {

@@ -95,6 +95,6 @@ fn parquet_error(error: parquet::errors::ParquetError) -> sluice_engine::Error {
     }
 }
 
-fn io_error(error: std::io::Error) -> sluice_engine::Error {
+pub(crate) fn io_error(error: std::io::Error) -> sluice_engine::Error {
     sluice_engine::Error::Storage(object_store::Error::Generic { store: "sink", source: Box::new(error) })
 }

@@ -28,7 +28,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use serde::{Deserialize, Serialize};
 
 pub use paths::LogPaths;
-pub use protocol::{Claim, batch_of_token, claim, commits_to_replay, gives_up, leftover_tokens};
+pub use protocol::{Claim, batch_of_token, claim, commits_to_replay, gives_up, is_leftover, leftover_tokens};
 pub use record::{Abandoned, Committed, Failed, Leased, Planned, Record, Retried};
 pub use state::{BatchEntry, LogState, Refusal};
 

@@ -71,33 +71,34 @@ pub fn commits_to_replay<'a>(state: &'a LogState, staged_tokens: &[String]) -> V
         .iter()
         .filter_map(|token| {
             let committed = state.batch(&batch_of_token(token)?)?.committed.as_ref()?;
-            let ours = committed.staged.token == *token
-                || committed.dead_letters.as_ref().is_some_and(|dead| dead.token == *token);
-            ours.then_some(committed)
+            names_token(committed, token).then_some(committed)
         })
         .collect()
+}
+
+/// Whether `committed` is the commit of the attempt behind `token`.
+fn names_token(committed: &Committed, token: &str) -> bool {
+    committed.staged.token == token || committed.dead_letters.as_ref().is_some_and(|dead| dead.token == token)
 }
 
 /// Staged tokens that no commit will ever name: attempts that crashed,
 /// were fenced, failed or were abandoned. Tokens of a batch whose lease is
 /// live are kept, since their attempt may still commit.
 pub fn leftover_tokens<'a>(state: &LogState, staged_tokens: &'a [String], now: DateTime<Utc>) -> Vec<&'a String> {
-    staged_tokens
-        .iter()
-        .filter(|token| {
-            let Some(entry) = batch_of_token(token).and_then(|id| state.batch(&id)) else {
-                // Not a batch of this log (yet): planned by a writer whose
-                // record this reader has not seen. Keep it.
-                return false;
-            };
-            if let Some(committed) = &entry.committed {
-                let ours = committed.staged.token == **token
-                    || committed.dead_letters.as_ref().is_some_and(|dead| dead.token == **token);
-                return !ours;
-            }
-            entry.live_lease(now).is_none()
-        })
-        .collect()
+    staged_tokens.iter().filter(|token| is_leftover(state, token, now)).collect()
+}
+
+/// Whether no commit will ever name the staged attempt `token`.
+pub fn is_leftover(state: &LogState, token: &str, now: DateTime<Utc>) -> bool {
+    let Some(entry) = batch_of_token(token).and_then(|id| state.batch(&id)) else {
+        // Not a batch of this log (yet): planned by a writer whose record
+        // this reader has not seen. Keep it.
+        return false;
+    };
+    match &entry.committed {
+        Some(committed) => !names_token(committed, token),
+        None => entry.live_lease(now).is_none(),
+    }
 }
 
 /// The batch a staging token belongs to: tokens are `<batch id>-<random>`.
