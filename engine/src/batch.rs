@@ -113,7 +113,7 @@ impl fmt::Display for BatchId {
 }
 
 /// A batch: the inputs one worker processes together.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Batch {
     /// The batch's id.
     pub id: BatchId,

@@ -60,6 +60,9 @@ pub enum Error {
     /// The log refused a record because of what it already holds.
     #[error("checkpoint log refused the record: {0}")]
     Refused(String),
+    /// The message broker failed or could not be reached.
+    #[error("broker: {0}")]
+    Broker(String),
 }
 
 impl Error {
@@ -67,7 +70,7 @@ impl Error {
     pub fn domain(&self) -> Domain {
         match self {
             Error::Config(_) | Error::InputChanged { .. } => Domain::User,
-            Error::Storage(_) | Error::LogContention { .. } => Domain::External,
+            Error::Storage(_) | Error::LogContention { .. } | Error::Broker(_) => Domain::External,
             Error::DataFusion(e) => match e.find_root() {
                 DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => Domain::External,
                 DataFusionError::Internal(_) => Domain::Internal,

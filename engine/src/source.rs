@@ -74,4 +74,26 @@ pub trait Source: Send + Sync + fmt::Debug {
 
     /// `(key, value)` lines that `sluice explain` shows; no secrets.
     fn describe(&self) -> Vec<(&'static str, String)>;
+
+    /// Starts watching the source for new input, where the store can tell
+    /// (a local folder's file-system notifications). `None`: it cannot, and
+    /// the controller lists it every `[trigger] poll_interval`.
+    fn watch(&self) -> Result<Option<Watch>> {
+        Ok(None)
+    }
+}
+
+/// A source's notifications of change: each message on `changes` means
+/// "something may be new, list again". Watching stops when it is dropped.
+pub struct Watch {
+    /// Signalled on change; several changes may come as one message.
+    pub changes: tokio::sync::mpsc::Receiver<()>,
+    /// Whatever keeps the notifications coming.
+    pub guard: Box<dyn Send + Sync>,
+}
+
+impl fmt::Debug for Watch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Watch").finish_non_exhaustive()
+    }
 }

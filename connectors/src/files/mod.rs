@@ -5,13 +5,15 @@
 //! DataFusion). The sink writes Parquet, CSV or NDJSON,
 //! optionally in hive-style partition folders, staging each attempt below
 //! `_sluice/staging/` and moving the files into place only once the batch
-//! is committed.
+//! is committed. A local source folder is watched with file-system
+//! notifications.
 
 mod config;
 mod partition;
 mod records;
 mod sink;
 mod source;
+mod watch;
 mod writer;
 
 pub use config::{FilesSinkConfig, FilesSourceConfig, InputFormat, OutputFormat};

@@ -18,7 +18,7 @@ use globset::{GlobBuilder, GlobMatcher};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use sluice_engine::batch::InputObject;
-use sluice_engine::source::{Input, Rejected, Source};
+use sluice_engine::source::{Input, Rejected, Source, Watch};
 use sluice_engine::spec::{Component, Diagnostics};
 use sluice_engine::storage::StorageLocation;
 use sluice_engine::{Error, Result};
@@ -275,6 +275,13 @@ impl Source for FilesSource {
 
     fn declared_schema(&self) -> Option<SchemaRef> {
         self.schema.clone()
+    }
+
+    fn watch(&self) -> Result<Option<Watch>> {
+        match self.location.local_path() {
+            Some(folder) => super::watch::watch_folder(&folder).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn describe(&self) -> Vec<(&'static str, String)> {

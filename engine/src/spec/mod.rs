@@ -65,9 +65,13 @@ fn default_version() -> Spanned<u32> {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerSpec {
-    /// How often `sluice run` lists the source for new input.
+    /// How often `sluice run` lists a source it cannot watch for new input.
     #[serde(default = "default_poll_interval")]
     pub poll_interval: HumanDuration,
+    /// How often `sluice run` lists a watched source (a local folder) anyway,
+    /// in case a notification was missed.
+    #[serde(default = "default_reconcile_interval")]
+    pub reconcile_interval: HumanDuration,
     /// Most input files in one batch.
     #[serde(default = "default_max_files_per_batch")]
     pub max_files_per_batch: usize,
@@ -78,6 +82,10 @@ pub struct TriggerSpec {
 
 fn default_poll_interval() -> HumanDuration {
     HumanDuration(std::time::Duration::from_secs(1))
+}
+
+fn default_reconcile_interval() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(60))
 }
 
 fn default_max_files_per_batch() -> usize {
@@ -122,6 +130,11 @@ struct WorkersSection {
     /// How long a claim on a batch lasts unless renewed: a worker that
     /// dies holds its batch this long before another takes it over.
     lease_timeout: Option<Spanned<HumanDuration>>,
+    /// `amqp://` URL of a broker: the controller publishes batches there as
+    /// tasks for `sluice worker`s instead of running them.
+    dispatch: Option<Spanned<String>>,
+    /// The queue of those tasks.
+    task_queue: Option<Spanned<String>>,
 }
 
 /// `[dead_letter]`
@@ -136,6 +149,18 @@ struct DeadLetterSection {
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// How long a lease lasts unless renewed, by default.
 pub const DEFAULT_LEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The task queue that default `[workers] task_queue` names.
+pub const DEFAULT_TASK_QUEUE: &str = "sluice.tasks";
+
+/// `[workers] dispatch`: batches go as tasks to a queue on a broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispatch {
+    /// The broker, `amqp://` or `amqps://` (may hold a password).
+    pub url: String,
+    /// `[workers] task_queue`.
+    pub queue: String,
+}
 
 /// A pipeline, read, checked and with its connectors built.
 #[derive(Debug)]
@@ -162,6 +187,9 @@ pub struct PipelineSpec {
     pub max_attempts: u32,
     /// `[workers] lease_timeout`.
     pub lease_timeout: std::time::Duration,
+    /// `[workers] dispatch` and `task_queue`: `None` runs batches in the
+    /// controller's process.
+    pub dispatch: Option<Dispatch>,
     /// `[dead_letter] url`, resolved.
     pub dead_letter: StorageLocation,
     /// Where malformed records go, with the same staging and publishing
@@ -248,6 +276,14 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
                 Some("an idle controller lists the source this often; \"1s\" is the default".into()),
             ));
         }
+        if trigger.reconcile_interval.0.is_zero() {
+            problems.0.push(file.diagnostic(
+                locate_key(file.text(), "trigger.reconcile_interval"),
+                "trigger.reconcile_interval",
+                "must be more than 0",
+                Some("a watched folder is listed this often anyway; \"60s\" is the default".into()),
+            ));
+        }
         if trigger.max_files_per_batch == 0 {
             problems.0.push(file.diagnostic(
                 locate_key(file.text(), "trigger.max_files_per_batch"),
@@ -300,6 +336,37 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
         Some(lease) => lease.get_ref().0,
         None => DEFAULT_LEASE_TIMEOUT,
     };
+    let dispatch = workers.as_ref().and_then(|w| {
+        let url = w.dispatch.as_ref()?;
+        if let Err(message) = check_broker_url(url.get_ref()) {
+            problems.0.push(file.diagnostic(
+                url.span(),
+                "workers.dispatch",
+                message,
+                Some("write it as amqp://USER:PASSWORD@HOST:5672/%2f, the password as ${env:NAME}".into()),
+            ));
+        }
+        let queue = match &w.task_queue {
+            Some(queue) if queue.get_ref().trim().is_empty() => {
+                problems.0.push(file.diagnostic(queue.span(), "workers.task_queue", "is empty", None));
+                DEFAULT_TASK_QUEUE.to_string()
+            }
+            Some(queue) => queue.get_ref().clone(),
+            None => DEFAULT_TASK_QUEUE.to_string(),
+        };
+        Some(Dispatch { url: url.get_ref().clone(), queue })
+    });
+    if let Some(w) = &workers
+        && w.dispatch.is_none()
+        && let Some(queue) = &w.task_queue
+    {
+        problems.0.push(file.diagnostic(
+            queue.span(),
+            "workers.task_queue",
+            "has no effect without [workers] dispatch",
+            Some("add dispatch = \"amqp://...\" to hand batches to `sluice worker`s, or remove task_queue".into()),
+        ));
+    }
     let dead_letter: Option<DeadLetterSection> =
         collect(parse_table(&file, "dead_letter", &section("dead_letter").unwrap_or_else(empty)), &mut problems);
 
@@ -380,10 +447,22 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
         concurrency,
         max_attempts,
         lease_timeout,
+        dispatch,
         dead_letter,
         dead_letters,
         sql_span,
     })
+}
+
+/// Checks that `raw` is an AMQP URL; the message never shows the URL,
+/// which may hold a password.
+pub fn check_broker_url(raw: &str) -> Result<(), String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("is not a valid URL: {e}"))?;
+    match url.scheme() {
+        "amqp" | "amqps" if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+        "amqp" | "amqps" => Err("names no host".into()),
+        other => Err(format!("has the scheme \"{other}\"; only amqp:// and amqps:// brokers can take tasks")),
+    }
 }
 
 /// Keeps the value, or adds the problems to `problems`. An error without
