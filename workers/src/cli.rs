@@ -65,6 +65,37 @@ pub enum Command {
         #[arg(long, value_name = "HOST:PORT")]
         metrics_addr: Option<SocketAddr>,
     },
+    /// Take batches from a task queue and run them: an ephemeral worker.
+    ///
+    /// A controller whose pipeline has [workers] dispatch = "amqp://..."
+    /// publishes one task per batch; any number of `sluice worker`s, on any
+    /// machines that reach the broker and the pipeline's storage, run them.
+    /// Each task carries its pipeline file, whose ${env:NAME} values come
+    /// from this worker's environment. A task is acknowledged once its
+    /// batch is committed; a worker killed mid-batch leaves the task to
+    /// another, which takes the batch over when the lease runs out. Exits
+    /// 0 after --idle-timeout without a task: run it from a Kubernetes Job,
+    /// a systemd timer or a KEDA ScaledJob and it costs nothing when idle.
+    Worker {
+        /// The broker, as amqp://USER:PASSWORD@HOST:PORT/VHOST (vhost `/`
+        /// is `%2f`). Read from SLUICE_TASKS when not given, so that the
+        /// password stays off the command line.
+        #[arg(long, env = "SLUICE_TASKS", value_name = "URL", hide_env_values = true)]
+        tasks: String,
+        /// The task queue, as the pipelines' [workers] task_queue names it.
+        #[arg(long, default_value = sluice_engine::spec::DEFAULT_TASK_QUEUE, value_name = "NAME")]
+        queue: String,
+        /// Exit after this long without a task, e.g. 30s, 5m.
+        #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+        idle_timeout: std::time::Duration,
+        /// Tasks held and run at once.
+        #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        prefetch: u16,
+        /// Serve Prometheus metrics at http://HOST:PORT/metrics while it
+        /// runs, as `sluice run` does.
+        #[arg(long, value_name = "HOST:PORT")]
+        metrics_addr: Option<SocketAddr>,
+    },
     /// Plan failed batches again, once their cause is fixed.
     ///
     /// A batch whose attempts all ended in an error ([workers]
@@ -107,4 +138,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e}; write it as 30s, 5m or 1h"))
 }

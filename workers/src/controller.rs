@@ -27,6 +27,7 @@ use tracing::Instrument;
 
 use crate::metrics::{self, CommittedBatch};
 use crate::progress::Progress;
+use crate::wake::Wake;
 use crate::worker::{BatchOutcome, batch_span, owner_id, run_batch};
 
 /// How `sluice run` behaves.
@@ -61,14 +62,33 @@ pub struct RunSummary {
 
 /// How often reading the log or listing the source is tried before a run
 /// that runs until caught up gives up.
-const TRANSIENT_ATTEMPTS: u32 = 3;
+pub(crate) const TRANSIENT_ATTEMPTS: u32 = 3;
 
 /// Runs the pipeline until caught up (with the option) or until `stop`
-/// turns true; the batches in hand when it does are finished first.
-pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, mut stop: watch::Receiver<bool>) -> Result<RunSummary> {
-    let owner = owner_id();
+/// turns true; the batches in hand when it does are finished first. With
+/// `[workers] dispatch`, the batches go to `sluice worker`s instead.
+pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, stop: watch::Receiver<bool>) -> Result<RunSummary> {
     metrics::register(spec.name.as_str());
     let log = Arc::new(Mutex::new(CheckpointLog::open(&spec.checkpoint, &spec.name).await?));
+    // A controller that runs until stopped sleeps until its source changes.
+    let wake = Wake::new(&spec, !options.until_caught_up);
+    match spec.dispatch.clone() {
+        Some(dispatch) => crate::dispatch::run(spec, options, stop, log, wake, &dispatch).await,
+        None => run_here(spec, options, stop, log, wake).await,
+    }
+}
+
+/// Runs the batches in this process, `[workers] concurrency` at once. A
+/// batch is a task of the async runtime that exists only while it runs:
+/// an idle controller holds no worker and no thread that is awake.
+async fn run_here(
+    spec: Arc<PipelineSpec>,
+    options: RunOptions,
+    mut stop: watch::Receiver<bool>,
+    log: Arc<Mutex<CheckpointLog>>,
+    mut wake: Wake,
+) -> Result<RunSummary> {
+    let owner = owner_id();
     let mut summary = RunSummary::default();
     // Batches not to run before a moment: held by another worker, or
     // backing off after a failed attempt.
@@ -79,34 +99,9 @@ pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, mut stop: watch::
         if *stop.borrow() {
             break;
         }
-        let pending = match prepare(&spec, &log).instrument(tracing::info_span!("plan", pipeline = %spec.name)).await {
-            Ok(pending) => {
-                storage_failures = 0;
-                pending
-            }
-            // A store that fails for a while does not end a controller that
-            // runs until stopped; one that runs until caught up gives up
-            // after a few tries.
-            Err(error)
-                if error.is_retryable() && (!options.until_caught_up || storage_failures + 1 < TRANSIENT_ATTEMPTS) =>
-            {
-                storage_failures += 1;
-                let wait = backoff(storage_failures).max(spec.trigger.poll_interval.0);
-                tracing::warn!(
-                    pipeline = %spec.name,
-                    "cannot read the log or list the source, trying again in {wait:?}: {}",
-                    spec.file.redact(&error.to_string())
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = stop.changed() => {}
-                }
-                continue;
-            }
-            Err(error) => return Err(error),
+        let Some(pending) = plan_pass(&spec, &log, options, &mut storage_failures, &mut stop).await? else {
+            continue;
         };
-        let (pending_batches, files_behind) = backlog(log.lock().await.state());
-        metrics::backlog(spec.name.as_str(), pending_batches, files_behind);
         progress.set_work(summary.batches, pending.len() as u64);
         let now = Instant::now();
         not_before.retain(|id, _| pending.iter().any(|batch| batch.id == *id));
@@ -117,16 +112,9 @@ pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, mut stop: watch::
             if waiting.is_empty() && options.until_caught_up {
                 break;
             }
-            // Wake for the first batch that may run again, or to look for
-            // new input.
+            // Wake for the first batch that may run again, or for new input.
             let first = waiting.iter().filter_map(|batch| not_before.get(&batch.id)).map(|(at, _)| *at).min();
-            let wait = first.map_or(spec.trigger.poll_interval.0, |at| {
-                at.saturating_duration_since(now).min(spec.trigger.poll_interval.0)
-            });
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => {}
-            }
+            wake.wait(first.map(|at| at.saturating_duration_since(now)), &mut stop).await;
             continue;
         }
 
@@ -220,9 +208,44 @@ pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, mut stop: watch::
         }
     }
     drop(progress);
-    let log = log.lock().await;
-    summary.failed_in_log = log.state().batches().filter(|entry| entry.failed.is_some()).count() as u64;
+    summary.failed_in_log = failed_in_log(&log).await;
     Ok(summary)
+}
+
+/// One pass of [`prepare`]: the pending batches, or `None` after a store
+/// failure that was waited out. A store that fails for a while does not
+/// end a controller that runs until stopped; one that runs until caught up
+/// gives up after a few tries.
+pub(crate) async fn plan_pass(
+    spec: &PipelineSpec,
+    log: &Mutex<CheckpointLog>,
+    options: RunOptions,
+    failures: &mut u32,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Option<Vec<Batch>>> {
+    match prepare(spec, log).instrument(tracing::info_span!("plan", pipeline = %spec.name)).await {
+        Ok(pending) => {
+            *failures = 0;
+            let (pending_batches, files_behind) = backlog(log.lock().await.state());
+            metrics::backlog(spec.name.as_str(), pending_batches, files_behind);
+            Ok(Some(pending))
+        }
+        Err(error) if error.is_retryable() && (!options.until_caught_up || *failures + 1 < TRANSIENT_ATTEMPTS) => {
+            *failures += 1;
+            let wait = backoff(*failures).max(spec.trigger.poll_interval.0);
+            tracing::warn!(
+                pipeline = %spec.name,
+                "cannot read the log or list the source, trying again in {wait:?}: {}",
+                spec.file.redact(&error.to_string())
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => {}
+            }
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// Brings the log up to date, replays publishes that a crash cut short,
@@ -254,6 +277,11 @@ async fn prepare(spec: &PipelineSpec, log: &Mutex<CheckpointLog>) -> Result<Vec<
         }
     }
     Ok(log.state().pending())
+}
+
+/// Batches of the log that wait for `sluice retry`.
+pub(crate) async fn failed_in_log(log: &Mutex<CheckpointLog>) -> u64 {
+    log.lock().await.state().batches().filter(|entry| entry.failed.is_some()).count() as u64
 }
 
 /// Batches pending (running ones included) and the input files not yet
@@ -292,7 +320,7 @@ pub async fn replay_publishes(spec: &PipelineSpec, log: &CheckpointLog) -> Resul
 }
 
 /// How long to wait before try number `failures + 1`: 1 s, 2 s, 4 s, ... at most a minute.
-fn backoff(failures: u32) -> Duration {
+pub(crate) fn backoff(failures: u32) -> Duration {
     Duration::from_millis(500u64 << failures.min(7)).min(Duration::from_secs(60))
 }
 

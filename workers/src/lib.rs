@@ -1,14 +1,19 @@
 //! The runtime of sluice: the worker that runs one batch, the controller
-//! that finds work and drives workers, and the commands of the `sluice`
+//! that finds work and runs it or hands it out over AMQP, the `sluice
+//! worker` that takes it from there, and the commands of the `sluice`
 //! binary.
 
 pub mod cli;
+pub mod consumer;
 pub mod controller;
+mod dispatch;
 pub mod logging;
 pub mod maintenance;
 pub mod metrics;
 pub mod progress;
 pub mod status;
+pub mod tasks;
+mod wake;
 pub mod worker;
 
 use std::path::Path;

@@ -11,10 +11,11 @@ use datafusion::physical_plan::displayable;
 use sluice_engine::spec::{Diagnostics, PipelineSpec};
 use sluice_engine::sql::{self, PlanOver, PlannedInput};
 use sluice_workers::cli::{Cli, Command};
+use sluice_workers::consumer::{self, WorkerOptions};
 use sluice_workers::controller::{self, RunOptions};
 use sluice_workers::logging::LogFormat;
 use sluice_workers::maintenance::{self, RetryTarget};
-use sluice_workers::{load_pipeline, logging, metrics, status};
+use sluice_workers::{load_pipeline, logging, metrics, status, tasks};
 use tokio::sync::watch;
 
 fn main() -> ExitCode {
@@ -46,6 +47,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             let progress = until_caught_up && std::io::IsTerminal::is_terminal(&std::io::stderr());
             run(&file, RunOptions { until_caught_up, progress }).await
+        }
+        Command::Worker { tasks, queue, idle_timeout, prefetch, metrics_addr } => {
+            if let Some(addr) = metrics_addr {
+                metrics::serve(addr)?;
+            }
+            worker(WorkerOptions { tasks, queue, idle_timeout, prefetch }).await
         }
         Command::Status { file, json } => show_status(&file, json).await,
         Command::Retry { file, batch, failed: _ } => {
@@ -115,8 +122,8 @@ async fn describe(spec: &PipelineSpec) -> anyhow::Result<Result<String, Diagnost
     let trigger = &spec.trigger;
     writeln!(
         out,
-        "[trigger]\n  poll_interval = {}\n  max_files_per_batch = {}\n  max_bytes_per_batch = {}",
-        trigger.poll_interval, trigger.max_files_per_batch, trigger.max_bytes_per_batch
+        "[trigger]\n  poll_interval = {}\n  reconcile_interval = {}\n  max_files_per_batch = {}\n  max_bytes_per_batch = {}",
+        trigger.poll_interval, trigger.reconcile_interval, trigger.max_files_per_batch, trigger.max_bytes_per_batch
     )?;
     writeln!(out, "[transform]\n  sql = {}", spec.sql.as_deref().unwrap_or(sql::IDENTITY_SQL))?;
     writeln!(out, "[sink]")?;
@@ -131,6 +138,9 @@ async fn describe(spec: &PipelineSpec) -> anyhow::Result<Result<String, Diagnost
         spec.max_attempts,
         humantime::format_duration(spec.lease_timeout)
     )?;
+    if let Some(dispatch) = &spec.dispatch {
+        writeln!(out, "  dispatch = {}\n  task_queue = {}", tasks::shown_url(&dispatch.url), dispatch.queue)?;
+    }
     writeln!(out, "[dead_letter]\n  url = {}", spec.dead_letter)?;
 
     let ctx = sql::session(spec.concurrency);
@@ -160,9 +170,9 @@ async fn describe(spec: &PipelineSpec) -> anyhow::Result<Result<String, Diagnost
     Ok(Ok(out))
 }
 
-async fn run(path: &Path, options: RunOptions) -> anyhow::Result<ExitCode> {
-    let Some(spec) = load_or_report(path).map(Arc::new) else { return Ok(ExitCode::FAILURE) };
-    let started = Instant::now();
+/// A receiver that turns true on the first SIGINT or SIGTERM; the second
+/// exits at once.
+fn stop_on_signal() -> watch::Receiver<bool> {
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -170,9 +180,37 @@ async fn run(path: &Path, options: RunOptions) -> anyhow::Result<ExitCode> {
         let _ = stop_tx.send(true);
         wait_for_signal().await;
         logging::hide_progress();
-        eprintln!("sluice: exiting at once; the batches in hand will be redone by the next run");
+        eprintln!("sluice: exiting at once; the batches in hand will be redone");
         std::process::exit(130);
     });
+    stop_rx
+}
+
+async fn worker(options: WorkerOptions) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let stop_rx = stop_on_signal();
+    let summary = consumer::serve(options, stop_rx).await?;
+    println!(
+        "sluice worker: {} tasks, {} batches committed, {} files, {} rows in, {} rows out, {} dead letters, \
+         {} skipped (already settled), {} failed, {} rejected in {:.2}s",
+        summary.tasks,
+        summary.batches,
+        summary.files,
+        summary.rows_in,
+        summary.rows_out,
+        summary.rows_dead_lettered,
+        summary.skipped,
+        summary.failed,
+        summary.rejected,
+        controller::elapsed_since(started)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(path: &Path, options: RunOptions) -> anyhow::Result<ExitCode> {
+    let Some(spec) = load_or_report(path).map(Arc::new) else { return Ok(ExitCode::FAILURE) };
+    let started = Instant::now();
+    let stop_rx = stop_on_signal();
     let summary = controller::run(spec.clone(), options, stop_rx)
         .await
         .map_err(|e| anyhow::anyhow!(spec.file.redact(&e.to_string())))

@@ -1,0 +1,323 @@
+//! `sluice worker`: an ephemeral worker that takes batches from the task
+//! queue, runs each, commits it, and exits once it has had nothing to do
+//! for its idle timeout.
+//!
+//! ```text
+//! consume (prefetch N) ─► task ─► load its pipeline (cached) ─► run_batch ─► committed ─► ack
+//!                          │ unreadable, or the pipeline does not load ─► reject: <queue>.dead
+//!                          └ held by another worker ─► wait for its lease, then take it over or skip
+//! no task for --idle-timeout ─► exit 0
+//! ```
+//!
+//! A task is acknowledged only once its batch is settled in the log:
+//! committed (by this worker or another), failed for good, or abandoned.
+//! A worker killed mid-batch never acks: the broker hands the task to
+//! another worker, which takes the batch over when the dead worker's lease
+//! runs out; the log keeps the output exactly once.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
+use sluice_connectors::Registry;
+use sluice_engine::log::CheckpointLog;
+use sluice_engine::spec::{PipelineSpec, SpecFile};
+use sluice_engine::{Error, Result};
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::controller::backoff;
+use crate::logging;
+use crate::metrics::{self, CommittedBatch};
+use crate::tasks::{Task, TaskQueue, dead_queue, shown_url};
+use crate::worker::{BatchOutcome, batch_span, owner_id, run_batch};
+
+/// How `sluice worker` runs.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// The broker's URL.
+    pub tasks: String,
+    /// The task queue.
+    pub queue: String,
+    /// Exit after this long without a task.
+    pub idle_timeout: Duration,
+    /// Tasks held (and run) at once.
+    pub prefetch: u16,
+}
+
+/// What one `sluice worker` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerSummary {
+    /// Tasks taken from the queue.
+    pub tasks: u64,
+    /// Batches this worker committed.
+    pub batches: u64,
+    /// Input files in those batches.
+    pub files: u64,
+    /// Rows read.
+    pub rows_in: u64,
+    /// Rows written.
+    pub rows_out: u64,
+    /// Malformed records set aside.
+    pub rows_dead_lettered: u64,
+    /// Tasks whose batch was already settled: acked and skipped.
+    pub skipped: u64,
+    /// Batches that used up their attempts here.
+    pub failed: u64,
+    /// Tasks rejected into the dead queue.
+    pub rejected: u64,
+}
+
+/// Pipelines met so far, by file and text, each with its open log.
+type Pipelines = Arc<Mutex<HashMap<(PathBuf, String), Loaded>>>;
+
+#[derive(Clone)]
+struct Loaded {
+    spec: Arc<PipelineSpec>,
+    log: Arc<Mutex<CheckpointLog>>,
+}
+
+/// What became of one task.
+enum Handled {
+    Done(Option<BatchOutcome>, usize),
+    Rejected,
+    Requeued,
+}
+
+/// Consumes tasks until idle for `idle_timeout` or until `stop`; the tasks
+/// in hand are finished first.
+pub async fn serve(options: WorkerOptions, mut stop: watch::Receiver<bool>) -> Result<WorkerSummary> {
+    let owner = owner_id();
+    let queue = TaskQueue::connect(&options.tasks, &options.queue).await?;
+    let mut consumer = queue.consume(options.prefetch.max(1), &owner).await?;
+    tracing::info!(
+        queue = %options.queue, broker = %shown_url(&options.tasks), worker = %owner,
+        "waiting for tasks; exiting after {} without one", humantime::format_duration(options.idle_timeout)
+    );
+    let pipelines: Pipelines = Arc::default();
+    let mut running: JoinSet<Handled> = JoinSet::new();
+    let mut summary = WorkerSummary::default();
+    let idle = tokio::time::sleep(options.idle_timeout);
+    tokio::pin!(idle);
+    let mut consuming = true;
+    let mut cancelled = false;
+    let mut failure = None;
+    loop {
+        tokio::select! {
+            delivery = consumer.next(), if consuming => match delivery {
+                Some(Ok(delivery)) => {
+                    summary.tasks += 1;
+                    let (pipelines, owner, queue_name) = (pipelines.clone(), owner.clone(), options.queue.clone());
+                    running.spawn(async move { handle(delivery, &pipelines, &owner, &queue_name).await });
+                }
+                Some(Err(error)) => {
+                    // The connection is gone: the broker gives the tasks in
+                    // hand to others; finish them anyway, then exit.
+                    failure = Some(Error::Broker(format!("lost the task queue: {error}")));
+                    consuming = false;
+                }
+                None => consuming = false,
+            },
+            Some(joined) = running.join_next() => {
+                match joined {
+                    Ok(Handled::Done(outcome, files)) => count(&mut summary, outcome, files),
+                    Ok(Handled::Rejected) => summary.rejected += 1,
+                    Ok(Handled::Requeued) => {}
+                    Err(panicked) => tracing::error!("a task's run panicked: {panicked}"),
+                }
+                if running.is_empty() {
+                    idle.as_mut().reset(tokio::time::Instant::now() + options.idle_timeout);
+                }
+            }
+            () = &mut idle, if running.is_empty() && consuming => {
+                tracing::info!(
+                    "no task for {}, exiting", humantime::format_duration(options.idle_timeout)
+                );
+                consuming = false;
+            }
+            _ = stop.changed(), if consuming => {
+                tracing::info!("stopping: finishing the tasks in hand");
+                consuming = false;
+            }
+        }
+        if !consuming && running.is_empty() {
+            break;
+        }
+        if !consuming && !cancelled {
+            // No new task starts; tasks sent to this worker and not yet
+            // started go back to the queue.
+            let _ = queue.cancel(&owner).await;
+            cancelled = true;
+        }
+    }
+    queue.close().await;
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(summary),
+    }
+}
+
+fn count(summary: &mut WorkerSummary, outcome: Option<BatchOutcome>, files: usize) {
+    match outcome {
+        Some(BatchOutcome::Committed { rows_in, rows_out, rows_dead_lettered }) => {
+            summary.batches += 1;
+            summary.files += files as u64;
+            summary.rows_in += rows_in;
+            summary.rows_out += rows_out;
+            summary.rows_dead_lettered += rows_dead_lettered;
+        }
+        Some(BatchOutcome::Failed { gave_up: true, .. }) => summary.failed += 1,
+        _ => summary.skipped += 1,
+    }
+}
+
+/// Runs one task to its end and acknowledges it, or rejects it into the
+/// dead queue if it cannot be run at all.
+async fn handle(delivery: Delivery, pipelines: &Pipelines, owner: &str, queue: &str) -> Handled {
+    let message_id = delivery.properties.message_id().as_ref().map(ToString::to_string).unwrap_or_default();
+    let task = match Task::from_json(&delivery.data) {
+        Ok(task) => task,
+        Err(reason) => return reject(&delivery, queue, &message_id, &reason).await,
+    };
+    let loaded = match load(pipelines, &task).await {
+        Ok(loaded) => loaded,
+        Err(reason) => return reject(&delivery, queue, &message_id, &reason).await,
+    };
+    let (spec, log) = (&loaded.spec, &loaded.log);
+    let span = batch_span(spec, &task.batch, owner);
+    let outcome = async {
+        let mut failures = 0;
+        loop {
+            let started = Instant::now();
+            let refreshed = log.lock().await.refresh().await;
+            let outcome = match refreshed {
+                Ok(_) => run_batch(spec, log, &task.batch, owner).await,
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Ok(BatchOutcome::Committed { rows_in, rows_out, rows_dead_lettered }) => {
+                    let bytes_in = task.batch.inputs.iter().map(|input| input.size).sum();
+                    let counts =
+                        CommittedBatch { rows_in, rows_out, rows_dead_lettered, bytes_in, duration: started.elapsed() };
+                    metrics::committed(spec.name.as_str(), counts);
+                    tracing::info!(
+                        pipeline = %spec.name, batch_id = %task.batch.id, files = task.batch.inputs.len(),
+                        rows_in, rows_out, rows_dead_lettered, "batch committed"
+                    );
+                    return Some(BatchOutcome::Committed { rows_in, rows_out, rows_dead_lettered });
+                }
+                Ok(BatchOutcome::Busy { until }) => {
+                    // The holder may be dead (this may be its task, handed
+                    // on): wait for its lease, then try to take it over.
+                    let wait = (until - Utc::now()).to_std().unwrap_or_default().max(Duration::from_millis(50));
+                    tracing::debug!("held by another worker for {wait:?}");
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(BatchOutcome::Fenced) => {
+                    tracing::warn!("another worker took the batch over; this attempt is dropped");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(BatchOutcome::Failed { error, gave_up: false }) => {
+                    failures += 1;
+                    metrics::attempt_failed(spec.name.as_str(), false);
+                    let wait = backoff(failures);
+                    tracing::warn!(
+                        pipeline = %spec.name, batch_id = %task.batch.id,
+                        "attempt failed, trying again in {wait:?}: {error}"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(BatchOutcome::Failed { error, gave_up: true }) => {
+                    metrics::attempt_failed(spec.name.as_str(), true);
+                    tracing::error!(
+                        pipeline = %spec.name, batch_id = %task.batch.id,
+                        "batch failed {} times and waits for `sluice retry`: {error}", spec.max_attempts
+                    );
+                    return Some(BatchOutcome::Failed { error, gave_up: true });
+                }
+                Ok(
+                    settled @ (BatchOutcome::AlreadyCommitted | BatchOutcome::Settled | BatchOutcome::Abandoned { .. }),
+                ) => {
+                    tracing::info!(
+                        pipeline = %spec.name, batch_id = %task.batch.id,
+                        "nothing to do, the batch is settled: {settled:?}"
+                    );
+                    return Some(settled);
+                }
+                Err(error) => {
+                    failures += 1;
+                    let message = spec.file.redact(&error.to_string());
+                    if failures >= 3 {
+                        tracing::warn!(
+                            pipeline = %spec.name, batch_id = %task.batch.id,
+                            "cannot run the batch, handing the task back to the queue: {message}"
+                        );
+                        return None;
+                    }
+                    let wait = backoff(failures);
+                    tracing::warn!(
+                        pipeline = %spec.name, batch_id = %task.batch.id,
+                        "cannot run the batch, trying again in {wait:?}: {message}"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    let _in_batch = span.enter();
+    let files = task.batch.inputs.len();
+    match outcome {
+        Some(outcome) => {
+            if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
+                // The broker hands the task out again; the log makes the
+                // next worker skip it.
+                tracing::warn!("cannot acknowledge the task: {error}");
+            }
+            Handled::Done(Some(outcome), files)
+        }
+        None => {
+            let _ = delivery.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await;
+            Handled::Requeued
+        }
+    }
+}
+
+/// The pipeline of `task`, loaded once per worker, with its log open.
+async fn load(pipelines: &Pipelines, task: &Task) -> Result<Loaded, String> {
+    let key = (task.file.clone(), task.spec.clone());
+    let mut pipelines = pipelines.lock().await;
+    if let Some(loaded) = pipelines.get(&key) {
+        return Ok(loaded.clone());
+    }
+    let file = SpecFile::new(task.file.clone(), task.spec.as_str());
+    let spec = sluice_engine::spec::parse(file, &Registry)
+        .map_err(|problems| format!("its pipeline does not load here:\n{problems}"))?;
+    logging::redact_with(spec.file.clone());
+    let log = CheckpointLog::open(&spec.checkpoint, &spec.name)
+        .await
+        .map_err(|e| format!("cannot open the checkpoint log: {}", spec.file.redact(&e.to_string())))?;
+    metrics::register(spec.name.as_str());
+    let loaded = Loaded { spec: Arc::new(spec), log: Arc::new(Mutex::new(log)) };
+    pipelines.insert(key, loaded.clone());
+    Ok(loaded)
+}
+
+/// Sends the task to the dead queue, saying why in the log.
+async fn reject(delivery: &Delivery, queue: &str, message_id: &str, reason: &str) -> Handled {
+    tracing::error!(
+        message_id,
+        redelivered = delivery.redelivered,
+        "cannot run the task; it goes to the queue {}: {reason}",
+        dead_queue(queue)
+    );
+    let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
+    Handled::Rejected
+}

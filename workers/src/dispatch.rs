@@ -1,0 +1,158 @@
+//! `sluice run` with `[workers] dispatch`: the controller plans batches and
+//! publishes each as a task (see [`crate::tasks`]); `sluice worker`s on any
+//! machine run them. The controller runs no batch itself: it follows the
+//! log until every batch it planned is committed or failed.
+//!
+//! ```text
+//! loop:  refresh log ─► discover ─► plan ─► publish a task per pending batch not yet sent
+//!        count what the log says was committed, failed or abandoned
+//!        caught up?  --until-caught-up: exit    otherwise: wait for news
+//! ```
+//!
+//! A task may reach the queue twice (a controller restarted before its
+//! batches were committed sends them again): the second is acked and
+//! skipped by whichever worker gets it, since the log says the batch is
+//! committed, or waits for the holder's lease. Nothing runs twice.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_engine::Result;
+use sluice_engine::batch::BatchId;
+use sluice_engine::log::CheckpointLog;
+use sluice_engine::spec::{Dispatch, PipelineSpec};
+use tokio::sync::{Mutex, watch};
+
+use crate::controller::{RunOptions, RunSummary, TRANSIENT_ATTEMPTS, backoff, failed_in_log, plan_pass};
+use crate::progress::Progress;
+use crate::tasks::{Task, TaskQueue, shown_url};
+use crate::wake::Wake;
+
+/// How often the log is read while tasks are out.
+const FOLLOW_EVERY: Duration = Duration::from_millis(250);
+/// How long without a commit before the controller says it is waiting for workers.
+const QUIET_HINT: Duration = Duration::from_secs(30);
+
+/// Plans, publishes and follows, until caught up or stopped.
+pub(crate) async fn run(
+    spec: Arc<PipelineSpec>,
+    options: RunOptions,
+    mut stop: watch::Receiver<bool>,
+    log: Arc<Mutex<CheckpointLog>>,
+    mut wake: Wake,
+    dispatch: &Dispatch,
+) -> Result<RunSummary> {
+    let shown = shown_url(&dispatch.url);
+    let mut queue: Option<TaskQueue> = None;
+    let mut failures = 0;
+    // Pending batches with a task out, sent by this run.
+    let mut sent: HashSet<BatchId> = HashSet::new();
+    // Every batch this run sent, and those of them already counted.
+    let mut followed: HashSet<BatchId> = HashSet::new();
+    let mut counted: HashSet<BatchId> = HashSet::new();
+    let mut summary = RunSummary::default();
+    let progress = Progress::new(options.progress);
+    let mut last_news = Instant::now();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let Some(pending) = plan_pass(&spec, &log, options, &mut failures, &mut stop).await? else { continue };
+        sent.retain(|id| pending.iter().any(|batch| batch.id == *id));
+        let unsent: Vec<_> = pending.iter().filter(|batch| !sent.contains(&batch.id)).cloned().collect();
+        if !unsent.is_empty() {
+            if queue.is_none() {
+                match TaskQueue::connect(&dispatch.url, &dispatch.queue).await {
+                    Ok(connected) => queue = Some(connected),
+                    Err(error) => {
+                        failures += 1;
+                        if options.until_caught_up && failures >= TRANSIENT_ATTEMPTS {
+                            return Err(error);
+                        }
+                        let wait = backoff(failures);
+                        tracing::warn!(pipeline = %spec.name, "trying again in {wait:?}: {error}");
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = stop.changed() => {}
+                        }
+                        continue;
+                    }
+                }
+            }
+            if let Some(connected) = &queue {
+                for batch in unsent {
+                    let id = batch.id.clone();
+                    if let Err(error) = connected.publish(&Task::new(&spec, batch)).await {
+                        tracing::warn!(pipeline = %spec.name, batch_id = %id, "reconnecting: {error}");
+                        if let Some(lost) = queue.take() {
+                            lost.close().await;
+                        }
+                        break;
+                    }
+                    tracing::info!(pipeline = %spec.name, batch_id = %id, queue = %dispatch.queue, "task sent");
+                    sent.insert(id.clone());
+                    followed.insert(id);
+                }
+            }
+        }
+
+        let before = counted.len();
+        tally(&log, &followed, &mut counted, &mut summary).await;
+        if counted.len() > before {
+            last_news = Instant::now();
+            progress.batch_done(summary.rows_in);
+        }
+        progress.set_work(summary.batches, pending.len() as u64);
+        if pending.is_empty() {
+            if options.until_caught_up {
+                break;
+            }
+            wake.wait(None, &mut stop).await;
+        } else {
+            if last_news.elapsed() >= QUIET_HINT {
+                tracing::info!(
+                    pipeline = %spec.name,
+                    "{} batches wait in the queue {} at {shown}; start `sluice worker --tasks URL --queue {}` to run them",
+                    pending.len(), dispatch.queue, dispatch.queue
+                );
+                last_news = Instant::now();
+            }
+            wake.wait(Some(FOLLOW_EVERY), &mut stop).await;
+        }
+    }
+    drop(progress);
+    if let Some(queue) = queue {
+        queue.close().await;
+    }
+    summary.failed_in_log = failed_in_log(&log).await;
+    Ok(summary)
+}
+
+/// Adds to `summary` the batches of `followed` that the log now says are
+/// committed, failed or abandoned, once each.
+async fn tally(
+    log: &Mutex<CheckpointLog>,
+    followed: &HashSet<BatchId>,
+    counted: &mut HashSet<BatchId>,
+    summary: &mut RunSummary,
+) {
+    let log = log.lock().await;
+    for id in followed.difference(&counted.clone()) {
+        let Some(entry) = log.state().batch(id) else { continue };
+        if let Some(committed) = &entry.committed {
+            summary.batches += 1;
+            summary.files += entry.planned.inputs.len() as u64;
+            summary.rows_in += committed.rows_in;
+            summary.rows_out += committed.staged.rows();
+            summary.rows_dead_lettered += committed.rows_dead_lettered;
+        } else if entry.abandoned.is_some() {
+            summary.abandoned += 1;
+        } else if entry.failed.is_some() {
+            summary.failed += 1;
+        } else {
+            continue;
+        }
+        counted.insert(id.clone());
+    }
+}
