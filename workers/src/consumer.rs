@@ -93,6 +93,9 @@ enum Handled {
 /// Consumes tasks until idle for `idle_timeout` or until `stop`; the tasks
 /// in hand are finished first.
 pub async fn serve(options: WorkerOptions, mut stop: watch::Receiver<bool>) -> Result<WorkerSummary> {
+    sluice_engine::spec::check_broker_url(&options.tasks).map_err(|message| {
+        Error::Config(format!("--tasks {message}; write it as amqp://USER:PASSWORD@HOST:5672/%2f"))
+    })?;
     let owner = owner_id();
     let queue = TaskQueue::connect(&options.tasks, &options.queue).await?;
     let mut consumer = queue.consume(options.prefetch.max(1), &owner).await?;
@@ -113,8 +116,10 @@ pub async fn serve(options: WorkerOptions, mut stop: watch::Receiver<bool>) -> R
             delivery = consumer.next(), if consuming => match delivery {
                 Some(Ok(delivery)) => {
                     summary.tasks += 1;
-                    let (pipelines, owner, queue_name) = (pipelines.clone(), owner.clone(), options.queue.clone());
-                    running.spawn(async move { handle(delivery, &pipelines, &owner, &queue_name).await });
+                    // Each task is its own worker in the log: two copies of
+                    // one batch in this process never share a lease.
+                    let (pipelines, queue_name, stop) = (pipelines.clone(), options.queue.clone(), stop.clone());
+                    running.spawn(async move { handle(delivery, &pipelines, &owner_id(), &queue_name, stop).await });
                 }
                 Some(Err(error)) => {
                     // The connection is gone: the broker gives the tasks in
@@ -179,7 +184,13 @@ fn count(summary: &mut WorkerSummary, outcome: Option<BatchOutcome>, files: usiz
 
 /// Runs one task to its end and acknowledges it, or rejects it into the
 /// dead queue if it cannot be run at all.
-async fn handle(delivery: Delivery, pipelines: &Pipelines, owner: &str, queue: &str) -> Handled {
+async fn handle(
+    delivery: Delivery,
+    pipelines: &Pipelines,
+    owner: &str,
+    queue: &str,
+    mut stop: watch::Receiver<bool>,
+) -> Handled {
     let message_id = delivery.properties.message_id().as_ref().map(ToString::to_string).unwrap_or_default();
     let task = match Task::from_json(&delivery.data) {
         Ok(task) => task,
@@ -187,11 +198,17 @@ async fn handle(delivery: Delivery, pipelines: &Pipelines, owner: &str, queue: &
     };
     let loaded = match load(pipelines, &task).await {
         Ok(loaded) => loaded,
-        Err(reason) => return reject(&delivery, queue, &message_id, &reason).await,
+        Err(Unloadable::Pipeline(reason)) => return reject(&delivery, queue, &message_id, &reason).await,
+        Err(Unloadable::Log(reason)) => {
+            // Storage that fails for a while: another try, a little later.
+            tracing::warn!(message_id, "handing the task back to the queue in {REQUEUE_AFTER:?}: {reason}");
+            tokio::time::sleep(REQUEUE_AFTER).await;
+            return requeue(&delivery).await;
+        }
     };
     let (spec, log) = (&loaded.spec, &loaded.log);
     let span = batch_span(spec, &task.batch, owner);
-    let outcome = async {
+    let ran = async {
         let mut failures = 0;
         loop {
             let started = Instant::now();
@@ -210,18 +227,22 @@ async fn handle(delivery: Delivery, pipelines: &Pipelines, owner: &str, queue: &
                         pipeline = %spec.name, batch_id = %task.batch.id, files = task.batch.inputs.len(),
                         rows_in, rows_out, rows_dead_lettered, "batch committed"
                     );
-                    return Some(BatchOutcome::Committed { rows_in, rows_out, rows_dead_lettered });
+                    return Ran::Settled(BatchOutcome::Committed { rows_in, rows_out, rows_dead_lettered });
                 }
                 Ok(BatchOutcome::Busy { until }) => {
                     // The holder may be dead (this may be its task, handed
                     // on): wait for its lease, then try to take it over.
                     let wait = (until - Utc::now()).to_std().unwrap_or_default().max(Duration::from_millis(50));
                     tracing::debug!("held by another worker for {wait:?}");
-                    tokio::time::sleep(wait).await;
+                    if !pause(wait, &mut stop).await {
+                        return Ran::Stopped;
+                    }
                 }
                 Ok(BatchOutcome::Fenced) => {
                     tracing::warn!("another worker took the batch over; this attempt is dropped");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if !pause(Duration::from_millis(100), &mut stop).await {
+                        return Ran::Stopped;
+                    }
                 }
                 Ok(BatchOutcome::Failed { error, gave_up: false }) => {
                     failures += 1;
@@ -231,7 +252,9 @@ async fn handle(delivery: Delivery, pipelines: &Pipelines, owner: &str, queue: &
                         pipeline = %spec.name, batch_id = %task.batch.id,
                         "attempt failed, trying again in {wait:?}: {error}"
                     );
-                    tokio::time::sleep(wait).await;
+                    if !pause(wait, &mut stop).await {
+                        return Ran::Stopped;
+                    }
                 }
                 Ok(BatchOutcome::Failed { error, gave_up: true }) => {
                     metrics::attempt_failed(spec.name.as_str(), true);
@@ -239,7 +262,16 @@ async fn handle(delivery: Delivery, pipelines: &Pipelines, owner: &str, queue: &
                         pipeline = %spec.name, batch_id = %task.batch.id,
                         "batch failed {} times and waits for `sluice retry`: {error}", spec.max_attempts
                     );
-                    return Some(BatchOutcome::Failed { error, gave_up: true });
+                    return Ran::Settled(BatchOutcome::Failed { error, gave_up: true });
+                }
+                Ok(BatchOutcome::Settled) if log.lock().await.state().batch(&task.batch.id).is_none() => {
+                    // Not in this worker's log: it reads other storage than
+                    // the controller (a file system not mounted, another path).
+                    return Ran::Unknown(format!(
+                        "batch {} is not in the checkpoint log at {}; does this worker see the controller's \
+                         storage at the same path?",
+                        task.batch.id, spec.checkpoint
+                    ));
                 }
                 Ok(
                     settled @ (BatchOutcome::AlreadyCommitted | BatchOutcome::Settled | BatchOutcome::Abandoned { .. }),
@@ -248,7 +280,7 @@ async fn handle(delivery: Delivery, pipelines: &Pipelines, owner: &str, queue: &
                         pipeline = %spec.name, batch_id = %task.batch.id,
                         "nothing to do, the batch is settled: {settled:?}"
                     );
-                    return Some(settled);
+                    return Ran::Settled(settled);
                 }
                 Err(error) => {
                     failures += 1;
@@ -258,40 +290,81 @@ async fn handle(delivery: Delivery, pipelines: &Pipelines, owner: &str, queue: &
                             pipeline = %spec.name, batch_id = %task.batch.id,
                             "cannot run the batch, handing the task back to the queue: {message}"
                         );
-                        return None;
+                        return Ran::Stopped;
                     }
                     let wait = backoff(failures);
                     tracing::warn!(
                         pipeline = %spec.name, batch_id = %task.batch.id,
                         "cannot run the batch, trying again in {wait:?}: {message}"
                     );
-                    tokio::time::sleep(wait).await;
+                    if !pause(wait, &mut stop).await {
+                        return Ran::Stopped;
+                    }
                 }
             }
         }
     }
     .instrument(span.clone())
     .await;
-    let _in_batch = span.enter();
     let files = task.batch.inputs.len();
-    match outcome {
-        Some(outcome) => {
-            if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
-                // The broker hands the task out again; the log makes the
-                // next worker skip it.
-                tracing::warn!("cannot acknowledge the task: {error}");
+    async {
+        match ran {
+            Ran::Settled(outcome) => {
+                if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
+                    // The broker hands the task out again; the log makes the
+                    // next worker skip it.
+                    tracing::warn!("cannot acknowledge the task: {error}");
+                }
+                Handled::Done(Some(outcome), files)
             }
-            Handled::Done(Some(outcome), files)
+            Ran::Stopped => requeue(&delivery).await,
+            Ran::Unknown(reason) => reject(&delivery, queue, &message_id, &reason).await,
         }
-        None => {
-            let _ = delivery.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await;
-            Handled::Requeued
-        }
+    }
+    .instrument(span.clone())
+    .await
+}
+
+/// How a task's run ended.
+enum Ran {
+    /// The batch is settled in the log: ack.
+    Settled(BatchOutcome),
+    /// Stopping, or the store keeps failing: back to the queue.
+    Stopped,
+    /// The log does not know the batch: to the dead queue.
+    Unknown(String),
+}
+
+/// How long a task whose log cannot be opened waits before going back to the queue.
+const REQUEUE_AFTER: Duration = Duration::from_secs(5);
+
+/// Sleeps `wait`; false if told to stop first.
+async fn pause(wait: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => true,
+        _ = stop.changed() => false,
     }
 }
 
+/// Hands the task back to the queue, for this worker or another.
+async fn requeue(delivery: &Delivery) -> Handled {
+    let _ = delivery.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await;
+    Handled::Requeued
+}
+
+/// Why a task's pipeline could not be loaded.
+enum Unloadable {
+    /// The file does not load here: no other try will help.
+    Pipeline(String),
+    /// The checkpoint log cannot be read now.
+    Log(String),
+}
+
 /// The pipeline of `task`, loaded once per worker, with its log open.
-async fn load(pipelines: &Pipelines, task: &Task) -> Result<Loaded, String> {
+async fn load(pipelines: &Pipelines, task: &Task) -> Result<Loaded, Unloadable> {
     let key = (task.file.clone(), task.spec.clone());
     let mut pipelines = pipelines.lock().await;
     if let Some(loaded) = pipelines.get(&key) {
@@ -299,11 +372,12 @@ async fn load(pipelines: &Pipelines, task: &Task) -> Result<Loaded, String> {
     }
     let file = SpecFile::new(task.file.clone(), task.spec.as_str());
     let spec = sluice_engine::spec::parse(file, &Registry)
-        .map_err(|problems| format!("its pipeline does not load here:\n{problems}"))?;
+        .map_err(|problems| Unloadable::Pipeline(format!("its pipeline does not load here:\n{problems}")))?;
     logging::redact_with(spec.file.clone());
-    let log = CheckpointLog::open(&spec.checkpoint, &spec.name)
-        .await
-        .map_err(|e| format!("cannot open the checkpoint log: {}", spec.file.redact(&e.to_string())))?;
+    let log = CheckpointLog::open(&spec.checkpoint, &spec.name).await.map_err(|e| {
+        let message = format!("cannot open the checkpoint log: {}", spec.file.redact(&e.to_string()));
+        if e.is_retryable() { Unloadable::Log(message) } else { Unloadable::Pipeline(message) }
+    })?;
     metrics::register(spec.name.as_str());
     let loaded = Loaded { spec: Arc::new(spec), log: Arc::new(Mutex::new(log)) };
     pipelines.insert(key, loaded.clone());

@@ -1,13 +1,16 @@
 //! The controller behind `sluice run`: finds new input, plans it into
 //! batches (write-ahead), and runs batches with the configured concurrency
-//! until caught up or until told to stop. Any number of controllers may
-//! run the same pipeline: leases in the log share the batches out.
+//! until caught up or until told to stop; with `[workers] dispatch` it
+//! hands them to `sluice worker`s instead (see `dispatch`). Any number of
+//! controllers may run the same pipeline: leases in the log share the
+//! batches out.
 //!
 //! ```text
 //! loop:  refresh log ─► replay publishes of committed batches
 //!        discover ─► plan new batches ─► append `planned` records
 //!        run every pending batch nobody holds (oldest first, `concurrency` at once)
-//!        caught up?  --until-caught-up: exit    otherwise: wait poll_interval
+//!        caught up?  --until-caught-up: exit
+//!                    otherwise: sleep until the folder changes (or reconcile_interval / poll_interval)
 //! ```
 
 use std::collections::HashMap;

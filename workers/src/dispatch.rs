@@ -26,7 +26,7 @@ use tokio::sync::{Mutex, watch};
 
 use crate::controller::{RunOptions, RunSummary, TRANSIENT_ATTEMPTS, backoff, failed_in_log, plan_pass};
 use crate::progress::Progress;
-use crate::tasks::{Task, TaskQueue, shown_url};
+use crate::tasks::{Task, TaskQueue, dead_queue, shown_url};
 use crate::wake::Wake;
 
 /// How often the log is read while tasks are out.
@@ -46,6 +46,7 @@ pub(crate) async fn run(
     let shown = shown_url(&dispatch.url);
     let mut queue: Option<TaskQueue> = None;
     let mut failures = 0;
+    let mut broker_failures = 0;
     // Pending batches with a task out, sent by this run.
     let mut sent: HashSet<BatchId> = HashSet::new();
     // Every batch this run sent, and those of them already counted.
@@ -59,18 +60,19 @@ pub(crate) async fn run(
             break;
         }
         let Some(pending) = plan_pass(&spec, &log, options, &mut failures, &mut stop).await? else { continue };
-        sent.retain(|id| pending.iter().any(|batch| batch.id == *id));
+        let pending_ids: HashSet<&BatchId> = pending.iter().map(|batch| &batch.id).collect();
+        sent.retain(|id| pending_ids.contains(id));
         let unsent: Vec<_> = pending.iter().filter(|batch| !sent.contains(&batch.id)).cloned().collect();
         if !unsent.is_empty() {
             if queue.is_none() {
                 match TaskQueue::connect(&dispatch.url, &dispatch.queue).await {
                     Ok(connected) => queue = Some(connected),
                     Err(error) => {
-                        failures += 1;
-                        if options.until_caught_up && failures >= TRANSIENT_ATTEMPTS {
+                        broker_failures += 1;
+                        if options.until_caught_up && broker_failures >= TRANSIENT_ATTEMPTS {
                             return Err(error);
                         }
-                        let wait = backoff(failures);
+                        let wait = backoff(broker_failures);
                         tracing::warn!(pipeline = %spec.name, "trying again in {wait:?}: {error}");
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {}
@@ -84,6 +86,10 @@ pub(crate) async fn run(
                 for batch in unsent {
                     let id = batch.id.clone();
                     if let Err(error) = connected.publish(&Task::new(&spec, batch)).await {
+                        broker_failures += 1;
+                        if options.until_caught_up && broker_failures >= TRANSIENT_ATTEMPTS {
+                            return Err(error);
+                        }
                         tracing::warn!(pipeline = %spec.name, batch_id = %id, "reconnecting: {error}");
                         if let Some(lost) = queue.take() {
                             lost.close().await;
@@ -91,6 +97,7 @@ pub(crate) async fn run(
                         break;
                     }
                     tracing::info!(pipeline = %spec.name, batch_id = %id, queue = %dispatch.queue, "task sent");
+                    broker_failures = 0;
                     sent.insert(id.clone());
                     followed.insert(id);
                 }
@@ -113,12 +120,31 @@ pub(crate) async fn run(
             if last_news.elapsed() >= QUIET_HINT {
                 tracing::info!(
                     pipeline = %spec.name,
-                    "{} batches wait in the queue {} at {shown}; start `sluice worker --tasks URL --queue {}` to run them",
-                    pending.len(), dispatch.queue, dispatch.queue
+                    "{} batches wait in the queue {} at {shown}; start `sluice worker --tasks URL --queue {}` \
+                     to run them (tasks no worker could run wait in {} with the reason in the worker's log)",
+                    pending.len(), dispatch.queue, dispatch.queue, dead_queue(&dispatch.queue)
                 );
                 last_news = Instant::now();
             }
-            wake.wait(Some(FOLLOW_EVERY), &mut stop).await;
+            // Follow the log until the batches out are done or it is time
+            // to list the source again; only the log is read meanwhile.
+            let until = Instant::now() + spec.trigger.poll_interval.0.max(FOLLOW_EVERY);
+            while Instant::now() < until && !*stop.borrow() {
+                wake.wait(Some(FOLLOW_EVERY), &mut stop).await;
+                if let Err(error) = log.lock().await.refresh().await {
+                    tracing::warn!(pipeline = %spec.name, "cannot read the log: {}", spec.file.redact(&error.to_string()));
+                    break;
+                }
+                let before = counted.len();
+                tally(&log, &followed, &mut counted, &mut summary).await;
+                if counted.len() > before {
+                    last_news = Instant::now();
+                    progress.batch_done(summary.rows_in);
+                }
+                if followed.iter().all(|id| counted.contains(id)) {
+                    break;
+                }
+            }
         }
     }
     drop(progress);

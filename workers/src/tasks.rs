@@ -82,8 +82,10 @@ impl TaskQueue {
     pub async fn connect(url: &str, queue: &str) -> Result<Self> {
         let shown = shown_url(url);
         let connection = Connection::connect(url, ConnectionProperties::default()).await.map_err(|e| {
+            // The client's message may quote the URL: never its password.
+            let said = without_password(&e.to_string(), url);
             Error::Broker(format!(
-                "cannot connect to {shown}: {e}; is the broker running? (RabbitMQ: scripts/start-rabbitmq.sh)"
+                "cannot connect to {shown}: {said}; is the broker running? (RabbitMQ: scripts/start-rabbitmq.sh)"
             ))
         })?;
         let channel = connection.create_channel().await.map_err(|e| broker("cannot open a channel", &e))?;
@@ -177,14 +179,31 @@ fn broker(what: &str, error: &lapin::Error) -> Error {
 /// `url` as logs may show it: without its password.
 pub fn shown_url(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut parsed) => {
+        Ok(mut parsed) if parsed.host_str().is_some_and(|host| !host.is_empty()) => {
             if parsed.password().is_some() {
                 let _ = parsed.set_password(Some("***"));
             }
             parsed.to_string()
         }
-        Err(_) => "(an unreadable broker URL)".to_string(),
+        _ => "(an unreadable broker URL)".to_string(),
     }
+}
+
+/// `text` with the password of `url`, as written or percent-decoded, and
+/// the whole URL, taken out.
+fn without_password(text: &str, url: &str) -> String {
+    let mut text = text.replace(url, &shown_url(url));
+    if let Ok(parsed) = url::Url::parse(url)
+        && let Some(password) = parsed.password().filter(|p| !p.is_empty())
+    {
+        text = text.replace(password, "***");
+        if let Ok(decoded) = percent_encoding::percent_decode_str(password).decode_utf8()
+            && !decoded.is_empty()
+        {
+            text = text.replace(decoded.as_ref(), "***");
+        }
+    }
+    text
 }
 
 #[cfg(test)]
@@ -196,6 +215,10 @@ mod tests {
         assert_eq!(shown_url("amqp://guest:s3cret@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
         assert_eq!(shown_url("amqp://127.0.0.1"), "amqp://127.0.0.1");
         assert!(!shown_url("amqp//guest:s3cret@x").contains("s3cret"));
+        assert!(!shown_url("amqp:guest:s3cret@x").contains("s3cret"));
+        let url = "amqp://guest:s%40cret@127.0.0.1:5672/%2f";
+        let said = without_password(&format!("bad uri {url}: user guest, password s@cret"), url);
+        assert!(!said.contains("s@cret") && !said.contains("s%40cret"), "{said}");
     }
 
     #[test]
