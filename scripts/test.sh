@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Runs every test of sluice: unit tests, the invalid-pipeline corpus, and the
-# end-to-end tests that run the real `sluice` binary on real folders.
+# Runs every test of sluice: unit tests, the invalid-pipeline corpus, the
+# end-to-end tests that run the real `sluice` binary on real folders, and
+# the dispatch tests against a real RabbitMQ on 127.0.0.1:5672 (started
+# first by scripts/start-rabbitmq.sh if it is not answering).
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p sluice-engine`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/start-rabbitmq.sh
 exec cargo test --workspace --locked "$@"
