@@ -74,8 +74,8 @@ pub enum Command {
     /// from this worker's environment. A task is acknowledged once its
     /// batch is committed; a worker killed mid-batch leaves the task to
     /// another, which takes the batch over when the lease runs out. Exits
-    /// 0 after --idle-timeout without a task: run it from a Kubernetes Job,
-    /// a systemd timer or a KEDA ScaledJob and it costs nothing when idle.
+    /// 0 after --idle-timeout without a task: run it from a KEDA ScaledJob
+    /// (deploy/ has one) and no worker exists while the queue is empty.
     Worker {
         /// The broker, as amqp://USER:PASSWORD@HOST:PORT/VHOST (vhost `/`
         /// is `%2f`). Read from SLUICE_TASKS when not given, so that the
