@@ -152,9 +152,44 @@ pub(crate) fn sort_object(
     bytes: &[u8],
 ) -> (Vec<RecordBatch>, Vec<Rejected>) {
     let spans = format.split(bytes);
+    let chunks: Vec<&[Span]> = spans.chunks(CHUNK).collect();
+    // Chunks are decoded on every core at once, each thread taking a run
+    // of consecutive chunks, and put back in order.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(chunks.len()).max(1);
+    let per_thread = chunks.len().div_ceil(threads).max(1);
+    let sorted: Vec<(Vec<RecordBatch>, Vec<Rejected>)> = if threads == 1 {
+        vec![sort_chunks(format, schema, source, bytes, &chunks)]
+    } else {
+        std::thread::scope(|scope| {
+            let running: Vec<_> = chunks
+                .chunks(per_thread)
+                .map(|run| scope.spawn(move || sort_chunks(format, schema, source, bytes, run)))
+                .collect();
+            running
+                .into_iter()
+                .map(|thread| thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect()
+        })
+    };
     let mut good = Vec::new();
     let mut bad = Vec::new();
-    for chunk in spans.chunks(CHUNK) {
+    for (batches, rejected) in sorted {
+        good.extend(batches);
+        bad.extend(rejected);
+    }
+    (good, bad)
+}
+
+fn sort_chunks(
+    format: &dyn RecordFormat,
+    schema: &SchemaRef,
+    source: &str,
+    bytes: &[u8],
+    chunks: &[&[Span]],
+) -> (Vec<RecordBatch>, Vec<Rejected>) {
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for chunk in chunks {
         sort_chunk(format, schema, source, bytes, chunk, &mut good, &mut bad);
     }
     (good, bad)
@@ -300,6 +335,26 @@ mod tests {
         assert_eq!(bad[1].error, "incorrect number of fields: expected 3 got more than 3");
         assert_eq!(bad[0].source, "in/a.csv");
         assert_eq!(bad[0].offset, text.find("x,bad").expect("there") as u64);
+    }
+
+    #[test]
+    fn chunks_decoded_on_several_threads_come_back_in_order() {
+        let rows = CHUNK * 5 + 17;
+        let mut text = String::from("id,name,score\n");
+        for id in 0..rows {
+            // A bad row in the first and in the last chunk.
+            match id {
+                3 => text.push_str("x,bad,1\n"),
+                id if id == rows - 2 => text.push_str("y,bad,1\n"),
+                id => text.push_str(&format!("{id},n,1.5\n")),
+            }
+        }
+        let format = CsvRecords { header: true, delimiter: b',' };
+        let (good, bad) = sort_object(&format, &schema(), "big.csv", text.as_bytes());
+        let expected: Vec<i64> = (0..rows as i64).filter(|&id| id != 3 && id != rows as i64 - 2).collect();
+        assert_eq!(ids(&good), expected);
+        let lines: Vec<u64> = bad.iter().map(|r| r.line).collect();
+        assert_eq!(lines, [5, rows as u64]);
     }
 
     #[test]

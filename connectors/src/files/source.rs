@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::datasource::MemTable;
@@ -207,7 +208,12 @@ impl FilesSource {
             good.extend(batches);
             rejected.extend(bad);
         }
-        let table = MemTable::try_new(schema, vec![good])?;
+        // Several partitions, so that the SQL runs on every core.
+        let partitions = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, good.len().max(1));
+        let per_partition = good.len().div_ceil(partitions).max(1);
+        let partitions: Vec<Vec<RecordBatch>> = good.chunks(per_partition).map(<[RecordBatch]>::to_vec).collect();
+        let partitions = if partitions.is_empty() { vec![Vec::new()] } else { partitions };
+        let table = MemTable::try_new(schema, partitions)?;
         Ok(Input { table: Arc::new(table), rejected })
     }
 
