@@ -143,19 +143,20 @@ fn feed(bytes: &[u8], mut decode: impl FnMut(&[u8]) -> Result<usize, ArrowError>
     Ok(())
 }
 
-/// Decodes every record of one object: the batches of those that fit, and
-/// the rejected ones.
+/// Decodes every record of one object on up to `threads` threads: the
+/// batches of those that fit, and the rejected ones, in the object's order.
 pub(crate) fn sort_object(
     format: &dyn RecordFormat,
     schema: &SchemaRef,
     source: &str,
     bytes: &[u8],
+    threads: usize,
 ) -> (Vec<RecordBatch>, Vec<Rejected>) {
     let spans = format.split(bytes);
     let chunks: Vec<&[Span]> = spans.chunks(CHUNK).collect();
-    // Chunks are decoded on every core at once, each thread taking a run
-    // of consecutive chunks, and put back in order.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(chunks.len()).max(1);
+    // Each thread takes a run of consecutive chunks; the runs are put back
+    // in order.
+    let threads = threads.min(chunks.len()).max(1);
     let per_thread = chunks.len().div_ceil(threads).max(1);
     let sorted: Vec<(Vec<RecordBatch>, Vec<Rejected>)> = if threads == 1 {
         vec![sort_chunks(format, schema, source, bytes, &chunks)]
@@ -326,7 +327,7 @@ mod tests {
         let text =
             "id,name,score\n1,a,1.5\n2,\"multi\nline\",2\nx,bad number,3\n4,d,4,extra\n5,e,5\n6,\"broken,6\n7,g,7\n";
         let format = CsvRecords { header: true, delimiter: b',' };
-        let (good, bad) = sort_object(&format, &schema(), "in/a.csv", text.as_bytes());
+        let (good, bad) = sort_object(&format, &schema(), "in/a.csv", text.as_bytes(), 2);
         assert_eq!(ids(&good), [1, 2, 5]);
         let found: Vec<(u64, &str)> = bad.iter().map(|r| (r.line, r.raw.as_str())).collect();
         assert_eq!(found, [(5, "x,bad number,3"), (6, "4,d,4,extra"), (8, "6,\"broken,6\n7,g,7")]);
@@ -350,7 +351,7 @@ mod tests {
             }
         }
         let format = CsvRecords { header: true, delimiter: b',' };
-        let (good, bad) = sort_object(&format, &schema(), "big.csv", text.as_bytes());
+        let (good, bad) = sort_object(&format, &schema(), "big.csv", text.as_bytes(), 2);
         let expected: Vec<i64> = (0..rows as i64).filter(|&id| id != 3 && id != rows as i64 - 2).collect();
         assert_eq!(ids(&good), expected);
         let lines: Vec<u64> = bad.iter().map(|r| r.line).collect();
@@ -361,7 +362,7 @@ mod tests {
     fn json_lines_that_do_not_parse_are_set_aside() {
         let text =
             "{\"id\": 1, \"name\": \"a\"}\n\n{\"id\": \"two\"}\n{not json\n{\"id\": 1.5}\n{\"id\": \"5\"}\n{\"id\": 6}";
-        let (good, bad) = sort_object(&JsonLines, &schema(), "a.json", text.as_bytes());
+        let (good, bad) = sort_object(&JsonLines, &schema(), "a.json", text.as_bytes(), 2);
         assert_eq!(ids(&good), [1, 5, 6]);
         let lines: Vec<u64> = bad.iter().map(|r| r.line).collect();
         assert_eq!(lines, [3, 4, 5], "1.5 does not fit an int64: it is not truncated");
@@ -373,7 +374,8 @@ mod tests {
         let text: String = std::iter::once("id,name,score\n".to_string())
             .chain((0..100).map(|i| format!("{i},n{i},{i}.5\n")))
             .collect();
-        let (good, bad) = sort_object(&CsvRecords { header: true, delimiter: b',' }, &schema(), "a", text.as_bytes());
+        let (good, bad) =
+            sort_object(&CsvRecords { header: true, delimiter: b',' }, &schema(), "a", text.as_bytes(), 2);
         assert!(bad.is_empty());
         assert_eq!(good.len(), 1);
         assert_eq!(ids(&good), (0..100).collect::<Vec<_>>());

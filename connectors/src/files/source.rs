@@ -194,22 +194,25 @@ impl FilesSource {
 
     /// Reads `inputs` record by record with `format`: a table over the
     /// records that fit `schema`, and those that do not.
+    /// Decoding and the SQL use `threads` threads: the session's target
+    /// partitions, `[workers] concurrency`.
     async fn read_records(
         &self,
         inputs: &[InputObject],
         format: &dyn RecordFormat,
         schema: SchemaRef,
+        threads: usize,
     ) -> Result<Input> {
         let mut good = Vec::new();
         let mut rejected: Vec<Rejected> = Vec::new();
         for input in inputs {
             let bytes = self.store.get(&self.object_path(&input.path)?).await?.bytes().await?;
-            let (batches, bad) = sort_object(format, &schema, &input.path, &bytes);
+            let (batches, bad) = sort_object(format, &schema, &input.path, &bytes, threads);
             good.extend(batches);
             rejected.extend(bad);
         }
-        // Several partitions, so that the SQL runs on every core.
-        let partitions = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, good.len().max(1));
+        // A partition per thread, so that the SQL runs on all of them.
+        let partitions = threads.clamp(1, good.len().max(1));
         let per_partition = good.len().div_ceil(partitions).max(1);
         let partitions: Vec<Vec<RecordBatch>> = good.chunks(per_partition).map(<[RecordBatch]>::to_vec).collect();
         let partitions = if partitions.is_empty() { vec![Vec::new()] } else { partitions };
@@ -272,7 +275,7 @@ impl Source for FilesSource {
                 return Ok(Input { table: Arc::new(ListingTable::try_new(config)?), rejected: Vec::new() });
             }
         };
-        self.read_records(inputs, records, schema).await
+        self.read_records(inputs, records, schema, state.config().target_partitions()).await
     }
 
     async fn verify(&self, inputs: &[InputObject]) -> Result<()> {
