@@ -38,6 +38,7 @@ fn planning(c: &mut Criterion) {
             pipeline: pipeline(),
             version: 1,
             inputs: batch.inputs,
+            stream: None,
             at: Utc::now(),
         });
         state.apply(Seq(n as u64 + 1), record);
@@ -106,12 +107,13 @@ fn csv_and_parquet(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (spec, inputs) = csv_pipeline(dir.path(), 200_000);
     let ctx = SessionContext::new();
+    let source = spec.source.objects().expect("a files source").clone();
     let mut group = c.benchmark_group("files");
     group.sample_size(20);
     group.bench_function("csv decode/200000 rows, every value checked", |b| {
-        b.iter(|| runtime.block_on(spec.source.read(&ctx.state(), &inputs)).expect("read"))
+        b.iter(|| runtime.block_on(source.read(&ctx.state(), &inputs)).expect("read"))
     });
-    let input = runtime.block_on(spec.source.read(&ctx.state(), &inputs)).expect("read");
+    let input = runtime.block_on(source.read(&ctx.state(), &inputs)).expect("read");
     let batches: Vec<_> = runtime.block_on(async {
         let plan = input.table.scan(&ctx.state(), None, &[], None).await.expect("scan");
         datafusion::physical_plan::collect(plan, ctx.task_ctx()).await.expect("collect")

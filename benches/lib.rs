@@ -33,6 +33,7 @@ pub fn batch_records(n: u64) -> [Record; 3] {
         pipeline: pipeline(),
         version: 1,
         inputs,
+        stream: None,
         at: Utc::now(),
     });
     let leased = Record::Leased(Leased {
@@ -56,6 +57,7 @@ pub fn batch_records(n: u64) -> [Record; 3] {
         rows_in: 1_000_000,
         dead_letters: None,
         rows_dead_lettered: 0,
+        source_positions: vec![],
         at: Utc::now(),
     });
     [planned, leased, committed]

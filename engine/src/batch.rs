@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::stream::StreamInputs;
+
 /// The name of a pipeline: `[a-z0-9_-]+`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PipelineName(String);
@@ -91,6 +93,36 @@ impl BatchId {
             hasher.update(key.version.as_bytes());
             hasher.update(b"\0");
         }
+        Self::from_digest(hasher)
+    }
+
+    /// The id of a stream batch of pipeline `name` at `version`: a hash of
+    /// its offset ranges (or of its message ids and nonce).
+    pub fn derive_stream(name: &PipelineName, version: u32, inputs: &StreamInputs) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(b"sluice-stream-batch-v1\0");
+        hasher.update(name.as_str().as_bytes());
+        hasher.update(format!("\0{version}\0").as_bytes());
+        match inputs {
+            StreamInputs::Kafka { ranges } => {
+                for range in ranges {
+                    hasher.update(
+                        format!("{}\0{}\0{}\0{}\0", range.topic, range.partition, range.start, range.end).as_bytes(),
+                    );
+                }
+            }
+            StreamInputs::Amqp { queue, messages, message_ids, nonce } => {
+                hasher.update(format!("{queue}\0{messages}\0{nonce}\0").as_bytes());
+                for id in message_ids {
+                    hasher.update(id.as_bytes());
+                    hasher.update(b"\0");
+                }
+            }
+        }
+        Self::from_digest(hasher)
+    }
+
+    fn from_digest(hasher: Sha256) -> Self {
         let digest = hasher.finalize();
         BatchId(digest[..16].iter().map(|b| format!("{b:02x}")).collect())
     }
@@ -117,8 +149,26 @@ impl fmt::Display for BatchId {
 pub struct Batch {
     /// The batch's id.
     pub id: BatchId,
-    /// Its inputs, in the order they are read.
+    /// Its input objects, in the order they are read; none for a stream.
     pub inputs: Vec<InputObject>,
+    /// The messages of a stream batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamInputs>,
+}
+
+impl Batch {
+    /// A batch of input objects.
+    pub fn of_objects(id: BatchId, inputs: Vec<InputObject>) -> Self {
+        Batch { id, inputs, stream: None }
+    }
+
+    /// What the batch reads, for logs: its files, or its ranges or messages.
+    pub fn describe_inputs(&self) -> String {
+        match &self.stream {
+            Some(stream) => stream.describe(),
+            None => self.inputs.iter().map(|input| input.path.as_str()).collect::<Vec<_>>().join(", "),
+        }
+    }
 }
 
 #[cfg(test)]

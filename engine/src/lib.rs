@@ -2,8 +2,8 @@
 //! and the checkpoint log that makes every retry safe.
 //!
 //! The engine holds no network client and no command line. It defines
-//! the [`source::Source`] and [`sink::Sink`] traits that connectors
-//! implement, the pipeline file format ([`spec`]), the batch model
+//! the [`source::Source`], [`stream::StreamSource`] and [`sink::Sink`]
+//! traits that connectors implement, the pipeline file format ([`spec`]), the batch model
 //! ([`batch`]), the checkpoint log ([`log`]) and the pure planning
 //! decisions over it ([`planner`]).
 
@@ -17,6 +17,7 @@ pub mod source;
 pub mod spec;
 pub mod sql;
 pub mod storage;
+pub mod stream;
 pub mod units;
 
 pub use error::{Error, Result};

@@ -41,7 +41,7 @@ pub fn plan_new(
     if !current.is_empty() {
         batches.push(current);
     }
-    batches.into_iter().map(|inputs| Batch { id: BatchId::derive(pipeline, version, &inputs), inputs }).collect()
+    batches.into_iter().map(|inputs| Batch::of_objects(BatchId::derive(pipeline, version, &inputs), inputs)).collect()
 }
 
 #[cfg(test)]
@@ -86,6 +86,7 @@ mod tests {
                 pipeline: name(),
                 version: 1,
                 inputs: vec![old.clone()],
+                stream: None,
                 at: DateTime::UNIX_EPOCH,
             }),
         );

@@ -1,4 +1,7 @@
-//! The [`Source`] trait: where a pipeline's input comes from.
+//! Where a pipeline's input comes from: the [`Source`] trait of sources
+//! whose input is listed objects (files in a folder or bucket), and
+//! [`SourceConnector`], which is that or a stream
+//! ([`crate::stream::StreamSource`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,20 +13,68 @@ use datafusion::execution::context::SessionState;
 
 use crate::Result;
 use crate::batch::InputObject;
+use crate::stream::StreamSource;
 
 /// A record that could not be read, with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected {
-    /// The input object, relative to the source.
+    /// The input object relative to the source, the topic, or the queue.
     pub source: String,
-    /// The record's first line, 1 for the first line of the object.
-    pub line: u64,
-    /// The record's byte offset in the object.
-    pub offset: u64,
+    /// The record's first line in its object, 1 for the first line.
+    pub line: Option<u64>,
+    /// The record's byte offset in its object, or the Kafka record's offset.
+    pub offset: Option<u64>,
+    /// The Kafka record's partition.
+    pub partition: Option<i32>,
+    /// The AMQP message's `message_id`.
+    pub message_id: Option<String>,
     /// Why it was rejected.
     pub error: String,
     /// The record as it was, lossily decoded as UTF-8.
     pub raw: String,
+}
+
+/// A pipeline's `[source]`, as its connector built it.
+#[derive(Debug, Clone)]
+pub enum SourceConnector {
+    /// Objects that are listed and planned into batches.
+    Objects(Arc<dyn Source>),
+    /// Messages that arrive on a broker, read in micro-batches.
+    Stream(Arc<dyn StreamSource>),
+}
+
+impl SourceConnector {
+    /// The object source, unless this is a stream.
+    pub fn objects(&self) -> Option<&Arc<dyn Source>> {
+        match self {
+            SourceConnector::Objects(source) => Some(source),
+            SourceConnector::Stream(_) => None,
+        }
+    }
+
+    /// The stream source, if this is one.
+    pub fn stream(&self) -> Option<&Arc<dyn StreamSource>> {
+        match self {
+            SourceConnector::Stream(source) => Some(source),
+            SourceConnector::Objects(_) => None,
+        }
+    }
+
+    /// The schema declared in the pipeline file, if there is one.
+    pub fn declared_schema(&self) -> Option<SchemaRef> {
+        match self {
+            SourceConnector::Objects(source) => source.declared_schema(),
+            SourceConnector::Stream(source) => source.declared_schema(),
+        }
+    }
+
+    /// `(key, value)` lines that `sluice explain` shows; no secrets.
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        match self {
+            SourceConnector::Objects(source) => source.describe(),
+            SourceConnector::Stream(source) => source.describe(),
+        }
+    }
 }
 
 /// A batch's inputs as read: a table over the records that fit the

@@ -68,8 +68,12 @@ pub async fn plan_pipeline(
     let located = |message: String| Diagnostics(vec![spec.diagnostic("source", message, None)]);
     let declared = spec.source.declared_schema();
     let mut found = Vec::new();
-    if declared.is_none() || over == PlanOver::InputFiles {
-        found = spec.source.discover().await.map_err(|e| located(e.to_string()))?;
+    // A stream is not read to plan: only a declared schema is planned over.
+    let objects = spec.source.objects();
+    if let Some(source) = objects
+        && (declared.is_none() || over == PlanOver::InputFiles)
+    {
+        found = source.discover().await.map_err(|e| located(e.to_string()))?;
         found.sort_by(|a, b| a.last_modified.cmp(&b.last_modified).then_with(|| a.path.cmp(&b.path)));
         found.truncate(spec.trigger.max_files_per_batch.max(1));
     }
@@ -87,8 +91,8 @@ pub async fn plan_pipeline(
             };
         }
         _ => {
-            let input = spec
-                .source
+            let Some(source) = objects else { unreachable!("only an object source finds input files") };
+            let input = source
                 .read(&ctx.state(), &found)
                 .await
                 .map_err(|e| located(format!("cannot read the input files: {e}")))?;

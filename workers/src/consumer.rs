@@ -214,7 +214,7 @@ async fn handle(
             let started = Instant::now();
             let refreshed = log.lock().await.refresh().await;
             let outcome = match refreshed {
-                Ok(_) => run_batch(spec, log, &task.batch, owner).await,
+                Ok(_) => run_batch(spec, log, &task.batch, owner, None).await,
                 Err(error) => Err(error),
             };
             match outcome {

@@ -24,7 +24,7 @@ use sluice_engine::log::{Appended, CheckpointLog, Committed, LogState, Planned, 
 use sluice_engine::planner::plan_new;
 use sluice_engine::sink::{Sink, Staged};
 use sluice_engine::spec::PipelineSpec;
-use sluice_engine::{Result, failpoint};
+use sluice_engine::{Error, Result, failpoint};
 use tokio::sync::{Mutex, watch};
 use tracing::Instrument;
 
@@ -61,6 +61,10 @@ pub struct RunSummary {
     pub abandoned: u64,
     /// Batches of the log that wait for `sluice retry`, at the end.
     pub failed_in_log: u64,
+    /// Stream messages in the batches this run committed.
+    pub messages: u64,
+    /// Redelivered messages recognised as committed already, not written again.
+    pub duplicates: u64,
 }
 
 /// How often reading the log or listing the source is tried before a run
@@ -73,6 +77,9 @@ pub(crate) const TRANSIENT_ATTEMPTS: u32 = 3;
 pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, stop: watch::Receiver<bool>) -> Result<RunSummary> {
     metrics::register(spec.name.as_str());
     let log = Arc::new(Mutex::new(CheckpointLog::open(&spec.checkpoint, &spec.name).await?));
+    if spec.source.stream().is_some() {
+        return crate::stream::run(spec, options, stop, log).await;
+    }
     // A controller that runs until stopped sleeps until its source changes.
     let wake = Wake::new(&spec, !options.until_caught_up);
     match spec.dispatch.clone() {
@@ -129,7 +136,7 @@ async fn run_here(
                 let span = batch_span(&spec, &batch, &owner);
                 async move {
                     let started = Instant::now();
-                    let outcome = run_batch(&spec, &log, &batch, &owner).instrument(span.clone()).await;
+                    let outcome = run_batch(&spec, &log, &batch, &owner, None).instrument(span.clone()).await;
                     (batch, outcome, started.elapsed(), span)
                 }
             })
@@ -258,7 +265,8 @@ async fn prepare(spec: &PipelineSpec, log: &Mutex<CheckpointLog>) -> Result<Vec<
     log.refresh().await?;
     replay_publishes(spec, &log).await?;
 
-    let discovered = spec.source.discover().await?;
+    let source = spec.source.objects().ok_or_else(|| Error::Config("a stream has no files to list".into()))?;
+    let discovered = source.discover().await?;
     let batches = plan_new(discovered, log.state(), spec.trigger.limits(), &spec.name, spec.version);
     for batch in batches {
         let record = Record::Planned(Planned {
@@ -266,6 +274,7 @@ async fn prepare(spec: &PipelineSpec, log: &Mutex<CheckpointLog>) -> Result<Vec<
             pipeline: spec.name.clone(),
             version: spec.version,
             inputs: batch.inputs.clone(),
+            stream: None,
             at: Utc::now(),
         });
         failpoint::hit("before_plan");

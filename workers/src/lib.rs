@@ -12,6 +12,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod progress;
 pub mod status;
+mod stream;
 pub mod tasks;
 mod wake;
 pub mod worker;

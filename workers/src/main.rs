@@ -85,7 +85,7 @@ async fn validate(files: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
             }
             Ok(Some(_)) => println!("{}: ok", path.display()),
             Ok(None) => println!(
-                "{}: ok (the SQL parses; it is planned once input files exist or [source.schema] is declared)",
+                "{}: ok (the SQL parses; it is planned once there is input or [source.schema] is declared)",
                 path.display()
             ),
         }
@@ -120,11 +120,18 @@ async fn describe(spec: &PipelineSpec) -> anyhow::Result<Result<String, Diagnost
         writeln!(out, "  {key} = {value}")?;
     }
     let trigger = &spec.trigger;
-    writeln!(
-        out,
-        "[trigger]\n  poll_interval = {}\n  reconcile_interval = {}\n  max_files_per_batch = {}\n  max_bytes_per_batch = {}",
-        trigger.poll_interval, trigger.reconcile_interval, trigger.max_files_per_batch, trigger.max_bytes_per_batch
-    )?;
+    match spec.source.stream() {
+        Some(_) => writeln!(
+            out,
+            "[trigger]\n  max_records = {}\n  max_wait = {}\n  max_bytes = {}",
+            trigger.max_records, trigger.max_wait, trigger.max_bytes
+        )?,
+        None => writeln!(
+            out,
+            "[trigger]\n  poll_interval = {}\n  reconcile_interval = {}\n  max_files_per_batch = {}\n  max_bytes_per_batch = {}",
+            trigger.poll_interval, trigger.reconcile_interval, trigger.max_files_per_batch, trigger.max_bytes_per_batch
+        )?,
+    }
     writeln!(out, "[transform]\n  sql = {}", spec.sql.as_deref().unwrap_or(sql::IDENTITY_SQL))?;
     writeln!(out, "[sink]")?;
     for (key, value) in spec.sink.describe() {
@@ -146,6 +153,10 @@ async fn describe(spec: &PipelineSpec) -> anyhow::Result<Result<String, Diagnost
     let ctx = sql::session(spec.concurrency);
     let (frame, input) = match sql::plan_pipeline(spec, &ctx, PlanOver::InputFiles).await {
         Err(problems) => return Ok(Err(problems)),
+        Ok(None) if spec.source.stream().is_some() => {
+            writeln!(out, "\nNo [source.schema]: the columns are inferred from the first micro-batch of each run.")?;
+            return Ok(Ok(out));
+        }
         Ok(None) => {
             writeln!(out, "\nNo input files yet and no [source.schema]: the plan is shown once there is either.")?;
             return Ok(Ok(out));
@@ -153,6 +164,7 @@ async fn describe(spec: &PipelineSpec) -> anyhow::Result<Result<String, Diagnost
         Ok(Some(planned)) => planned,
     };
     let origin = match (input, spec.source.declared_schema().is_some()) {
+        (PlannedInput::Declared, _) if spec.source.stream().is_some() => "declared in [source.schema]".to_string(),
         (PlannedInput::Declared, _) => "declared in [source.schema]; no input files yet".to_string(),
         (PlannedInput::Files(n), true) => format!("declared in [source.schema]; planned over {n} input file(s)"),
         (PlannedInput::Files(n), false) => format!("inferred from {n} input file(s) present now"),
@@ -215,16 +227,25 @@ async fn run(path: &Path, options: RunOptions) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| anyhow::anyhow!(spec.file.redact(&e.to_string())))
         .with_context(|| format!("pipeline {}", spec.name))?;
+    let (inputs, unit) = match spec.source.stream() {
+        Some(_) => (summary.messages, "messages"),
+        None => (summary.files, "files"),
+    };
     let mut line = format!(
-        "sluice: {}: {} batches, {} files, {} rows in, {} rows out, {} dead letters in {:.2}s",
+        "sluice: {}: {} batches, {inputs} {unit}, {} rows in, {} rows out, {} dead letters in {:.2}s",
         spec.name,
         summary.batches,
-        summary.files,
         summary.rows_in,
         summary.rows_out,
         summary.rows_dead_lettered,
         controller::elapsed_since(started)
     );
+    if summary.duplicates > 0 {
+        line.push_str(&format!(
+            "; {} redelivered messages were in committed batches already (not written again)",
+            summary.duplicates
+        ));
+    }
     if summary.abandoned > 0 {
         line.push_str(&format!("; {} batches abandoned (inputs changed, planned again)", summary.abandoned));
     }

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sluice_engine::Result;
 use sluice_engine::log::CheckpointLog;
+use sluice_engine::source::SourceConnector;
 use sluice_engine::spec::PipelineSpec;
 
 /// One pipeline's state, as `sluice status` shows it.
@@ -29,9 +30,15 @@ pub struct PipelineStatus {
     pub abandoned_batches: u64,
     /// Input files the source has that no batch holds yet.
     pub new_files: u64,
-    /// Input files not yet committed: new files, and those of pending,
-    /// running and failed batches.
+    /// Input not yet committed, in `lag_unit`: new files and those of
+    /// pending, running and failed batches; for a stream, messages on the
+    /// broker after the log's positions (AMQP: ready in the queue).
     pub lag: u64,
+    /// What `lag` counts: `files` or `messages`.
+    pub lag_unit: &'static str,
+    /// Kafka: the next offset the log says each partition is read from.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub positions: Vec<PartitionPosition>,
     /// Input files in committed batches.
     pub files_committed: u64,
     /// Rows read by committed batches.
@@ -46,6 +53,17 @@ pub struct PipelineStatus {
     pub output_files: u64,
     /// When the last batch was committed.
     pub last_commit_at: Option<DateTime<Utc>>,
+}
+
+/// Where a Kafka partition is read from next.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PartitionPosition {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The offset after the last one planned into a batch.
+    pub next_offset: i64,
 }
 
 /// A batch that used up its attempts.
@@ -78,6 +96,8 @@ pub async fn pipeline_status(spec: &PipelineSpec) -> Result<PipelineStatus> {
         abandoned_batches: 0,
         new_files: 0,
         lag: 0,
+        lag_unit: "files",
+        positions: Vec::new(),
         files_committed: 0,
         rows_read: 0,
         rows_written: 0,
@@ -113,9 +133,26 @@ pub async fn pipeline_status(spec: &PipelineSpec) -> Result<PipelineStatus> {
             },
         }
     }
-    let discovered = spec.source.discover().await?;
-    status.new_files = discovered.iter().filter(|input| !state.has_seen(&input.key())).count() as u64;
-    status.lag = status.new_files + state.files_waiting() as u64;
+    match &spec.source {
+        SourceConnector::Objects(source) => {
+            let discovered = source.discover().await?;
+            status.new_files = discovered.iter().filter(|input| !state.has_seen(&input.key())).count() as u64;
+            status.lag = status.new_files + state.files_waiting() as u64;
+        }
+        SourceConnector::Stream(source) => {
+            status.lag = source.lag(state).await?;
+            status.lag_unit = "messages";
+            status.positions = state
+                .positions()
+                .iter()
+                .map(|(key, next)| PartitionPosition {
+                    topic: key.topic.clone(),
+                    partition: key.partition,
+                    next_offset: *next,
+                })
+                .collect();
+        }
+    }
     Ok(status)
 }
 
@@ -133,7 +170,7 @@ impl PipelineStatus {
             ("failed_batches", self.failed_batches.to_string()),
             ("abandoned_batches", self.abandoned_batches.to_string()),
             ("new_files", self.new_files.to_string()),
-            ("lag", format!("{} files", self.lag)),
+            ("lag", format!("{} {}", self.lag, self.lag_unit)),
             ("files_committed", self.files_committed.to_string()),
             ("rows_read", self.rows_read.to_string()),
             ("rows_written", self.rows_written.to_string()),
@@ -143,6 +180,12 @@ impl PipelineStatus {
             ("last_commit_at", last),
         ];
         let mut text: String = rows.iter().map(|(key, value)| format!("{key:<18} {value}\n")).collect();
+        for position in &self.positions {
+            text.push_str(&format!(
+                "{:<18} {}/{} next offset {}\n",
+                "position", position.topic, position.partition, position.next_offset
+            ));
+        }
         for failed in &self.failed {
             text.push_str(&format!(
                 "\nfailed batch {} after {} attempts ({}):\n  {}\n",

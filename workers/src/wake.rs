@@ -27,7 +27,7 @@ impl Wake {
     /// otherwise wakes every poll interval.
     pub(crate) fn new(spec: &PipelineSpec, watching: bool) -> Self {
         let watch = if watching {
-            match spec.source.watch() {
+            match spec.source.objects().map_or(Ok(None), |source| source.watch()) {
                 Ok(watch) => watch,
                 Err(error) => {
                     tracing::warn!(

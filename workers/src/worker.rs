@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use arrow::array::{RecordBatch, StringArray, UInt64Array};
+use arrow::array::{Int32Array, RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use chrono::{DateTime, TimeDelta, Utc};
 use datafusion::catalog::TableProvider;
@@ -30,9 +30,10 @@ use sluice_engine::log::{
     Abandoned, Appended, CheckpointLog, Claim, Committed, Failed, Leased, Record, Refusal, claim, gives_up,
 };
 use sluice_engine::sink::{Attempt, Staged};
-use sluice_engine::source::Rejected;
+use sluice_engine::source::{Input, Rejected, SourceConnector};
 use sluice_engine::spec::PipelineSpec;
 use sluice_engine::sql::{self, INPUT_TABLE};
+use sluice_engine::stream::{Message, StreamInputs};
 use sluice_engine::{Error, Result};
 use tokio::sync::Mutex;
 use tracing::Instrument;
@@ -95,11 +96,15 @@ const TRANSIENT_TRIES: u32 = 3;
 /// Callers run it inside [`batch_span`], so that everything it logs names
 /// the batch; each step has a span of its own inside: `read`,
 /// `transform`, `write`, `commit`, `publish`.
+///
+/// A stream batch runs on `in_hand`, the messages just read for it; without
+/// them (a batch a crash left planned) its messages are read again.
 pub async fn run_batch(
     spec: &PipelineSpec,
     log: &Arc<Mutex<CheckpointLog>>,
     batch: &Batch,
     owner: &str,
+    in_hand: Option<&[Message]>,
 ) -> Result<BatchOutcome> {
     let attempt_no = match lease(spec, log, batch, owner).await? {
         Ok(attempt) => attempt,
@@ -111,7 +116,7 @@ pub async fn run_batch(
 
     let mut tries = 1;
     let result = loop {
-        match attempt(spec, log, batch, attempt_no, &fenced).await {
+        match attempt(spec, log, batch, attempt_no, &fenced, in_hand).await {
             Err(error) if error.is_retryable() && tries < TRANSIENT_TRIES => {
                 let wait = Duration::from_millis(500 << tries);
                 tracing::warn!("retrying in {wait:?}: {}", spec.file.redact(&error.to_string()));
@@ -255,13 +260,16 @@ async fn attempt(
     batch: &Batch,
     attempt_no: u32,
     fenced: &AtomicBool,
+    in_hand: Option<&[Message]>,
 ) -> Result<BatchOutcome> {
     let attempt = Attempt::new(batch.id.clone());
     let produced = async {
-        let produced = produce(spec, batch, &attempt).await?;
+        let produced = produce(spec, batch, &attempt, in_hand).await?;
         // An input replaced while it was read must not be committed: its
         // rows may mix two versions.
-        spec.source.verify(&batch.inputs).await?;
+        if let Some(source) = spec.source.objects() {
+            source.verify(&batch.inputs).await?;
+        }
         Ok(produced)
     };
     let produced = match produced.await {
@@ -288,6 +296,10 @@ async fn attempt(
         rows_in: produced.rows_in,
         dead_letters: produced.dead_letters.clone(),
         rows_dead_lettered: produced.rows_dead_lettered,
+        source_positions: match &batch.stream {
+            Some(StreamInputs::Kafka { ranges }) => ranges.clone(),
+            _ => Vec::new(),
+        },
         at: Utc::now(),
     });
     // Ok(Ok(())) once the log holds this attempt's commit.
@@ -340,13 +352,14 @@ fn committed_by(log: &CheckpointLog, batch: &Batch, attempt: &Attempt) -> bool {
 
 /// Reads the batch and stages its output, and its malformed records as
 /// dead letters.
-async fn produce(spec: &PipelineSpec, batch: &Batch, attempt: &Attempt) -> Result<Produced> {
+async fn produce(
+    spec: &PipelineSpec,
+    batch: &Batch,
+    attempt: &Attempt,
+    in_hand: Option<&[Message]>,
+) -> Result<Produced> {
     let ctx = sql::session(spec.concurrency);
-    let input = spec
-        .source
-        .read(&ctx.state(), &batch.inputs)
-        .instrument(tracing::info_span!("read", files = batch.inputs.len()))
-        .await?;
+    let input = read(spec, &ctx, batch, in_hand).await?;
     let (staged, rows_read) = stage(spec, &ctx, input.table, attempt).await?;
     let rejected = input.rejected.len() as u64;
     let dead_letters = match rejected {
@@ -358,6 +371,33 @@ async fn produce(spec: &PipelineSpec, batch: &Batch, attempt: &Attempt) -> Resul
         }
     };
     Ok(Produced { staged, rows_in: rows_read + rejected, dead_letters, rows_dead_lettered: rejected })
+}
+
+/// The batch's input as a table: its files read, or its messages decoded
+/// (read again from the broker when they are not in hand).
+async fn read(spec: &PipelineSpec, ctx: &SessionContext, batch: &Batch, in_hand: Option<&[Message]>) -> Result<Input> {
+    match &spec.source {
+        SourceConnector::Objects(source) => {
+            source
+                .read(&ctx.state(), &batch.inputs)
+                .instrument(tracing::info_span!("read", files = batch.inputs.len()))
+                .await
+        }
+        SourceConnector::Stream(source) => {
+            let threads = ctx.state().config().target_partitions();
+            if let Some(messages) = in_hand {
+                return tracing::info_span!("read", messages = messages.len())
+                    .in_scope(|| source.decode(messages, threads));
+            }
+            let inputs = batch
+                .stream
+                .as_ref()
+                .ok_or_else(|| Error::Refused(format!("batch {} of a stream pipeline names no messages", batch.id)))?;
+            let messages =
+                source.replay(inputs).instrument(tracing::info_span!("read", again = %inputs.describe())).await?;
+            source.decode(&messages, threads)
+        }
+    }
 }
 
 /// Runs the SQL over `table` and stages the result: the staged outputs and
@@ -387,11 +427,12 @@ fn dead_letter_stream(
     rejected: &[Rejected],
 ) -> Result<datafusion::execution::SendableRecordBatchStream> {
     let text = |name: &str| Field::new(name, DataType::Utf8, false);
-    let number = |name: &str| Field::new(name, DataType::UInt64, false);
     let schema = Arc::new(Schema::new(vec![
         text("source"),
-        number("line"),
-        number("offset"),
+        Field::new("line", DataType::UInt64, true),
+        Field::new("offset", DataType::UInt64, true),
+        Field::new("partition", DataType::Int32, true),
+        Field::new("message_id", DataType::Utf8, true),
         text("error"),
         text("raw"),
         text("pipeline"),
@@ -402,8 +443,10 @@ fn dead_letter_stream(
         schema.clone(),
         vec![
             Arc::new(StringArray::from_iter_values(rejected.iter().map(|r| r.source.as_str()))),
-            Arc::new(UInt64Array::from_iter_values(rejected.iter().map(|r| r.line))),
-            Arc::new(UInt64Array::from_iter_values(rejected.iter().map(|r| r.offset))),
+            Arc::new(UInt64Array::from_iter(rejected.iter().map(|r| r.line))),
+            Arc::new(UInt64Array::from_iter(rejected.iter().map(|r| r.offset))),
+            Arc::new(Int32Array::from_iter(rejected.iter().map(|r| r.partition))),
+            Arc::new(StringArray::from_iter(rejected.iter().map(|r| r.message_id.as_deref()))),
             Arc::new(StringArray::from_iter_values(rejected.iter().map(|r| r.error.as_str()))),
             Arc::new(StringArray::from_iter_values(rejected.iter().map(|r| r.raw.as_str()))),
             Arc::new(StringArray::from_iter_values(std::iter::repeat_n(spec.name.as_str(), n))),

@@ -10,7 +10,6 @@
 
 mod config;
 mod partition;
-mod records;
 mod sink;
 mod source;
 mod watch;

@@ -3,10 +3,8 @@
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
-use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::json::JsonFormat;
@@ -25,7 +23,8 @@ use sluice_engine::storage::StorageLocation;
 use sluice_engine::{Error, Result};
 
 use super::config::{FilesSourceConfig, InputFormat};
-use super::records::{CsvRecords, JsonLines, RecordFormat, sort_object};
+use crate::formats::memory_table;
+use crate::formats::records::{CsvRecords, JsonLines, RecordFormat, sort_object};
 
 /// Reads files under a location.
 #[derive(Debug)]
@@ -211,13 +210,7 @@ impl FilesSource {
             good.extend(batches);
             rejected.extend(bad);
         }
-        // A partition per thread, so that the SQL runs on all of them.
-        let partitions = threads.clamp(1, good.len().max(1));
-        let per_partition = good.len().div_ceil(partitions).max(1);
-        let partitions: Vec<Vec<RecordBatch>> = good.chunks(per_partition).map(<[RecordBatch]>::to_vec).collect();
-        let partitions = if partitions.is_empty() { vec![Vec::new()] } else { partitions };
-        let table = MemTable::try_new(schema, partitions)?;
-        Ok(Input { table: Arc::new(table), rejected })
+        Ok(Input { table: memory_table(schema, good, threads)?, rejected })
     }
 
     fn object_path(&self, relative: &str) -> Result<Path> {

@@ -80,14 +80,15 @@ async fn an_input_rewritten_after_listing_is_reported_as_changed() {
     let text = "[pipeline]\nname = \"p\"\n[source]\ntype = \"files\"\nurl = \"inbox\"\nformat = \"csv\"\n\
                 [sink]\ntype = \"files\"\nurl = \"out\"\n";
     let spec = parse(SpecFile::new(dir.path().join("p.toml"), text), &Registry).expect("parses");
-    let inputs = spec.source.discover().await.expect("lists");
+    let source = spec.source.objects().expect("files");
+    let inputs = source.discover().await.expect("lists");
     assert_eq!(inputs.len(), 1);
-    spec.source.verify(&inputs).await.expect("unchanged so far");
+    source.verify(&inputs).await.expect("unchanged so far");
 
     std::fs::write(dir.path().join("inbox/a.csv"), "id\n2\n").expect("same size, new content");
-    let changed = spec.source.verify(&inputs).await.expect_err("rewritten");
+    let changed = source.verify(&inputs).await.expect_err("rewritten");
     assert!(matches!(changed, sluice_engine::Error::InputChanged { ref path, .. } if path == "a.csv"), "{changed}");
     std::fs::remove_file(dir.path().join("inbox/a.csv")).expect("remove");
-    let gone = spec.source.verify(&inputs).await.expect_err("gone");
+    let gone = source.verify(&inputs).await.expect_err("gone");
     assert!(gone.to_string().contains("no longer exists"), "{gone}");
 }

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 pub use paths::LogPaths;
 pub use protocol::{Claim, batch_of_token, claim, commits_to_replay, gives_up, is_leftover, leftover_tokens};
-pub use record::{Abandoned, Committed, Failed, Leased, Planned, Record, Retried};
+pub use record::{Abandoned, Committed, Failed, Leased, Planned, Record, Retried, Started};
 pub use state::{BatchEntry, LogState, Refusal};
 
 use crate::batch::PipelineName;
@@ -221,7 +221,7 @@ impl CheckpointLog {
             let options = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
             match self.store.put_opts(&self.paths.record(seq), payload.clone(), options).await {
                 Ok(_) => {
-                    tracing::debug!(seq = seq.0, batch_id = %record.batch_id(), "log record written");
+                    tracing::debug!(seq = seq.0, batch_id = ?record.batch_id(), "log record written");
                     self.state.apply(seq, record);
                     self.snapshot_if_due().await;
                     return Ok(Appended::Written(seq));
@@ -309,18 +309,20 @@ mod tests {
             pipeline,
             version: 1,
             inputs,
+            stream: None,
             at: Utc::now(),
         })
     }
 
     fn commit_of(record: &Record) -> Record {
         Record::Committed(Committed {
-            batch_id: record.batch_id().clone(),
+            batch_id: record.batch_id().expect("a batch record").clone(),
             attempt: 0,
             staged: Staged { token: "t".into(), outputs: vec![] },
             rows_in: 1,
             dead_letters: None,
             rows_dead_lettered: 0,
+            source_positions: vec![],
             at: Utc::now(),
         })
     }

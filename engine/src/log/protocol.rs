@@ -135,6 +135,7 @@ mod tests {
                 pipeline: PipelineName::new("p").expect("valid"),
                 version: 1,
                 inputs: vec![InputObject { path: "1.csv".into(), size: 1, etag: None, last_modified: at(0) }],
+                stream: None,
                 at: at(0),
             }));
             log
@@ -164,6 +165,7 @@ mod tests {
                 rows_in: 1,
                 dead_letters: None,
                 rows_dead_lettered: 0,
+                source_positions: vec![],
                 at: at(1),
             }))
         }
@@ -205,6 +207,7 @@ mod tests {
             rows_in: 1,
             dead_letters: None,
             rows_dead_lettered: 0,
+            source_positions: vec![],
             at: at(12),
         });
         assert_eq!(log.0.admits(&late), Err(Refusal::Fenced));

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::batch::{BatchId, InputObject, PipelineName};
 use crate::sink::Staged;
+use crate::stream::{OffsetRange, PartitionStart, StreamInputs};
 
 /// One record of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,21 +23,26 @@ pub enum Record {
     Failed(Failed),
     /// `sluice retry` made a failed batch pending again.
     Retried(Retried),
-    /// A batch will never be committed (its inputs changed before it ran);
-    /// its inputs may be planned again.
+    /// A batch will never be committed (its inputs changed before it ran,
+    /// or its stream messages went back to the broker); its inputs may be
+    /// planned again.
     Abandoned(Abandoned),
+    /// Where partitions that the log had no position for begin: a stream
+    /// pipeline's first read of them.
+    Started(Started),
 }
 
 impl Record {
-    /// The batch the record is about.
-    pub fn batch_id(&self) -> &BatchId {
+    /// The batch the record is about; `None` for records about the source.
+    pub fn batch_id(&self) -> Option<&BatchId> {
         match self {
-            Record::Planned(planned) => &planned.batch_id,
-            Record::Leased(leased) => &leased.batch_id,
-            Record::Committed(committed) => &committed.batch_id,
-            Record::Failed(failed) => &failed.batch_id,
-            Record::Retried(retried) => &retried.batch_id,
-            Record::Abandoned(abandoned) => &abandoned.batch_id,
+            Record::Planned(planned) => Some(&planned.batch_id),
+            Record::Leased(leased) => Some(&leased.batch_id),
+            Record::Committed(committed) => Some(&committed.batch_id),
+            Record::Failed(failed) => Some(&failed.batch_id),
+            Record::Retried(retried) => Some(&retried.batch_id),
+            Record::Abandoned(abandoned) => Some(&abandoned.batch_id),
+            Record::Started(_) => None,
         }
     }
 }
@@ -50,8 +56,11 @@ pub struct Planned {
     pub pipeline: PipelineName,
     /// The pipeline's version.
     pub version: u32,
-    /// The batch's exact inputs.
+    /// The batch's exact input objects; none for a stream batch.
     pub inputs: Vec<InputObject>,
+    /// A stream batch's exact messages: offset ranges or message ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamInputs>,
     /// When it was planned.
     pub at: DateTime<Utc>,
 }
@@ -89,6 +98,10 @@ pub struct Committed {
     /// Malformed records set aside as dead letters.
     #[serde(default)]
     pub rows_dead_lettered: u64,
+    /// A Kafka batch's offset ranges: the positions that move with the
+    /// output.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_positions: Vec<OffsetRange>,
     /// When it was committed.
     pub at: DateTime<Utc>,
 }
@@ -126,5 +139,14 @@ pub struct Abandoned {
     /// Why.
     pub reason: String,
     /// When it was abandoned.
+    pub at: DateTime<Utc>,
+}
+
+/// Where partitions new to the log begin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    /// The first offset to read of each.
+    pub partitions: Vec<PartitionStart>,
+    /// When.
     pub at: DateTime<Utc>,
 }

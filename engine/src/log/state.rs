@@ -6,7 +6,7 @@
 //! they append, and readers ignore a record the log would have refused, so
 //! every reader of the same records reaches the same state.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::Seq;
 use super::record::{Abandoned, Committed, Failed, Leased, Planned, Record};
 use crate::batch::{Batch, BatchId, InputKey};
+use crate::stream::{MESSAGE_ID_WINDOW, PartitionKey, StreamInputs};
 
 /// The state of one batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,7 +74,11 @@ impl BatchEntry {
 
     /// The batch it describes.
     pub fn batch(&self) -> Batch {
-        Batch { id: self.planned.batch_id.clone(), inputs: self.planned.inputs.clone() }
+        Batch {
+            id: self.planned.batch_id.clone(),
+            inputs: self.planned.inputs.clone(),
+            stream: self.planned.stream.clone(),
+        }
     }
 
     fn refusal_unless_pending(&self) -> Result<(), Refusal> {
@@ -108,6 +113,15 @@ pub struct LogState {
     batches: BTreeMap<BatchId, BatchEntry>,
     #[serde(skip)]
     seen_inputs: HashSet<InputKey>,
+    /// Kafka: the offset after the last one planned, by partition.
+    #[serde(default, with = "positions", skip_serializing_if = "BTreeMap::is_empty")]
+    positions: BTreeMap<PartitionKey, i64>,
+    /// AMQP: the message ids of committed batches, oldest first, at most
+    /// [`MESSAGE_ID_WINDOW`].
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    committed_ids: VecDeque<String>,
+    #[serde(skip)]
+    committed_id_set: HashSet<String>,
 }
 
 /// Why the log refuses to append a record.
@@ -149,14 +163,31 @@ impl LogState {
         if self.admits(&record).is_err() {
             return;
         }
-        if let Record::Planned(planned) = record {
-            self.seen_inputs.extend(planned.inputs.iter().map(|input| input.key()));
-            self.batches.insert(planned.batch_id.clone(), BatchEntry::new(planned, seq));
-            return;
-        }
-        let Some(entry) = self.batches.get_mut(record.batch_id()) else { return };
         match record {
-            Record::Planned(_) => {}
+            Record::Planned(planned) => {
+                self.seen_inputs.extend(planned.inputs.iter().map(|input| input.key()));
+                if let Some(StreamInputs::Kafka { ranges }) = &planned.stream {
+                    for range in ranges {
+                        let position = self.positions.entry(range.key()).or_insert(range.end);
+                        *position = (*position).max(range.end);
+                    }
+                }
+                self.batches.insert(planned.batch_id.clone(), BatchEntry::new(planned, seq));
+                return;
+            }
+            Record::Started(started) => {
+                for start in started.partitions {
+                    let key = PartitionKey { topic: start.topic, partition: start.partition };
+                    self.positions.entry(key).or_insert(start.offset);
+                }
+                return;
+            }
+            _ => {}
+        }
+        let Some(id) = record.batch_id() else { return };
+        let Some(entry) = self.batches.get_mut(id) else { return };
+        match record {
+            Record::Planned(_) | Record::Started(_) => {}
             Record::Leased(leased) => {
                 entry.attempts = entry.attempts.max(leased.attempt);
                 entry.lease = Some(leased);
@@ -164,6 +195,8 @@ impl LogState {
             Record::Committed(committed) => {
                 entry.lease = None;
                 entry.committed = Some(committed);
+                let ids = take_message_ids(entry);
+                self.remember_committed_ids(ids);
             }
             Record::Failed(failed) => {
                 entry.lease = None;
@@ -183,24 +216,53 @@ impl LogState {
                 }
                 entry.lease = None;
                 entry.abandoned = Some(abandoned);
+                take_message_ids(entry);
             }
         }
     }
 
+    /// Adds the ids of a committed batch to the window, forgetting the
+    /// oldest beyond [`MESSAGE_ID_WINDOW`].
+    fn remember_committed_ids(&mut self, ids: Vec<String>) {
+        for id in ids {
+            if self.committed_id_set.insert(id.clone()) {
+                self.committed_ids.push_back(id);
+            }
+        }
+        while self.committed_ids.len() > MESSAGE_ID_WINDOW {
+            if let Some(old) = self.committed_ids.pop_front() {
+                self.committed_id_set.remove(&old);
+            }
+        }
+    }
+
+    /// Whether a message with this id is in a committed batch, as far as
+    /// the window reaches back.
+    pub fn is_committed_message(&self, message_id: &str) -> bool {
+        self.committed_id_set.contains(message_id)
+    }
+
+    /// The offset after the last planned one of a Kafka partition (or where
+    /// the log recorded that it begins); `None` if the log knows nothing of it.
+    pub fn position(&self, key: &PartitionKey) -> Option<i64> {
+        self.positions.get(key).copied()
+    }
+
+    /// Every Kafka partition's position, as [`LogState::position`] gives it.
+    pub fn positions(&self) -> &BTreeMap<PartitionKey, i64> {
+        &self.positions
+    }
+
     /// Whether `record` may be appended to the log as it stands.
     pub fn admits(&self, record: &Record) -> Result<(), Refusal> {
-        if let Record::Planned(planned) = record {
-            // An abandoned batch's inputs may come back as they were (a
-            // file moved away and back): the same id is planned afresh.
-            let taken = self.batches.get(&planned.batch_id).is_some_and(|entry| entry.abandoned.is_none());
-            if taken || planned.inputs.iter().any(|input| self.seen_inputs.contains(&input.key())) {
-                return Err(Refusal::InputsAlreadyPlanned);
-            }
-            return Ok(());
-        }
-        let entry = self.batches.get(record.batch_id()).ok_or(Refusal::NotPlanned)?;
+        let id = match record {
+            Record::Planned(planned) => return self.admits_plan(planned),
+            Record::Started(_) => return Ok(()),
+            other => other.batch_id().ok_or(Refusal::NotPlanned)?,
+        };
+        let entry = self.batches.get(id).ok_or(Refusal::NotPlanned)?;
         match record {
-            Record::Planned(_) => Ok(()),
+            Record::Planned(_) | Record::Started(_) => Ok(()),
             Record::Leased(leased) => {
                 entry.refusal_unless_pending()?;
                 match &entry.lease {
@@ -229,6 +291,27 @@ impl LogState {
             },
             Record::Abandoned(_) => entry.refusal_unless_pending(),
         }
+    }
+
+    /// A plan is admitted if no input of it is in another batch: no
+    /// object version planned before, no Kafka offset before the
+    /// partition's position.
+    fn admits_plan(&self, planned: &Planned) -> Result<(), Refusal> {
+        // An abandoned batch's inputs may come back as they were (a
+        // file moved away and back): the same id is planned afresh.
+        let taken = self.batches.get(&planned.batch_id).is_some_and(|entry| entry.abandoned.is_none());
+        if taken || planned.inputs.iter().any(|input| self.seen_inputs.contains(&input.key())) {
+            return Err(Refusal::InputsAlreadyPlanned);
+        }
+        if let Some(StreamInputs::Kafka { ranges }) = &planned.stream {
+            let overlaps = ranges.iter().any(|range| {
+                range.start >= range.end || self.positions.get(&range.key()).is_some_and(|next| range.start < *next)
+            });
+            if overlaps {
+                return Err(Refusal::InputsAlreadyPlanned);
+            }
+        }
+        Ok(())
     }
 
     /// Whether this version of an input is part of some planned batch.
@@ -266,12 +349,51 @@ impl LogState {
 
     /// Rebuilds what a snapshot leaves out.
     pub(super) fn restore_index(&mut self) {
+        self.committed_id_set = self.committed_ids.iter().cloned().collect();
         self.seen_inputs = self
             .batches
             .values()
             .filter(|entry| entry.abandoned.is_none())
             .flat_map(|entry| entry.planned.inputs.iter().map(|input| input.key()))
             .collect();
+    }
+}
+
+/// The message ids of an AMQP batch, moved out of its entry once it is
+/// settled: only the window of committed ids is kept.
+fn take_message_ids(entry: &mut BatchEntry) -> Vec<String> {
+    match &mut entry.planned.stream {
+        Some(StreamInputs::Amqp { message_ids, .. }) => std::mem::take(message_ids),
+        _ => Vec::new(),
+    }
+}
+
+/// Positions are written as a list of `{topic, partition, next}`.
+mod positions {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::stream::PartitionKey;
+
+    #[derive(Serialize, Deserialize)]
+    struct Position {
+        topic: String,
+        partition: i32,
+        next: i64,
+    }
+
+    pub(super) fn serialize<S: Serializer>(map: &BTreeMap<PartitionKey, i64>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter().map(|(key, next)| Position {
+            topic: key.topic.clone(),
+            partition: key.partition,
+            next: *next,
+        }))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<PartitionKey, i64>, D::Error> {
+        let list = Vec::<Position>::deserialize(d)?;
+        Ok(list.into_iter().map(|p| (PartitionKey { topic: p.topic, partition: p.partition }, p.next)).collect())
     }
 }
 
@@ -300,8 +422,9 @@ mod tests {
 
     use super::*;
     use crate::batch::{InputObject, PipelineName};
-    use crate::log::record::Retried;
+    use crate::log::record::{Retried, Started};
     use crate::sink::Staged;
+    use crate::stream::{OffsetRange, PartitionStart};
 
     fn id(id: &str) -> BatchId {
         BatchId::from_string(id.into())
@@ -313,6 +436,7 @@ mod tests {
             pipeline: PipelineName::new("p").expect("valid"),
             version: 1,
             inputs: vec![InputObject { path: path.into(), size: 1, etag: None, last_modified: DateTime::UNIX_EPOCH }],
+            stream: None,
             at: DateTime::UNIX_EPOCH,
         })
     }
@@ -333,6 +457,7 @@ mod tests {
             rows_in: 0,
             dead_letters: None,
             rows_dead_lettered: 0,
+            source_positions: vec![],
             at: DateTime::UNIX_EPOCH,
         })
     }
@@ -454,13 +579,125 @@ mod tests {
         assert!(state.batch(&id("a")).expect("planned").committed.is_some());
     }
 
+    fn kafka(batch: &str, ranges: &[(i32, i64, i64)]) -> Record {
+        let ranges = ranges
+            .iter()
+            .map(|&(partition, start, end)| OffsetRange { topic: "t".into(), partition, start, end })
+            .collect();
+        Record::Planned(Planned {
+            batch_id: id(batch),
+            pipeline: PipelineName::new("p").expect("valid"),
+            version: 1,
+            inputs: vec![],
+            stream: Some(StreamInputs::Kafka { ranges }),
+            at: DateTime::UNIX_EPOCH,
+        })
+    }
+
+    fn amqp(batch: &str, ids: &[&str]) -> Record {
+        Record::Planned(Planned {
+            batch_id: id(batch),
+            pipeline: PipelineName::new("p").expect("valid"),
+            version: 1,
+            inputs: vec![],
+            stream: Some(StreamInputs::Amqp {
+                queue: "q".into(),
+                messages: ids.len() as u64,
+                message_ids: ids.iter().map(|id| id.to_string()).collect(),
+                nonce: batch.into(),
+            }),
+            at: DateTime::UNIX_EPOCH,
+        })
+    }
+
+    fn partition(n: i32) -> PartitionKey {
+        PartitionKey { topic: "t".into(), partition: n }
+    }
+
+    #[test]
+    fn kafka_ranges_never_overlap_and_positions_follow_the_plans() {
+        let mut state = log(vec![kafka("a", &[(0, 0, 10), (1, 5, 7)])]);
+        assert_eq!(state.position(&partition(0)), Some(10));
+        assert_eq!(state.position(&partition(1)), Some(7));
+        assert_eq!(state.position(&partition(2)), None);
+        assert_eq!(state.admits(&kafka("b", &[(0, 9, 20)])), Err(Refusal::InputsAlreadyPlanned), "offset 9 is in a");
+        assert_eq!(state.admits(&kafka("b", &[(0, 10, 20), (1, 6, 8)])), Err(Refusal::InputsAlreadyPlanned));
+        assert_eq!(state.admits(&kafka("b", &[(0, 12, 12)])), Err(Refusal::InputsAlreadyPlanned), "empty");
+        assert_eq!(
+            state.admits(&kafka("b", &[(0, 12, 20), (2, 0, 3)])),
+            Ok(()),
+            "a gap is records gone from the broker"
+        );
+        state.apply(Seq(1), kafka("b", &[(0, 10, 20)]));
+        assert_eq!(state.position(&partition(0)), Some(20));
+        // A range the log refused moves nothing.
+        state.apply(Seq(2), kafka("c", &[(0, 15, 30)]));
+        assert_eq!(state.position(&partition(0)), Some(20));
+        assert_eq!(state.pending().len(), 2);
+        assert_eq!(state.files_waiting(), 0);
+    }
+
+    #[test]
+    fn a_partition_begins_where_the_log_first_recorded_it() {
+        let started = |offset| {
+            Record::Started(Started {
+                partitions: vec![PartitionStart { topic: "t".into(), partition: 0, offset }],
+                at: DateTime::UNIX_EPOCH,
+            })
+        };
+        let state = log(vec![started(40), started(99)]);
+        assert_eq!(state.position(&partition(0)), Some(40), "the first start holds");
+        assert_eq!(state.admits(&kafka("a", &[(0, 39, 50)])), Err(Refusal::InputsAlreadyPlanned));
+        assert_eq!(state.admits(&kafka("a", &[(0, 40, 50)])), Ok(()));
+    }
+
+    #[test]
+    fn message_ids_of_committed_batches_are_remembered_and_survive_a_snapshot() {
+        let mut state = log(vec![amqp("a", &["m1", "m2"]), leased("a", 1, "w", 0, 9), amqp("b", &["m3"])]);
+        assert!(!state.is_committed_message("m1"), "planned is not committed");
+        state.apply(Seq(3), committed("a", 1));
+        assert!(state.is_committed_message("m1") && state.is_committed_message("m2"));
+        assert!(!state.is_committed_message("m3"));
+        let abandon = Record::Abandoned(Abandoned { batch_id: id("b"), reason: "r".into(), at: at(0) });
+        state.apply(Seq(4), abandon);
+        assert!(!state.is_committed_message("m3"), "an abandoned batch's messages come back");
+        let kept = state.batch(&id("a")).expect("planned");
+        assert!(
+            matches!(&kept.planned.stream, Some(StreamInputs::Amqp { message_ids, messages: 2, .. }) if message_ids.is_empty()),
+            "the window holds the ids, not the batch"
+        );
+
+        let json = serde_json::to_string(&state).expect("encodes");
+        let mut back: LogState = serde_json::from_str(&json).expect("decodes");
+        back.restore_index();
+        assert!(back.is_committed_message("m2"));
+        assert!(!back.is_committed_message("m3"));
+    }
+
+    #[test]
+    fn the_message_id_window_forgets_the_oldest() {
+        let mut state = LogState::default();
+        let ids: Vec<String> = (0..MESSAGE_ID_WINDOW + 2).map(|n| format!("m{n}")).collect();
+        state.remember_committed_ids(ids);
+        assert!(!state.is_committed_message("m0") && !state.is_committed_message("m1"));
+        assert!(state.is_committed_message("m2"));
+        assert!(state.is_committed_message(&format!("m{}", MESSAGE_ID_WINDOW + 1)));
+        assert_eq!(state.committed_ids.len(), MESSAGE_ID_WINDOW);
+    }
+
     #[test]
     fn a_state_survives_its_snapshot() {
-        let state = log(vec![planned("a", "1.csv"), leased("a", 1, "w", 0, 10), planned("b", "2.csv")]);
+        let state = log(vec![
+            planned("a", "1.csv"),
+            leased("a", 1, "w", 0, 10),
+            planned("b", "2.csv"),
+            kafka("k", &[(3, 0, 8)]),
+        ]);
         let json = serde_json::to_string(&state).expect("encodes");
         let mut back: LogState = serde_json::from_str(&json).expect("decodes");
         back.restore_index();
         assert_eq!(back.next_seq(), state.next_seq());
+        assert_eq!(back.position(&partition(3)), Some(8));
         assert_eq!(back.batches().collect::<Vec<_>>(), state.batches().collect::<Vec<_>>());
         assert_eq!(back.admits(&planned("c", "2.csv")), Err(Refusal::InputsAlreadyPlanned));
     }

@@ -28,16 +28,24 @@ use raw::{RawValue, parse_table, substitute_env, unknown_keys};
 use crate::batch::PipelineName;
 use crate::planner::BatchLimits;
 use crate::sink::Sink;
-use crate::source::Source;
+use crate::source::SourceConnector;
 use crate::storage::StorageLocation;
+use crate::stream::MicroBatchLimits;
 use crate::units::{ByteSize, HumanDuration};
 
-/// Builds sources and sinks from their tables, by `type`.
+/// Builds sources and sinks from their tables, by `type`. Building checks
+/// and never connects: a broker is reached once the pipeline runs.
 pub trait ConnectorRegistry {
     /// The source that `component` (the `[source]` table) describes.
-    fn source(&self, component: &Component<'_>) -> Result<Arc<dyn Source>, Diagnostics>;
-    /// The sink that `component` (the `[sink]` table) describes.
-    fn sink(&self, component: &Component<'_>) -> Result<Arc<dyn Sink>, Diagnostics>;
+    fn source(&self, component: &Component<'_>) -> Result<SourceConnector, Diagnostics>;
+    /// The sink that `component` (the `[sink]` table) describes;
+    /// `checkpoint` is `[checkpoint] url` when the file sets it (a sink
+    /// without a folder of its own stages its output there).
+    fn sink(
+        &self,
+        component: &Component<'_>,
+        checkpoint: Option<&StorageLocation>,
+    ) -> Result<Arc<dyn Sink>, Diagnostics>;
     /// The sink of dead letters at `location`: NDJSON files.
     fn dead_letters(&self, location: &StorageLocation) -> Result<Arc<dyn Sink>, String>;
 }
@@ -78,6 +86,33 @@ pub struct TriggerSpec {
     /// Most input bytes in one batch; a larger file is a batch of its own.
     #[serde(default = "default_max_bytes_per_batch")]
     pub max_bytes_per_batch: ByteSize,
+    /// Streams: most messages in one micro-batch.
+    #[serde(default = "default_max_records")]
+    pub max_records: usize,
+    /// Streams: longest a micro-batch stays open after its first message.
+    #[serde(default = "default_max_wait")]
+    pub max_wait: HumanDuration,
+    /// Streams: most payload bytes in one micro-batch.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: ByteSize,
+}
+
+/// `[trigger]` keys that apply to files sources only.
+const OBJECT_TRIGGER_KEYS: &[&str] =
+    &["poll_interval", "reconcile_interval", "max_files_per_batch", "max_bytes_per_batch"];
+/// `[trigger]` keys that apply to stream sources only.
+const STREAM_TRIGGER_KEYS: &[&str] = &["max_records", "max_wait", "max_bytes"];
+
+fn default_max_records() -> usize {
+    10_000
+}
+
+fn default_max_wait() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(1))
+}
+
+fn default_max_bytes() -> ByteSize {
+    ByteSize(64 << 20)
 }
 
 fn default_poll_interval() -> HumanDuration {
@@ -100,6 +135,11 @@ impl TriggerSpec {
     /// The planner's limits.
     pub fn limits(&self) -> BatchLimits {
         BatchLimits { max_files: self.max_files_per_batch, max_bytes: self.max_bytes_per_batch.0 }
+    }
+
+    /// When a stream's micro-batch closes.
+    pub fn micro_batch(&self) -> MicroBatchLimits {
+        MicroBatchLimits { max_records: self.max_records, max_wait: self.max_wait.0, max_bytes: self.max_bytes.0 }
     }
 }
 
@@ -172,7 +212,7 @@ pub struct PipelineSpec {
     /// `[pipeline] version`.
     pub version: u32,
     /// `[source]`.
-    pub source: Arc<dyn Source>,
+    pub source: SourceConnector,
     /// `[trigger]`.
     pub trigger: TriggerSpec,
     /// `[transform] sql`.
@@ -300,6 +340,17 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
                 None,
             ));
         }
+        let zero_stream_limits = [
+            ("max_records", trigger.max_records == 0),
+            ("max_wait", trigger.max_wait.0.is_zero()),
+            ("max_bytes", trigger.max_bytes.0 == 0),
+        ];
+        for (key, zero) in zero_stream_limits {
+            if zero {
+                let path = format!("trigger.{key}");
+                problems.0.push(file.diagnostic(locate_key(file.text(), &path), &path, "must be more than 0", None));
+            }
+        }
     }
     let transform: Option<TransformSection> =
         collect(parse_table(&file, "transform", &section("transform").unwrap_or_else(empty)), &mut problems);
@@ -370,15 +421,25 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
     let dead_letter: Option<DeadLetterSection> =
         collect(parse_table(&file, "dead_letter", &section("dead_letter").unwrap_or_else(empty)), &mut problems);
 
+    let explicit_checkpoint = checkpoint.as_ref().and_then(|c| c.url.as_ref()).and_then(|url| {
+        StorageLocation::resolve(url.get_ref(), &file.base_dir())
+            .map_err(|message| problems.0.push(file.diagnostic(url.span(), "checkpoint.url", message, None)))
+            .ok()
+    });
     let source = component(&file, "source", section("source"), &mut problems)
         .and_then(|c| collect(registry.source(&c), &mut problems));
     let sink = component(&file, "sink", section("sink"), &mut problems)
-        .and_then(|c| collect(registry.sink(&c), &mut problems));
+        .and_then(|c| collect(registry.sink(&c, explicit_checkpoint.as_ref()), &mut problems));
+    if let Some(source) = &source {
+        let trigger_keys: Vec<String> = match section("trigger").as_ref().map(|value| value.get_ref()) {
+            Some(DeValue::Table(table)) => table.iter().map(|(key, _)| key.get_ref().to_string()).collect(),
+            _ => Vec::new(),
+        };
+        problems.extend(check_source_kind(&file, source, &trigger_keys, dispatch.is_some()));
+    }
 
     let checkpoint_location = match checkpoint.as_ref().and_then(|c| c.url.as_ref()) {
-        Some(url) => StorageLocation::resolve(url.get_ref(), &file.base_dir())
-            .map_err(|message| problems.0.push(file.diagnostic(url.span(), "checkpoint.url", message, None)))
-            .ok(),
+        Some(_) => explicit_checkpoint,
         None => sink.as_ref().and_then(|sink| {
             let default = sink.default_checkpoint();
             if default.is_none() {
@@ -452,6 +513,43 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
         dead_letters,
         sql_span,
     })
+}
+
+/// The settings that only make sense for files sources, or only for
+/// streams, given to the other kind.
+fn check_source_kind(
+    file: &SpecFile,
+    source: &SourceConnector,
+    trigger_keys: &[String],
+    dispatch: bool,
+) -> Diagnostics {
+    let mut problems = Diagnostics::default();
+    let stream = source.stream().is_some();
+    let (misplaced, message, hint) = match stream {
+        true => (
+            OBJECT_TRIGGER_KEYS,
+            "applies to files sources only",
+            "a stream's micro-batch closes at max_records, max_wait or max_bytes, whichever comes first",
+        ),
+        false => (
+            STREAM_TRIGGER_KEYS,
+            "applies to kafka and amqp sources only",
+            "a files source's batches are cut by max_files_per_batch and max_bytes_per_batch",
+        ),
+    };
+    for key in trigger_keys.iter().filter(|key| misplaced.contains(&key.as_str())) {
+        let path = format!("trigger.{key}");
+        problems.0.push(file.diagnostic(locate_key(file.text(), &path), &path, message, Some(hint.to_string())));
+    }
+    if stream && dispatch {
+        problems.0.push(file.diagnostic(
+            locate_key(file.text(), "workers.dispatch"),
+            "workers.dispatch",
+            "a stream source's micro-batches run in the `sluice run` process that reads them",
+            Some("remove [workers] dispatch; it hands out batches of files sources to `sluice worker`s".into()),
+        ));
+    }
+    problems
 }
 
 /// Checks that `raw` is an AMQP URL; the message never shows the URL,

@@ -3,7 +3,8 @@
 //! rest.
 //!
 //! Each object is split into records (CSV rows, quoted newlines included;
-//! JSON lines), and the records are decoded in chunks by Arrow's decoders,
+//! JSON lines; or one message each, for streams), and the records are
+//! decoded in chunks by Arrow's decoders,
 //! every column of every record. A chunk that fails is halved until the
 //! failing records stand alone, so a clean chunk costs one decode and each
 //! bad record a handful more.
@@ -34,7 +35,8 @@ pub(crate) struct Span {
 pub(crate) trait RecordFormat: Sync {
     /// The records of `bytes`, in order, without a header.
     fn split(&self, bytes: &[u8]) -> Vec<Span>;
-    /// Decodes records laid end to end in `bytes` (`rows` of them).
+    /// Decodes records laid end to end in `bytes` (`rows` of them); room
+    /// is left for one more, so that a span holding two records shows.
     fn decode(&self, schema: &SchemaRef, bytes: &[u8], rows: usize) -> Result<Option<RecordBatch>, ArrowError>;
 }
 
@@ -70,7 +72,7 @@ impl RecordFormat for CsvRecords {
         let mut decoder = arrow::csv::ReaderBuilder::new(schema.clone())
             .with_header(false)
             .with_delimiter(self.delimiter)
-            .with_batch_size(rows.max(1))
+            .with_batch_size(rows + 1)
             .build_decoder();
         feed(bytes, |chunk| decoder.decode(chunk))?;
         decoder.decode(&[])?;
@@ -110,7 +112,7 @@ impl RecordFormat for JsonLines {
         ));
         let mut decoder = arrow::json::ReaderBuilder::new(as_text)
             .with_coerce_primitive(true)
-            .with_batch_size(rows.max(1))
+            .with_batch_size(rows + 1)
             .build_decoder()?;
         feed(bytes, |chunk| decoder.decode(chunk))?;
         let Some(batch) = decoder.flush()? else { return Ok(None) };
@@ -153,18 +155,32 @@ pub(crate) fn sort_object(
     threads: usize,
 ) -> (Vec<RecordBatch>, Vec<Rejected>) {
     let spans = format.split(bytes);
+    let (good, bad) = sort_spans(format, schema, bytes, &spans, threads);
+    (good, bad.into_iter().map(|(span, error)| reject(source, bytes, &span, error)).collect())
+}
+
+/// Decodes the records at `spans` of `bytes` on up to `threads` threads:
+/// the batches of those that fit, and the spans of those that do not with
+/// why, in order.
+pub(crate) fn sort_spans(
+    format: &dyn RecordFormat,
+    schema: &SchemaRef,
+    bytes: &[u8],
+    spans: &[Span],
+    threads: usize,
+) -> (Vec<RecordBatch>, Vec<(Span, String)>) {
     let chunks: Vec<&[Span]> = spans.chunks(CHUNK).collect();
     // Each thread takes a run of consecutive chunks; the runs are put back
     // in order.
     let threads = threads.min(chunks.len()).max(1);
     let per_thread = chunks.len().div_ceil(threads).max(1);
-    let sorted: Vec<(Vec<RecordBatch>, Vec<Rejected>)> = if threads == 1 {
-        vec![sort_chunks(format, schema, source, bytes, &chunks)]
+    let sorted: Vec<Sorted> = if threads == 1 {
+        vec![sort_chunks(format, schema, bytes, &chunks)]
     } else {
         std::thread::scope(|scope| {
             let running: Vec<_> = chunks
                 .chunks(per_thread)
-                .map(|run| scope.spawn(move || sort_chunks(format, schema, source, bytes, run)))
+                .map(|run| scope.spawn(move || sort_chunks(format, schema, bytes, run)))
                 .collect();
             running
                 .into_iter()
@@ -181,30 +197,18 @@ pub(crate) fn sort_object(
     (good, bad)
 }
 
-fn sort_chunks(
-    format: &dyn RecordFormat,
-    schema: &SchemaRef,
-    source: &str,
-    bytes: &[u8],
-    chunks: &[&[Span]],
-) -> (Vec<RecordBatch>, Vec<Rejected>) {
-    let mut good = Vec::new();
-    let mut bad = Vec::new();
+/// Decoded batches, and the spans that did not decode with why.
+type Sorted = (Vec<RecordBatch>, Vec<(Span, String)>);
+
+fn sort_chunks(format: &dyn RecordFormat, schema: &SchemaRef, bytes: &[u8], chunks: &[&[Span]]) -> Sorted {
+    let mut sorted = (Vec::new(), Vec::new());
     for chunk in chunks {
-        sort_chunk(format, schema, source, bytes, chunk, &mut good, &mut bad);
+        sort_chunk(format, schema, bytes, chunk, &mut sorted);
     }
-    (good, bad)
+    sorted
 }
 
-fn sort_chunk(
-    format: &dyn RecordFormat,
-    schema: &SchemaRef,
-    source: &str,
-    bytes: &[u8],
-    spans: &[Span],
-    good: &mut Vec<RecordBatch>,
-    bad: &mut Vec<Rejected>,
-) {
+fn sort_chunk(format: &dyn RecordFormat, schema: &SchemaRef, bytes: &[u8], spans: &[Span], sorted: &mut Sorted) {
     let (Some(first), Some(last)) = (spans.first(), spans.last()) else { return };
     let mut joined;
     let records: &[u8] = if spans.windows(2).all(|pair| pair[0].end == pair[1].offset) {
@@ -229,34 +233,38 @@ fn sort_chunk(
         &ended
     };
     match format.decode(schema, records, spans.len()) {
-        Ok(Some(batch)) if batch.num_rows() == spans.len() => good.push(batch),
+        Ok(Some(batch)) if batch.num_rows() == spans.len() => sorted.0.push(batch),
         Ok(None) if spans.is_empty() => {}
-        Ok(decoded) if spans.len() == 1 => bad.push(reject(
-            source,
-            bytes,
-            first,
-            format!("decoded into {} rows instead of one", decoded.map_or(0, |b| b.num_rows())),
-        )),
-        Err(error) if spans.len() == 1 => bad.push(reject(source, bytes, first, describe(&error, schema))),
+        Ok(decoded) if spans.len() == 1 => {
+            sorted.1.push((*first, format!("decoded into {} rows instead of one", decoded.map_or(0, |b| b.num_rows()))))
+        }
+        Err(error) if spans.len() == 1 => sorted.1.push((*first, describe(&error, schema))),
         _ => {
             let (left, right) = spans.split_at(spans.len() / 2);
-            sort_chunk(format, schema, source, bytes, left, good, bad);
-            sort_chunk(format, schema, source, bytes, right, good, bad);
+            sort_chunk(format, schema, bytes, left, sorted);
+            sort_chunk(format, schema, bytes, right, sorted);
         }
     }
 }
 
 fn reject(source: &str, bytes: &[u8], span: &Span, error: String) -> Rejected {
-    let raw = &bytes[span.offset..span.end];
-    let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
-    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
     Rejected {
         source: source.to_string(),
-        line: span.line,
-        offset: span.offset as u64,
+        line: Some(span.line),
+        offset: Some(span.offset as u64),
+        partition: None,
+        message_id: None,
         error,
-        raw: String::from_utf8_lossy(raw).into_owned(),
+        raw: raw_text(&bytes[span.offset..span.end]),
     }
+}
+
+/// A record's bytes as the dead letter shows them: without its line end,
+/// lossily decoded as UTF-8.
+pub(crate) fn raw_text(raw: &[u8]) -> String {
+    let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
+    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    String::from_utf8_lossy(raw).into_owned()
 }
 
 /// Arrow's message without what only makes sense inside a chunk (its line
@@ -329,13 +337,13 @@ mod tests {
         let format = CsvRecords { header: true, delimiter: b',' };
         let (good, bad) = sort_object(&format, &schema(), "in/a.csv", text.as_bytes(), 2);
         assert_eq!(ids(&good), [1, 2, 5]);
-        let found: Vec<(u64, &str)> = bad.iter().map(|r| (r.line, r.raw.as_str())).collect();
+        let found: Vec<(u64, &str)> = bad.iter().map(|r| (r.line.unwrap_or(0), r.raw.as_str())).collect();
         assert_eq!(found, [(5, "x,bad number,3"), (6, "4,d,4,extra"), (8, "6,\"broken,6\n7,g,7")]);
         assert_eq!(bad[0].error, "Error while parsing value 'x' as type 'Int64' for column id");
         assert!(!bad[0].error.contains("line"), "chunk line numbers are dropped: {}", bad[0].error);
-        assert_eq!(bad[1].error, "incorrect number of fields: expected 3 got more than 3");
+        assert_eq!(bad[1].error, "incorrect number of fields: expected 3 got 4");
         assert_eq!(bad[0].source, "in/a.csv");
-        assert_eq!(bad[0].offset, text.find("x,bad").expect("there") as u64);
+        assert_eq!(bad[0].offset, Some(text.find("x,bad").expect("there") as u64));
     }
 
     #[test]
@@ -354,7 +362,7 @@ mod tests {
         let (good, bad) = sort_object(&format, &schema(), "big.csv", text.as_bytes(), 2);
         let expected: Vec<i64> = (0..rows as i64).filter(|&id| id != 3 && id != rows as i64 - 2).collect();
         assert_eq!(ids(&good), expected);
-        let lines: Vec<u64> = bad.iter().map(|r| r.line).collect();
+        let lines: Vec<u64> = bad.iter().filter_map(|r| r.line).collect();
         assert_eq!(lines, [5, rows as u64]);
     }
 
@@ -364,7 +372,7 @@ mod tests {
             "{\"id\": 1, \"name\": \"a\"}\n\n{\"id\": \"two\"}\n{not json\n{\"id\": 1.5}\n{\"id\": \"5\"}\n{\"id\": 6}";
         let (good, bad) = sort_object(&JsonLines, &schema(), "a.json", text.as_bytes(), 2);
         assert_eq!(ids(&good), [1, 5, 6]);
-        let lines: Vec<u64> = bad.iter().map(|r| r.line).collect();
+        let lines: Vec<u64> = bad.iter().filter_map(|r| r.line).collect();
         assert_eq!(lines, [3, 4, 5], "1.5 does not fit an int64: it is not truncated");
         assert!(bad[2].error.contains("'id'") && bad[2].error.contains("1.5"), "{}", bad[2].error);
     }

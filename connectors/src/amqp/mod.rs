@@ -1,0 +1,80 @@
+//! `type = "amqp"`: a queue as a stream source, and an exchange as a sink
+//! (RabbitMQ and other AMQP 0.9.1 brokers).
+//!
+//! The source consumes with manual acknowledgements and acknowledges a
+//! micro-batch only once its commit record exists; a redelivered message
+//! whose `message_id` is in a committed batch is recognised and
+//! acknowledged without being written again. The sink publishes one JSON
+//! message a row after the batch's commit, with publisher confirms and a
+//! stable `message_id`.
+
+mod config;
+mod sink;
+mod source;
+
+pub use config::{AmqpSinkConfig, AmqpSourceConfig};
+use lapin::{Channel, Connection, ConnectionProperties};
+pub use sink::AmqpSink;
+use sluice_engine::Error;
+use sluice_engine::spec::{Component, Diagnostic};
+pub use source::AmqpSource;
+
+/// Checks that `url` is an AMQP URL; the problem never shows the URL,
+/// which may hold a password.
+fn check_url(component: &Component<'_>, url: &str) -> Option<Diagnostic> {
+    let problem = match url::Url::parse(url) {
+        Err(e) => format!("is not a valid URL: {e}"),
+        Ok(parsed) if !matches!(parsed.scheme(), "amqp" | "amqps") => {
+            format!("has the scheme \"{}\"; write amqp:// or amqps://", parsed.scheme())
+        }
+        Ok(parsed) if parsed.host_str().is_none_or(str::is_empty) => "names no host".into(),
+        Ok(_) => return None,
+    };
+    Some(component.error(
+        "url",
+        problem,
+        Some("write it as amqp://USER:PASSWORD@HOST:5672/%2f, the password as ${env:NAME}".into()),
+    ))
+}
+
+/// `url` without its password, for messages.
+fn shown(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "(an unreadable AMQP URL)".into(),
+    }
+}
+
+/// Connects to `url` and opens a channel.
+async fn connect(url: &str) -> Result<(Connection, Channel), Error> {
+    let connection = Connection::connect(url, ConnectionProperties::default()).await.map_err(|e| {
+        Error::Broker(format!(
+            "cannot connect to {}: {}; is the broker running? (RabbitMQ: scripts/start-rabbitmq.sh)",
+            shown(url),
+            without_secrets(&e.to_string(), url)
+        ))
+    })?;
+    let channel = connection.create_channel().await.map_err(|e| broker(url, "cannot open a channel", &e))?;
+    Ok((connection, channel))
+}
+
+/// An AMQP error as the engine's, without the URL's password.
+fn broker(url: &str, what: &str, error: &lapin::Error) -> Error {
+    Error::Broker(format!("{} {what}: {}", shown(url), without_secrets(&error.to_string(), url)))
+}
+
+/// `text` without the URL or its password.
+fn without_secrets(text: &str, url: &str) -> String {
+    let mut text = text.replace(url, &shown(url));
+    if let Ok(parsed) = url::Url::parse(url)
+        && let Some(password) = parsed.password().filter(|p| !p.is_empty())
+    {
+        text = text.replace(password, "***");
+    }
+    text
+}

@@ -1,0 +1,161 @@
+//! The Kafka sink: a batch's rows wait in the outbox until its commit,
+//! then each is produced as a JSON record, with an idempotent producer
+//! and a stable `sluice-message-id` header (at least once: a publish cut
+//! short by a crash is done again with the same ids).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use arrow::datatypes::Schema;
+use async_trait::async_trait;
+use datafusion::execution::SendableRecordBatchStream;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sluice_engine::log::batch_of_token;
+use sluice_engine::sink::{Attempt, Sink, Staged};
+use sluice_engine::spec::{Component, Diagnostics};
+use sluice_engine::storage::StorageLocation;
+use sluice_engine::{Error, Result};
+use tokio::sync::OnceCell;
+
+use super::config::KafkaSinkConfig;
+use super::{MESSAGE_ID_HEADER, broker_error, check_brokers, check_options, client_config};
+use crate::outbox::{OutMessage, Outbox, check_key, send_all};
+
+/// Records produced at once while waiting for the broker's acks.
+const IN_FLIGHT: usize = 10_000;
+/// How long a record may wait for room in the producer's queue.
+const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Produces rows to a Kafka topic.
+pub struct KafkaSink {
+    brokers: String,
+    topic: String,
+    key: Option<String>,
+    options: BTreeMap<String, String>,
+    outbox: Outbox,
+    producer: OnceCell<FutureProducer>,
+}
+
+impl std::fmt::Debug for KafkaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSink").field("brokers", &self.brokers).field("topic", &self.topic).finish_non_exhaustive()
+    }
+}
+
+impl KafkaSink {
+    /// Reads and checks `[sink]`; the rows wait below `checkpoint` until
+    /// they are published. Connects to nothing.
+    pub fn from_component(
+        component: &Component<'_>,
+        checkpoint: Option<&StorageLocation>,
+    ) -> Result<Self, Diagnostics> {
+        let config: KafkaSinkConfig = component.parse()?;
+        let mut problems = Diagnostics::default();
+        problems.0.extend(check_brokers(component, config.brokers.get_ref()));
+        problems.0.extend(check_options(component, &config.options));
+        if config.topic.get_ref().trim().is_empty() {
+            problems.0.push(component.error("topic", "is empty", None));
+        }
+        let outbox = match checkpoint {
+            Some(checkpoint) => {
+                Outbox::new(checkpoint).map_err(|e| problems.0.push(component.error("type", e.to_string(), None))).ok()
+            }
+            None => {
+                problems.0.push(component.error(
+                    "type",
+                    "a kafka sink keeps its checkpoint log and the rows waiting to be sent in [checkpoint] url",
+                    Some("add [checkpoint] url = \"<a folder or bucket URL>\"".into()),
+                ));
+                None
+            }
+        };
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let Some(outbox) = outbox else { unreachable!("every missing part was reported as a problem") };
+        Ok(KafkaSink {
+            brokers: config.brokers.get_ref().clone(),
+            topic: config.topic.get_ref().clone(),
+            key: config.key.map(|key| key.get_ref().clone()),
+            options: config.options,
+            outbox,
+            producer: OnceCell::new(),
+        })
+    }
+
+    async fn producer(&self) -> Result<&FutureProducer> {
+        self.producer
+            .get_or_try_init(|| async {
+                let mut config = client_config(&self.brokers, &self.options);
+                config.set("enable.idempotence", "true").set("linger.ms", "5");
+                config.create().map_err(|e| broker_error(&self.brokers, "cannot create a producer", e))
+            })
+            .await
+    }
+
+    async fn produce(&self, producer: &FutureProducer, message: &OutMessage) -> Result<()> {
+        let headers = OwnedHeaders::new().insert(Header { key: MESSAGE_ID_HEADER, value: Some(message.id.as_str()) });
+        let mut record = FutureRecord::to(&self.topic).payload(&message.body).headers(headers);
+        if let Some(key) = &message.key {
+            record = record.key(key.as_str());
+        }
+        producer.send(record, QUEUE_TIMEOUT).await.map(|_| ()).map_err(|(error, _)| {
+            broker_error(
+                &self.brokers,
+                &format!("record {} was not delivered to topic {}", message.id, self.topic),
+                error,
+            )
+        })
+    }
+}
+
+#[async_trait]
+impl Sink for KafkaSink {
+    fn check_schema(&self, schema: &Schema) -> std::result::Result<(), String> {
+        check_key(schema, self.key.as_deref())
+    }
+
+    async fn stage(&self, attempt: &Attempt, data: SendableRecordBatchStream) -> Result<Staged> {
+        self.check_schema(&data.schema()).map_err(Error::Config)?;
+        self.outbox.stage(&attempt.token, &self.topic, data).await
+    }
+
+    async fn publish(&self, staged: &Staged) -> Result<()> {
+        let batch_id = batch_of_token(&staged.token).map(|id| id.to_string()).unwrap_or_default();
+        let Some(messages) = self.outbox.messages(&staged.token, &batch_id, self.key.as_deref()).await? else {
+            return Ok(());
+        };
+        let producer = self.producer().await?;
+        send_all(messages.iter().map(|message| self.produce(producer, message)).collect(), IN_FLIGHT).await?;
+        self.outbox.remove(&staged.token).await
+    }
+
+    async fn discard(&self, token: &str) -> Result<()> {
+        self.outbox.remove(token).await
+    }
+
+    async fn staged_tokens(&self) -> Result<Vec<String>> {
+        self.outbox.tokens().await
+    }
+
+    fn default_checkpoint(&self) -> Option<StorageLocation> {
+        None
+    }
+
+    fn describe(&self) -> Vec<(&'static str, String)> {
+        let mut lines = vec![
+            ("type", "kafka".to_string()),
+            ("brokers", self.brokers.clone()),
+            ("topic", self.topic.clone()),
+            ("format", "json, one record a row, header sluice-message-id = <batch id>-<row>".to_string()),
+        ];
+        if let Some(key) = &self.key {
+            lines.push(("key", key.clone()));
+        }
+        for (key, value) in &self.options {
+            lines.push(("option", format!("{key} = {value}")));
+        }
+        lines
+    }
+}

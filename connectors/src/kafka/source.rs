@@ -1,0 +1,225 @@
+//! The Kafka source: which partitions there are, where a new pipeline
+//! begins them, and reading a planned batch's ranges again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{Offset, TopicPartitionList};
+use sluice_engine::log::LogState;
+use sluice_engine::source::Input;
+use sluice_engine::spec::{Component, Diagnostics};
+use sluice_engine::stream::{
+    Message, PartitionKey, PartitionStart, ReadMode, StreamInputs, StreamReader, StreamSource,
+};
+use sluice_engine::{Error, Result};
+
+use super::config::{KafkaSourceConfig, StartPosition};
+use super::reader::{KafkaReader, Until, read_ranges};
+use super::{broker_error, check_brokers, check_options, client_config};
+use crate::formats::messages::MessageDecoder;
+
+/// How long a metadata or watermark request may take.
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads records of Kafka topics.
+#[derive(Debug)]
+pub struct KafkaSource {
+    brokers: String,
+    topics: Vec<String>,
+    group: String,
+    start: StartPosition,
+    options: BTreeMap<String, String>,
+    decoder: MessageDecoder,
+}
+
+impl KafkaSource {
+    /// Reads and checks `[source]`, collecting every problem; connects to
+    /// nothing.
+    pub fn from_component(component: &Component<'_>) -> Result<Self, Diagnostics> {
+        let config: KafkaSourceConfig = component.parse()?;
+        let mut problems = Diagnostics::default();
+        problems.0.extend(check_brokers(component, config.brokers.get_ref()));
+        problems.0.extend(check_options(component, &config.options));
+        let topics: Vec<String> = match (&config.topic, &config.topics) {
+            (Some(topic), None) => vec![topic.get_ref().clone()],
+            (None, Some(topics)) => topics.get_ref().clone(),
+            (Some(_), Some(_)) => {
+                problems.0.push(component.error("topics", "give `topic` or `topics`, not both", None));
+                Vec::new()
+            }
+            (None, None) => {
+                problems.0.push(component.error(
+                    "topic",
+                    "missing key `topic`",
+                    Some("add topic = \"orders\", or topics = [\"orders\", \"refunds\"]".into()),
+                ));
+                Vec::new()
+            }
+        };
+        if (config.topic.is_some() || config.topics.is_some())
+            && (topics.is_empty() || topics.iter().any(|t| t.trim().is_empty()))
+        {
+            let key = if config.topic.is_some() { "topic" } else { "topics" };
+            problems.0.push(component.error(key, "names no topic", None));
+        }
+        let group = match &config.group {
+            Some(group) if group.get_ref().trim().is_empty() => {
+                problems.0.push(component.error("group", "is empty", None));
+                String::new()
+            }
+            Some(group) => group.get_ref().clone(),
+            None => format!("sluice-{}", topics.first().map_or("", String::as_str)),
+        };
+        let decoder =
+            MessageDecoder::from_config(component, config.format, config.delimiter, config.schema, &mut problems);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(KafkaSource {
+            brokers: config.brokers.get_ref().clone(),
+            topics,
+            group,
+            start: config.start.map_or(StartPosition::Earliest, |s| *s.get_ref()),
+            options: config.options,
+            decoder,
+        })
+    }
+
+    /// A consumer that commits no offsets by itself and whose fetches come
+    /// back within 100 ms when there is nothing new.
+    fn consumer(&self) -> Result<Arc<StreamConsumer>> {
+        let mut config = client_config(&self.brokers, &self.options);
+        config
+            .set("group.id", &self.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            // A position the broker no longer has (retention) reads on from
+            // the oldest record it has.
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "100");
+        let consumer: StreamConsumer =
+            config.create().map_err(|e| broker_error(&self.brokers, "cannot create a consumer", e))?;
+        Ok(Arc::new(consumer))
+    }
+
+    /// Every partition of the topics, and each one's low and high watermark.
+    async fn partitions(&self, consumer: &Arc<StreamConsumer>) -> Result<BTreeMap<PartitionKey, (i64, i64)>> {
+        let (consumer, topics, brokers) = (consumer.clone(), self.topics.clone(), self.brokers.clone());
+        blocking(move || {
+            let mut found = BTreeMap::new();
+            for topic in &topics {
+                let metadata = consumer
+                    .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+                    .map_err(|e| broker_error(&brokers, &format!("cannot read the metadata of topic {topic}"), e))?;
+                let Some(described) = metadata.topics().iter().find(|t| t.name() == topic) else { continue };
+                if described.error().is_some() || described.partitions().is_empty() {
+                    return Err(Error::Config(format!(
+                        "topic {topic} does not exist on {brokers}; create it, or correct [source] topic"
+                    )));
+                }
+                for partition in described.partitions() {
+                    let (low, high) = consumer
+                        .fetch_watermarks(topic, partition.id(), REQUEST_TIMEOUT)
+                        .map_err(|e| broker_error(&brokers, &format!("cannot read the offsets of {topic}"), e))?;
+                    found.insert(PartitionKey { topic: topic.clone(), partition: partition.id() }, (low, high));
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+}
+
+/// Runs a blocking client call off the async threads.
+pub(super) async fn blocking<T: Send + 'static>(call: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(call).await.map_err(|e| Error::Broker(format!("kafka client call panicked: {e}")))?
+}
+
+#[async_trait]
+impl StreamSource for KafkaSource {
+    async fn open(&self, state: &LogState, mode: ReadMode) -> Result<Box<dyn StreamReader>> {
+        let consumer = self.consumer()?;
+        let partitions = self.partitions(&consumer).await?;
+        let mut positions = BTreeMap::new();
+        let mut starts = Vec::new();
+        let mut targets = BTreeMap::new();
+        for (key, (low, high)) in partitions {
+            let position = match state.position(&key) {
+                Some(next) => next,
+                None => {
+                    let offset = match self.start {
+                        StartPosition::Earliest => low,
+                        StartPosition::Latest => high,
+                    };
+                    starts.push(PartitionStart { topic: key.topic.clone(), partition: key.partition, offset });
+                    offset
+                }
+            };
+            targets.insert(key.clone(), high);
+            positions.insert(key, position);
+        }
+        let mut assignment = TopicPartitionList::new();
+        for (key, next) in &positions {
+            assignment
+                .add_partition_offset(&key.topic, key.partition, Offset::Offset(*next))
+                .map_err(|e| broker_error(&self.brokers, "cannot assign partitions", e))?;
+        }
+        consumer.assign(&assignment).map_err(|e| broker_error(&self.brokers, "cannot assign partitions", e))?;
+        let until = match mode {
+            ReadMode::Follow => None,
+            ReadMode::UntilCaughtUp => Some(Until::new(targets)),
+        };
+        tracing::debug!(?positions, "reading kafka partitions");
+        Ok(Box::new(KafkaReader::new(consumer, self.brokers.clone(), positions, starts, until)))
+    }
+
+    async fn replay(&self, inputs: &StreamInputs) -> Result<Vec<Message>> {
+        let StreamInputs::Kafka { ranges } = inputs else {
+            return Err(Error::Config(format!("a kafka source cannot read {}", inputs.describe())));
+        };
+        read_ranges(self.consumer()?, &self.brokers, ranges).await
+    }
+
+    fn decode(&self, messages: &[Message], threads: usize) -> Result<Input> {
+        self.decoder.decode(messages, threads)
+    }
+
+    async fn lag(&self, state: &LogState) -> Result<u64> {
+        let consumer = self.consumer()?;
+        let partitions = self.partitions(&consumer).await?;
+        Ok(partitions
+            .iter()
+            .map(|(key, (low, high))| {
+                let next = state.position(key).unwrap_or(match self.start {
+                    StartPosition::Earliest => *low,
+                    StartPosition::Latest => *high,
+                });
+                (high - next.max(*low)).max(0) as u64
+            })
+            .sum())
+    }
+
+    fn declared_schema(&self) -> Option<SchemaRef> {
+        self.decoder.declared_schema()
+    }
+
+    fn describe(&self) -> Vec<(&'static str, String)> {
+        let mut lines = vec![
+            ("type", "kafka".to_string()),
+            ("brokers", self.brokers.clone()),
+            ("topics", self.topics.join(", ")),
+            ("group", self.group.clone()),
+            ("start", format!("{:?}", self.start).to_lowercase()),
+        ];
+        self.decoder.describe(&mut lines);
+        for (key, value) in &self.options {
+            lines.push(("option", format!("{key} = {value}")));
+        }
+        lines
+    }
+}

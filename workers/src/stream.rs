@@ -1,0 +1,425 @@
+//! `sluice run` of a stream source (`kafka`, `amqp`): reads micro-batches,
+//! plans each as a batch that names exactly its messages, runs and commits
+//! it in this process, and only then acknowledges the messages to the
+//! broker.
+//!
+//! ```text
+//! start: refresh log ─► finish cut-short publishes ─► batches a crash left planned:
+//!          kafka: read their ranges again and run them    amqp: abandon (the broker delivers them again)
+//!        open the reader at the log's positions ─► log: started{partitions new to the log}
+//! loop:  reader.next() ─► drop redeliveries of committed messages ─► log: planned{ranges | ids}
+//!          ─► lease ─► stage ─► log: committed{positions} ─► publish ─► reader.settle() (ack, group offsets)
+//!        refused plan (another run was first) ─► reader.release(): read on from the log's positions
+//!        --until-caught-up: the reader says when what the broker held at start is read
+//! ```
+//!
+//! A crash anywhere leaves the log consistent: a Kafka batch planned and
+//! not committed is the same offset range on the next run, read again; an
+//! AMQP batch's messages were never acknowledged, so the broker delivers
+//! them again, and those of them a commit already holds are recognised by
+//! their `message_id` and not written twice.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use sluice_engine::batch::{Batch, BatchId};
+use sluice_engine::log::{Abandoned, Appended, CheckpointLog, LogState, Planned, Record, Started};
+use sluice_engine::spec::PipelineSpec;
+use sluice_engine::stream::{Message, ReadMode, StreamInputs, StreamReader, StreamSource};
+use sluice_engine::{Error, Result, failpoint};
+use tokio::sync::{Mutex, watch};
+use tracing::Instrument;
+
+use crate::controller::{RunOptions, RunSummary, TRANSIENT_ATTEMPTS, backoff, failed_in_log, replay_publishes};
+use crate::metrics::{self, CommittedBatch};
+use crate::worker::{BatchOutcome, batch_span, owner_id, run_batch};
+
+/// How often the lag gauge asks the broker how far behind the log is.
+const LAG_EVERY: Duration = Duration::from_secs(5);
+
+/// How one batch's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Its output is committed, by this run or another.
+    Committed,
+    /// It used up its attempts and waits for `sluice retry`.
+    Failed,
+    /// It will never be committed; its messages go back to the broker.
+    Abandoned,
+    /// The run was told to stop first.
+    Stopped,
+}
+
+/// Reads, plans, runs and acknowledges micro-batches until caught up (with
+/// the option) or stopped; the batch in hand when told to stop is finished.
+pub(crate) async fn run(
+    spec: Arc<PipelineSpec>,
+    options: RunOptions,
+    mut stop: watch::Receiver<bool>,
+    log: Arc<Mutex<CheckpointLog>>,
+) -> Result<RunSummary> {
+    let source =
+        spec.source.stream().cloned().ok_or_else(|| Error::Config("the pipeline's source is not a stream".into()))?;
+    let owner = owner_id();
+    let mut run = StreamRun { spec: spec.clone(), log: log.clone(), owner, summary: RunSummary::default(), options };
+    {
+        let mut log = log.lock().await;
+        log.refresh().await?;
+        replay_publishes(&spec, &log).await?;
+    }
+    if run.recover(&mut stop).await? == Ended::Stopped {
+        return run.finish().await;
+    }
+    let mode = if options.until_caught_up { ReadMode::UntilCaughtUp } else { ReadMode::Follow };
+    let limits = spec.trigger.micro_batch();
+    let mut reader: Option<Box<dyn StreamReader>> = None;
+    let mut broker_failures = 0;
+    let mut lag_checked: Option<Instant> = None;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let open = match reader.as_mut() {
+            Some(open) => open,
+            None => match run.open(source.as_ref(), mode).await {
+                Ok(opened) => reader.insert(opened),
+                Err(error) => {
+                    if !run.wait_out(error, &mut broker_failures, &mut stop).await? {
+                        break;
+                    }
+                    continue;
+                }
+            },
+        };
+        let next = tokio::select! {
+            next = open.next(&limits) => next,
+            _ = stop.changed() => break,
+        };
+        let messages = match next {
+            Ok(Some(messages)) => messages,
+            Ok(None) => break,
+            Err(error) => {
+                reader = None;
+                if !run.wait_out(error, &mut broker_failures, &mut stop).await? {
+                    break;
+                }
+                continue;
+            }
+        };
+        broker_failures = 0;
+        let ended = match run.plan_and_run(open.as_mut(), messages, &mut stop).await {
+            Ok(ended) => ended,
+            Err(error) => {
+                // The broker or the log failed around the batch: whatever was
+                // not acknowledged is read again after reconnecting.
+                reader = None;
+                if !run.wait_out(error, &mut broker_failures, &mut stop).await? {
+                    break;
+                }
+                continue;
+            }
+        };
+        if lag_checked.is_none_or(|at| at.elapsed() >= LAG_EVERY) {
+            lag_checked = Some(Instant::now());
+            run.report_lag(source.as_ref()).await;
+        }
+        match ended {
+            Ended::Committed | Ended::Failed => {}
+            Ended::Stopped => break,
+            Ended::Abandoned if options.until_caught_up => break,
+            Ended::Abandoned => {
+                // The messages are back in the queue: give the cause time.
+                let wait = backoff(spec.max_attempts);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => break,
+                }
+            }
+        }
+    }
+    run.finish().await
+}
+
+/// What one run of a stream pipeline holds.
+struct StreamRun {
+    spec: Arc<PipelineSpec>,
+    log: Arc<Mutex<CheckpointLog>>,
+    owner: String,
+    summary: RunSummary,
+    options: RunOptions,
+}
+
+impl StreamRun {
+    async fn finish(mut self) -> Result<RunSummary> {
+        self.summary.failed_in_log = failed_in_log(&self.log).await;
+        Ok(self.summary)
+    }
+
+    /// Waits out a failure of the broker or the log: `Ok(true)` to go on,
+    /// `Ok(false)` when stopped meanwhile; the error itself when it cannot
+    /// be waited out, or a run until caught up met it too often.
+    async fn wait_out(&self, error: Error, failures: &mut u32, stop: &mut watch::Receiver<bool>) -> Result<bool> {
+        *failures += 1;
+        if !error.is_retryable() || (self.options.until_caught_up && *failures >= TRANSIENT_ATTEMPTS) {
+            return Err(error);
+        }
+        let wait = backoff(*failures);
+        tracing::warn!(
+            pipeline = %self.spec.name,
+            "reading the stream again in {wait:?}: {}", self.spec.file.redact(&error.to_string())
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => Ok(true),
+            _ = stop.changed() => Ok(false),
+        }
+    }
+
+    /// Opens the reader at the log's positions, and records where the
+    /// partitions new to the log begin.
+    async fn open(&self, source: &dyn StreamSource, mode: ReadMode) -> Result<Box<dyn StreamReader>> {
+        let state = {
+            let mut log = self.log.lock().await;
+            log.refresh().await?;
+            log.state().clone()
+        };
+        let reader = source.open(&state, mode).await?;
+        let partitions = reader.starts();
+        if !partitions.is_empty() {
+            tracing::info!(
+                pipeline = %self.spec.name,
+                "partitions new to the log begin at {}",
+                partitions.iter().map(|p| format!("{}/{}@{}", p.topic, p.partition, p.offset)).collect::<Vec<_>>().join(", ")
+            );
+            self.log.lock().await.append(Record::Started(Started { partitions, at: Utc::now() })).await?;
+        }
+        Ok(reader)
+    }
+
+    /// Finishes what a crash left planned: Kafka batches are read again and
+    /// run; AMQP batches nobody holds are abandoned, since their messages
+    /// were never acknowledged and the broker delivers them again.
+    async fn recover(&mut self, stop: &mut watch::Receiver<bool>) -> Result<Ended> {
+        let pending: Vec<Batch> = self.log.lock().await.state().pending();
+        for batch in pending {
+            let Some(inputs) = &batch.stream else { continue };
+            if inputs.is_replayable() {
+                tracing::info!(
+                    pipeline = %self.spec.name, batch_id = %batch.id,
+                    "running a batch planned before and not committed, reading {} again", inputs.describe()
+                );
+                if self.run_to_end(&batch, None, stop).await? == Ended::Stopped {
+                    return Ok(Ended::Stopped);
+                }
+            } else {
+                self.abandon_unless_held(&batch).await?;
+            }
+        }
+        Ok(Ended::Committed)
+    }
+
+    /// Abandons an AMQP batch unless another run holds it (a live lease, or
+    /// planned so recently that its lease may not be written yet).
+    async fn abandon_unless_held(&self, batch: &Batch) -> Result<()> {
+        let mut log = self.log.lock().await;
+        let now = Utc::now();
+        let Some(entry) = log.state().batch(&batch.id) else { return Ok(()) };
+        let grace = TimeDelta::from_std(self.spec.lease_timeout).unwrap_or(TimeDelta::seconds(30));
+        if entry.live_lease(now).is_some() || (entry.lease.is_none() && entry.planned.at + grace > now) {
+            return Ok(());
+        }
+        let reason =
+            "its messages were never acknowledged: the broker delivers them again, and they are planned afresh";
+        tracing::info!(pipeline = %self.spec.name, batch_id = %batch.id, "batch abandoned: {reason}");
+        let record = Record::Abandoned(Abandoned { batch_id: batch.id.clone(), reason: reason.into(), at: now });
+        log.append(record).await?;
+        Ok(())
+    }
+
+    /// Plans the micro-batch `messages`, runs it, and settles or releases
+    /// it with the reader.
+    async fn plan_and_run(
+        &mut self,
+        reader: &mut dyn StreamReader,
+        messages: Vec<Message>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Ended> {
+        let fresh = {
+            let mut log = self.log.lock().await;
+            log.refresh().await?;
+            drop_redeliveries(log.state(), messages)
+        };
+        if fresh.duplicates > 0 {
+            self.summary.duplicates += fresh.duplicates;
+            tracing::info!(
+                pipeline = %self.spec.name,
+                "{} redelivered messages are in a committed batch already: acknowledged, not written again",
+                fresh.duplicates
+            );
+        }
+        let Some(inputs) = StreamInputs::of(&fresh.messages) else {
+            reader.settle().await?;
+            return Ok(Ended::Committed);
+        };
+        let batch = Batch {
+            id: BatchId::derive_stream(&self.spec.name, self.spec.version, &inputs),
+            inputs: Vec::new(),
+            stream: Some(inputs),
+        };
+        let span = batch_span(&self.spec, &batch, &self.owner);
+        if !self.plan(&batch).instrument(span.clone()).await? {
+            let log = self.log.lock().await;
+            reader.release(log.state()).await?;
+            return Ok(Ended::Committed);
+        }
+        let ended = self.run_to_end(&batch, Some(&fresh.messages), stop).instrument(span).await?;
+        match ended {
+            Ended::Committed | Ended::Failed => reader.settle().await?,
+            Ended::Abandoned => {
+                let log = self.log.lock().await;
+                reader.release(log.state()).await?;
+            }
+            Ended::Stopped => {
+                if !batch.stream.as_ref().is_some_and(StreamInputs::is_replayable) {
+                    self.abandon_unless_held(&batch).await.ok();
+                }
+                let log = self.log.lock().await;
+                reader.release(log.state()).await?;
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Appends the batch's planned record (write-ahead): false if the log
+    /// refuses it, because another run planned these messages first.
+    async fn plan(&self, batch: &Batch) -> Result<bool> {
+        let record = Record::Planned(Planned {
+            batch_id: batch.id.clone(),
+            pipeline: self.spec.name.clone(),
+            version: self.spec.version,
+            inputs: Vec::new(),
+            stream: batch.stream.clone(),
+            at: Utc::now(),
+        });
+        failpoint::hit("before_plan");
+        match self.log.lock().await.append(record).await? {
+            Appended::Written(seq) => {
+                tracing::debug!(seq = seq.0, inputs = %batch.describe_inputs(), "planned");
+                failpoint::hit("after_plan");
+                Ok(true)
+            }
+            Appended::Refused(refusal) => {
+                tracing::info!(
+                    ?refusal,
+                    "another run planned these messages first; reading on from the log's positions"
+                );
+                Ok(false)
+            }
+        }
+    }
+
+    /// Runs `batch` until it is committed, failed for good, abandoned, or
+    /// the run is stopped; attempts that end in an error are tried again
+    /// with backoff.
+    async fn run_to_end(
+        &mut self,
+        batch: &Batch,
+        in_hand: Option<&[Message]>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Ended> {
+        let spec = self.spec.clone();
+        let mut failures = 0;
+        loop {
+            let started = Instant::now();
+            let wait = match run_batch(&spec, &self.log, batch, &self.owner, in_hand).await {
+                Ok(BatchOutcome::Committed { rows_in, rows_out, rows_dead_lettered }) => {
+                    let messages = batch.stream.as_ref().map_or(0, StreamInputs::messages);
+                    let bytes_in = in_hand.map_or(0, |m| m.iter().map(|m| m.payload.len() as u64).sum());
+                    self.summary.batches += 1;
+                    self.summary.messages += messages;
+                    self.summary.rows_in += rows_in;
+                    self.summary.rows_out += rows_out;
+                    self.summary.rows_dead_lettered += rows_dead_lettered;
+                    let counts =
+                        CommittedBatch { rows_in, rows_out, rows_dead_lettered, bytes_in, duration: started.elapsed() };
+                    metrics::committed(spec.name.as_str(), counts);
+                    tracing::info!(
+                        pipeline = %spec.name, batch_id = %batch.id, inputs = %batch.describe_inputs(),
+                        messages, rows_in, rows_out, rows_dead_lettered, "batch committed"
+                    );
+                    return Ok(Ended::Committed);
+                }
+                Ok(BatchOutcome::AlreadyCommitted) => return Ok(Ended::Committed),
+                Ok(BatchOutcome::Abandoned { .. }) => return Ok(Ended::Abandoned),
+                Ok(BatchOutcome::Settled) => return Ok(Ended::Failed),
+                Ok(BatchOutcome::Failed { error, gave_up: true }) => {
+                    self.summary.failed += 1;
+                    metrics::attempt_failed(spec.name.as_str(), true);
+                    let what = if batch.stream.as_ref().is_some_and(StreamInputs::is_replayable) {
+                        "waits for `sluice retry`, which reads its records again"
+                    } else {
+                        "gave its messages back to the queue"
+                    };
+                    tracing::error!(
+                        pipeline = %spec.name, batch_id = %batch.id, inputs = %batch.describe_inputs(),
+                        "batch failed {} times and {what}: {error}", spec.max_attempts
+                    );
+                    return Ok(Ended::Failed);
+                }
+                Ok(BatchOutcome::Failed { error, gave_up: false }) => {
+                    failures += 1;
+                    metrics::attempt_failed(spec.name.as_str(), false);
+                    let wait = backoff(failures);
+                    tracing::warn!(pipeline = %spec.name, batch_id = %batch.id, "attempt failed, trying again in {wait:?}: {error}");
+                    wait
+                }
+                Ok(BatchOutcome::Busy { until }) => {
+                    (until - Utc::now()).to_std().unwrap_or_default().max(Duration::from_millis(50))
+                }
+                Ok(BatchOutcome::Fenced) => Duration::from_millis(100),
+                Err(error) => {
+                    failures += 1;
+                    if !error.is_retryable() || (self.options.until_caught_up && failures >= TRANSIENT_ATTEMPTS) {
+                        return Err(error);
+                    }
+                    let wait = backoff(failures);
+                    tracing::warn!(
+                        pipeline = %spec.name, batch_id = %batch.id,
+                        "cannot run the batch, trying again in {wait:?}: {}", spec.file.redact(&error.to_string())
+                    );
+                    wait
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => return Ok(Ended::Stopped),
+            }
+        }
+    }
+
+    /// Sets the gauges: batches pending, and messages on the broker no
+    /// batch holds yet.
+    async fn report_lag(&self, source: &dyn StreamSource) {
+        let state = self.log.lock().await.state().clone();
+        match source.lag(&state).await {
+            Ok(lag) => metrics::backlog(self.spec.name.as_str(), state.pending().len(), lag as usize),
+            Err(error) => tracing::debug!("cannot read the lag: {error}"),
+        }
+    }
+}
+
+/// A micro-batch without the messages a commit already holds.
+struct Fresh {
+    messages: Vec<Message>,
+    duplicates: u64,
+}
+
+/// Leaves out redelivered messages whose id is in a committed batch.
+fn drop_redeliveries(state: &LogState, messages: Vec<Message>) -> Fresh {
+    let before = messages.len();
+    let messages: Vec<Message> = messages
+        .into_iter()
+        .filter(|message| !message.origin.message_id().is_some_and(|id| state.is_committed_message(id)))
+        .collect();
+    Fresh { duplicates: (before - messages.len()) as u64, messages }
+}
