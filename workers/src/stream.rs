@@ -19,6 +19,7 @@
 //! them again, and those of them a commit already holds are recognised by
 //! their `message_id` and not written twice.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -244,11 +245,7 @@ impl StreamRun {
         messages: Vec<Message>,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Ended> {
-        let fresh = {
-            let mut log = self.log.lock().await;
-            log.refresh().await?;
-            drop_redeliveries(log.state(), messages)
-        };
+        let fresh = self.take_back(messages).await?;
         if fresh.duplicates > 0 {
             self.summary.duplicates += fresh.duplicates;
             tracing::info!(
@@ -288,6 +285,40 @@ impl StreamRun {
             }
         }
         Ok(ended)
+    }
+
+    /// The micro-batch without the redelivered messages a commit holds
+    /// already. A batch not yet settled that holds some of the others is
+    /// abandoned first: the broker delivered its messages again, so the run
+    /// that read them is gone (or cut off from the broker), and its commit
+    /// must not land beside this one's. If it committed first, those
+    /// messages are redeliveries too.
+    async fn take_back(&self, messages: Vec<Message>) -> Result<Fresh> {
+        let mut log = self.log.lock().await;
+        log.refresh().await?;
+        let mut fresh = drop_redeliveries(log.state(), messages);
+        loop {
+            let held: BTreeSet<BatchId> = fresh
+                .messages
+                .iter()
+                .filter_map(|message| message.origin.message_id())
+                .filter_map(|id| log.state().unsettled_batch_of(id))
+                .filter(|entry| entry.is_pending())
+                .map(|entry| entry.planned.batch_id.clone())
+                .collect();
+            if held.is_empty() {
+                return Ok(fresh);
+            }
+            for batch_id in held {
+                let reason = "its messages were delivered again, to another run: the run that read them is gone";
+                tracing::info!(pipeline = %self.spec.name, %batch_id, "batch abandoned: {reason}");
+                let record = Record::Abandoned(Abandoned { batch_id, reason: reason.into(), at: Utc::now() });
+                log.append(record).await?;
+            }
+            // Any of them that committed first holds redeliveries.
+            let more = drop_redeliveries(log.state(), fresh.messages);
+            fresh = Fresh { messages: more.messages, duplicates: fresh.duplicates + more.duplicates };
+        }
     }
 
     /// Appends the batch's planned record (write-ahead): false if the log

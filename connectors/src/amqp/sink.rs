@@ -175,6 +175,7 @@ impl Sink for AmqpSink {
             self.connected.lock().await.take();
         }
         sent?;
+        sluice_engine::failpoint::hit("during_publish");
         self.outbox.remove(&staged.token).await
     }
 

@@ -231,6 +231,46 @@ impl StreamReader for KafkaReader {
     }
 }
 
+/// Where each of `partitions` really ends, from the high watermark each
+/// reported: some brokers report one below their newest record, so the
+/// records after it are read until a fetch comes back empty or one was
+/// produced since `since_ms`. The end is the offset after the last older
+/// record (or the first newer one's).
+pub(super) async fn find_ends(
+    consumer: &StreamConsumer,
+    brokers: &str,
+    partitions: &BTreeMap<PartitionKey, i64>,
+    since_ms: i64,
+) -> Result<BTreeMap<PartitionKey, i64>> {
+    let mut ends = partitions.clone();
+    if ends.is_empty() {
+        return Ok(ends);
+    }
+    let mut assignment = TopicPartitionList::new();
+    for (key, watermark) in &ends {
+        assignment
+            .add_partition_offset(&key.topic, key.partition, Offset::Offset(*watermark))
+            .map_err(|e| broker_error(brokers, "cannot assign partitions", e))?;
+    }
+    consumer.assign(&assignment).map_err(|e| broker_error(brokers, "cannot assign partitions", e))?;
+    let mut found: BTreeSet<PartitionKey> = BTreeSet::new();
+    while found.len() < ends.len() {
+        let Ok(received) = tokio::time::timeout(IDLE, consumer.recv()).await else { break };
+        let Ok(record) = received else { continue };
+        let key = PartitionKey { topic: record.topic().to_string(), partition: record.partition() };
+        let Some(end) = ends.get_mut(&key) else { continue };
+        if found.contains(&key) || record.offset() < *end {
+            continue;
+        }
+        if record.timestamp().to_millis().is_some_and(|at| at >= since_ms) {
+            found.insert(key);
+        } else {
+            *end = record.offset() + 1;
+        }
+    }
+    Ok(ends)
+}
+
 /// Reads exactly the records of `ranges` again, in partition and offset
 /// order.
 pub(super) async fn read_ranges(

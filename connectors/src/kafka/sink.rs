@@ -128,6 +128,7 @@ impl Sink for KafkaSink {
         };
         let producer = self.producer().await?;
         send_all(messages.iter().map(|message| self.produce(producer, message)).collect(), IN_FLIGHT).await?;
+        sluice_engine::failpoint::hit("during_publish");
         self.outbox.remove(&staged.token).await
     }
 

@@ -18,7 +18,7 @@ use sluice_engine::stream::{
 use sluice_engine::{Error, Result};
 
 use super::config::{KafkaSourceConfig, StartPosition};
-use super::reader::{KafkaReader, Until, read_ranges};
+use super::reader::{KafkaReader, Until, find_ends, read_ranges};
 use super::{broker_error, check_brokers, check_options, client_config};
 use crate::formats::messages::MessageDecoder;
 
@@ -144,25 +144,30 @@ pub(super) async fn blocking<T: Send + 'static>(call: impl FnOnce() -> Result<T>
 impl StreamSource for KafkaSource {
     async fn open(&self, state: &LogState, mode: ReadMode) -> Result<Box<dyn StreamReader>> {
         let consumer = self.consumer()?;
+        let opened_ms = chrono::Utc::now().timestamp_millis();
         let partitions = self.partitions(&consumer).await?;
         let mut positions = BTreeMap::new();
-        let mut starts = Vec::new();
         let mut targets = BTreeMap::new();
+        let mut new_partitions = BTreeMap::new();
         for (key, (low, high)) in partitions {
-            let position = match state.position(&key) {
-                Some(next) => next,
-                None => {
-                    let offset = match self.start {
-                        StartPosition::Earliest => low,
-                        StartPosition::Latest => high,
-                    };
-                    starts.push(PartitionStart { topic: key.topic.clone(), partition: key.partition, offset });
-                    offset
+            match state.position(&key) {
+                Some(next) => {
+                    positions.insert(key.clone(), next);
                 }
-            };
-            targets.insert(key.clone(), high);
-            positions.insert(key, position);
+                None => {
+                    new_partitions.insert(key.clone(), if self.start == StartPosition::Earliest { low } else { high });
+                }
+            }
+            targets.insert(key, high);
         }
+        if self.start == StartPosition::Latest {
+            new_partitions = find_ends(&consumer, &self.brokers, &new_partitions, opened_ms).await?;
+        }
+        let starts: Vec<PartitionStart> = new_partitions
+            .iter()
+            .map(|(key, offset)| PartitionStart { topic: key.topic.clone(), partition: key.partition, offset: *offset })
+            .collect();
+        positions.extend(new_partitions);
         let mut assignment = TopicPartitionList::new();
         for (key, next) in &positions {
             assignment

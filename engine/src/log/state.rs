@@ -6,7 +6,7 @@
 //! they append, and readers ignore a record the log would have refused, so
 //! every reader of the same records reaches the same state.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -122,6 +122,9 @@ pub struct LogState {
     committed_ids: VecDeque<String>,
     #[serde(skip)]
     committed_id_set: HashSet<String>,
+    /// AMQP: the batch each message id of a batch not yet settled is in.
+    #[serde(skip)]
+    unsettled_ids: HashMap<String, BatchId>,
 }
 
 /// Why the log refuses to append a record.
@@ -166,11 +169,19 @@ impl LogState {
         match record {
             Record::Planned(planned) => {
                 self.seen_inputs.extend(planned.inputs.iter().map(|input| input.key()));
-                if let Some(StreamInputs::Kafka { ranges }) = &planned.stream {
-                    for range in ranges {
-                        let position = self.positions.entry(range.key()).or_insert(range.end);
-                        *position = (*position).max(range.end);
+                match &planned.stream {
+                    Some(StreamInputs::Kafka { ranges }) => {
+                        for range in ranges {
+                            let position = self.positions.entry(range.key()).or_insert(range.end);
+                            *position = (*position).max(range.end);
+                        }
                     }
+                    Some(StreamInputs::Amqp { message_ids, .. }) => {
+                        for id in message_ids {
+                            self.unsettled_ids.insert(id.clone(), planned.batch_id.clone());
+                        }
+                    }
+                    None => {}
                 }
                 self.batches.insert(planned.batch_id.clone(), BatchEntry::new(planned, seq));
                 return;
@@ -196,6 +207,9 @@ impl LogState {
                 entry.lease = None;
                 entry.committed = Some(committed);
                 let ids = take_message_ids(entry);
+                for id in &ids {
+                    self.unsettled_ids.remove(id);
+                }
                 self.remember_committed_ids(ids);
             }
             Record::Failed(failed) => {
@@ -216,7 +230,9 @@ impl LogState {
                 }
                 entry.lease = None;
                 entry.abandoned = Some(abandoned);
-                take_message_ids(entry);
+                for id in take_message_ids(entry) {
+                    self.unsettled_ids.remove(&id);
+                }
             }
         }
     }
@@ -240,6 +256,12 @@ impl LogState {
     /// the window reaches back.
     pub fn is_committed_message(&self, message_id: &str) -> bool {
         self.committed_id_set.contains(message_id)
+    }
+
+    /// The batch, planned and not committed or abandoned, that holds the
+    /// AMQP message `message_id`.
+    pub fn unsettled_batch_of(&self, message_id: &str) -> Option<&BatchEntry> {
+        self.unsettled_ids.get(message_id).and_then(|id| self.batches.get(id))
     }
 
     /// The offset after the last planned one of a Kafka partition (or where
@@ -350,6 +372,15 @@ impl LogState {
     /// Rebuilds what a snapshot leaves out.
     pub(super) fn restore_index(&mut self) {
         self.committed_id_set = self.committed_ids.iter().cloned().collect();
+        self.unsettled_ids = self
+            .batches
+            .values()
+            .filter_map(|entry| match &entry.planned.stream {
+                Some(StreamInputs::Amqp { message_ids, .. }) => Some((entry, message_ids)),
+                _ => None,
+            })
+            .flat_map(|(entry, ids)| ids.iter().map(|id| (id.clone(), entry.planned.batch_id.clone())))
+            .collect();
         self.seen_inputs = self
             .batches
             .values()
@@ -655,12 +686,16 @@ mod tests {
     fn message_ids_of_committed_batches_are_remembered_and_survive_a_snapshot() {
         let mut state = log(vec![amqp("a", &["m1", "m2"]), leased("a", 1, "w", 0, 9), amqp("b", &["m3"])]);
         assert!(!state.is_committed_message("m1"), "planned is not committed");
+        assert_eq!(state.unsettled_batch_of("m1").map(|e| e.planned.batch_id.as_str()), Some("a"));
         state.apply(Seq(3), committed("a", 1));
+        assert!(state.unsettled_batch_of("m1").is_none(), "settled");
+        assert!(state.unsettled_batch_of("m3").is_some());
         assert!(state.is_committed_message("m1") && state.is_committed_message("m2"));
         assert!(!state.is_committed_message("m3"));
         let abandon = Record::Abandoned(Abandoned { batch_id: id("b"), reason: "r".into(), at: at(0) });
         state.apply(Seq(4), abandon);
         assert!(!state.is_committed_message("m3"), "an abandoned batch's messages come back");
+        assert!(state.unsettled_batch_of("m3").is_none());
         let kept = state.batch(&id("a")).expect("planned");
         assert!(
             matches!(&kept.planned.stream, Some(StreamInputs::Amqp { message_ids, messages: 2, .. }) if message_ids.is_empty()),

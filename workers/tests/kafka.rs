@@ -1,0 +1,255 @@
+//! Kafka in and out, against a real broker: every record lands in the
+//! Parquet sink exactly once, whether `sluice run` is killed with -9,
+//! crashes at any step of the commit protocol, or races another run.
+//!
+//! The broker is the one at 127.0.0.1:9092 (or `SLUICE_TEST_KAFKA`);
+//! `scripts/test.sh` starts Tansu there, by hand: `scripts/start-kafka.sh`.
+
+mod brokers;
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use brokers::{Kafka, ORDER_SCHEMA, Rng, crash_at, kill_9, kill_9_mid_stream, order, order_rows, status};
+use common::{Workspace, parquet_rows, printed, run, sluice, visible_files};
+
+/// A pipeline from `topic` into Parquet, in micro-batches of `max_records`.
+fn pipeline(kafka: &Kafka, topic: &str, max_records: usize, extra: &str) -> String {
+    format!(
+        r#"
+[pipeline]
+name = "kafka-orders"
+
+[source]
+type = "kafka"
+brokers = "{brokers}"
+topic = "{topic}"
+group = "{topic}-group"
+format = "json"
+{extra}
+{ORDER_SCHEMA}
+[trigger]
+max_records = {max_records}
+max_wait = "200ms"
+
+[transform]
+sql = "SELECT id, country, amount FROM input"
+
+[sink]
+type = "files"
+url = "out"
+
+[workers]
+lease_timeout = "1s"
+"#,
+        brokers = kafka.brokers
+    )
+}
+
+fn produce_orders(kafka: &Kafka, topic: &str, ids: std::ops::Range<u64>) {
+    kafka.produce(topic, ids.map(order));
+}
+
+/// The sink holds each of `ids` exactly once, and the log has nothing left to do.
+fn assert_exactly_once(ws: &Workspace, pipeline: &str, ids: std::ops::Range<u64>) {
+    let (columns, found) = parquet_rows(&ws.path("out"));
+    let expected = order_rows(ids);
+    assert_eq!(columns, ["id", "country", "amount"]);
+    assert_eq!(found.len(), expected.len(), "row count");
+    assert_eq!(found, expected, "every record exactly once");
+    let status = status(pipeline);
+    assert_eq!(status["pending_batches"], 0, "{status}");
+    assert_eq!(status["failed_batches"], 0, "{status}");
+    assert_eq!(status["rows_written"], expected.len(), "{status}");
+    assert_eq!(status["lag_unit"], "messages", "{status}");
+}
+
+#[test]
+fn killed_with_minus_9_two_seconds_in_then_caught_up_every_record_lands_once() {
+    let kafka = Kafka::new();
+    let topic = kafka.topic("kill9", 3);
+    let ws = Workspace::new();
+    let path = ws.pipeline(&pipeline(&kafka, &topic, 1000, ""));
+    produce_orders(&kafka, &topic, 0..12_000);
+
+    let mut running = sluice().args(["run", &path]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("runs");
+    // Killed two seconds in, or sooner: once its first batch is committed,
+    // so that the kill comes mid-stream.
+    kill_9_mid_stream(&mut running, &ws.path("out"));
+    let committed_before = parquet_rows(&ws.path("out")).1.len();
+    eprintln!("{committed_before} rows were committed when the run was killed");
+
+    produce_orders(&kafka, &topic, 12_000..20_000);
+    let summary = ws.run_until_caught_up();
+    assert!(summary.contains("messages"), "{summary}");
+    assert_exactly_once(&ws, &path, 0..20_000);
+
+    // Group offsets follow the log, for monitoring tools.
+    let status = status(&path);
+    let positions = status["positions"].as_array().expect("positions");
+    assert_eq!(positions.len(), 3, "{status}");
+    let offsets = kafka.group_offsets(&format!("{topic}-group"), &topic, 3);
+    for position in positions {
+        let partition = position["partition"].as_i64().expect("partition") as i32;
+        assert_eq!(Some(&position["next_offset"].as_i64().expect("offset")), offsets.get(&partition), "{status}");
+    }
+    let total: i64 = positions.iter().map(|p| p["next_offset"].as_i64().expect("offset")).sum();
+    assert_eq!(total, 20_000, "the positions cover every offset: {status}");
+}
+
+#[test]
+fn a_crash_at_any_step_of_the_commit_loses_and_repeats_nothing() {
+    let kafka = Kafka::new();
+    for step in ["after_plan", "after_lease", "during_sink_write", "after_sink_write", "after_commit", "during_publish"] {
+        let topic = kafka.topic(step, 2);
+        let ws = Workspace::new();
+        let path = ws.pipeline(&pipeline(&kafka, &topic, 700, ""));
+        produce_orders(&kafka, &topic, 0..2_000);
+        crash_at(&path, step);
+        produce_orders(&kafka, &topic, 2_000..2_500);
+        let summary = ws.run_until_caught_up();
+        assert!(summary.contains(" batches"), "{step}: {summary}");
+        assert_exactly_once(&ws, &path, 0..2_500);
+    }
+}
+
+#[test]
+fn runs_killed_at_random_moments_and_racing_each_other_keep_every_record_once() {
+    let kafka = Kafka::new();
+    let topic = kafka.topic("random-kills", 3);
+    let ws = Workspace::new();
+    let path = ws.pipeline(&pipeline(&kafka, &topic, 400, ""));
+    let mut rng = Rng::new();
+    let mut produced = 0;
+    for round in 0..4 {
+        produce_orders(&kafka, &topic, produced..produced + 3_000);
+        produced += 3_000;
+        // Two runs read the same partitions at once: the log lets one plan
+        // each range, and the other reads on after it.
+        let runs = 1 + (round % 2);
+        let mut children: Vec<_> = (0..runs)
+            .map(|_| sluice().args(["run", &path]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("runs"))
+            .collect();
+        let started = Instant::now();
+        for child in &mut children {
+            let at = Duration::from_millis(200 + rng.below(1500));
+            std::thread::sleep(at.saturating_sub(started.elapsed()));
+            kill_9(child);
+        }
+    }
+    ws.run_until_caught_up();
+    assert_exactly_once(&ws, &path, 0..produced);
+}
+
+#[test]
+fn malformed_records_go_to_the_dead_letters_with_partition_and_offset() {
+    let kafka = Kafka::new();
+    let topic = kafka.topic("dead-letters", 1);
+    let ws = Workspace::new();
+    let path = ws.pipeline(&pipeline(&kafka, &topic, 1000, ""));
+    let mut bodies: Vec<String> = (0..10).map(order).collect();
+    bodies.insert(3, "{not json".into());
+    bodies.insert(7, r#"{"id": "seven", "country": "FR", "amount": 1}"#.into());
+    kafka.produce(&topic, bodies);
+    let summary = ws.run_until_caught_up();
+    assert!(summary.contains("2 dead letters"), "{summary}");
+    assert_eq!(parquet_rows(&ws.path("out")).1, order_rows(0..10));
+
+    let files = visible_files(&ws.path("out/_sluice/dead_letters"));
+    assert_eq!(files.len(), 1, "{files:?}");
+    let text = std::fs::read_to_string(&files[0]).expect("dead letters");
+    let letters: Vec<serde_json::Value> =
+        text.lines().map(|line| serde_json::from_str(line).expect("a JSON line")).collect();
+    let found: Vec<(&str, i64, i64, &str)> = letters
+        .iter()
+        .map(|l| {
+            let text = |key: &str| l[key].as_str().expect(key);
+            (text("source"), l["partition"].as_i64().expect("partition"), l["offset"].as_i64().expect("offset"), text("raw"))
+        })
+        .collect();
+    assert_eq!(found, [(topic.as_str(), 0, 3, "{not json"), (topic.as_str(), 0, 7, r#"{"id": "seven", "country": "FR", "amount": 1}"#)]);
+    assert!(letters[1]["error"].as_str().expect("error").contains("id"), "{}", letters[1]);
+    assert!(letters.iter().all(|l| l.get("line").is_none()), "{text}");
+    assert_eq!(status(&path)["dead_lettered_rows"], 2);
+}
+
+#[test]
+fn start_latest_begins_at_the_end_and_the_log_remembers_where() {
+    let kafka = Kafka::new();
+    let topic = kafka.topic("latest", 2);
+    let ws = Workspace::new();
+    ws.pipeline(&pipeline(&kafka, &topic, 1000, "start = \"latest\""));
+    produce_orders(&kafka, &topic, 0..300);
+    let first = ws.run_until_caught_up();
+    assert!(first.contains("0 batches"), "records before a new pipeline's start are not read: {first}");
+    // Produced between two runs: read by the next one, since the log
+    // recorded where the partitions begin.
+    produce_orders(&kafka, &topic, 300..450);
+    ws.run_until_caught_up();
+    assert_eq!(parquet_rows(&ws.path("out")).1, order_rows(300..450));
+}
+
+#[test]
+fn a_kafka_sink_publishes_each_row_after_the_commit_with_a_stable_id() {
+    let kafka = Kafka::new();
+    let topic = kafka.topic("sink", 2);
+    let ws = Workspace::new();
+    let mut csv = String::from("id,country,amount\n");
+    for id in 0..500 {
+        csv.push_str(&format!("{id},{},{}.25\n", ["FR", "DE"][id % 2], id % 100));
+    }
+    ws.write("inbox/orders.csv", &csv);
+    let path = ws.pipeline(&format!(
+        r#"
+[pipeline]
+name = "to-kafka"
+
+[source]
+type = "files"
+url = "inbox"
+pattern = "*.csv"
+{ORDER_SCHEMA}
+[transform]
+sql = "SELECT id, country, amount * 2 AS doubled FROM input"
+
+[sink]
+type = "kafka"
+brokers = "{brokers}"
+topic = "{topic}"
+key = "country"
+
+[checkpoint]
+url = "state"
+"#,
+        brokers = kafka.brokers
+    ));
+    // The run dies after the records were sent and before it noted so:
+    // the next run sends them again, with the same ids.
+    crash_at(&path, "during_publish");
+    let summary = ws.run_until_caught_up();
+    assert!(summary.contains("0 batches"), "{summary}");
+    let records = kafka.records(&topic);
+    assert_eq!(records.len(), 1000, "sent twice: at least once");
+    let mut by_id = std::collections::BTreeMap::new();
+    for (id, value) in &records {
+        let id = id.clone().expect("each record carries its id");
+        if let Some(before) = by_id.insert(id.clone(), value.clone()) {
+            assert_eq!(&before, value, "a repeated id is the same row");
+        }
+    }
+    assert_eq!(by_id.len(), 500, "one id a row");
+    let mut doubled: Vec<i64> = by_id
+        .values()
+        .map(|value| {
+            let row: serde_json::Value = serde_json::from_str(value).expect("a JSON row");
+            row["id"].as_i64().expect("id")
+        })
+        .collect();
+    doubled.sort();
+    assert_eq!(doubled, (0..500).collect::<Vec<_>>());
+    assert!(visible_files(&ws.path("state/outbox")).is_empty(), "nothing waits to be sent");
+    let again = run(&["run", &path, "--until-caught-up"]);
+    assert!(again.status.success(), "{}", printed(&again));
+    assert_eq!(kafka.records(&topic).len(), 1000, "a rerun sends nothing more");
+}
