@@ -47,6 +47,10 @@ impl ConnectorRegistry for Registry {
         })
     }
 
+    fn is_stream(&self, kind: &str) -> bool {
+        matches!(kind, "kafka" | "amqp")
+    }
+
     fn dead_letters(&self, location: &StorageLocation) -> Result<Arc<dyn Sink>, String> {
         Ok(Arc::new(files::FilesSink::ndjson(location.clone()).map_err(|e| e.to_string())?))
     }

@@ -88,7 +88,8 @@ fn killed_with_minus_9_two_seconds_in_then_caught_up_every_message_lands_once() 
 #[test]
 fn a_crash_at_any_step_of_the_commit_loses_and_repeats_nothing() {
     let rabbit = Rabbit::new();
-    for step in ["after_plan", "after_lease", "during_sink_write", "after_sink_write", "after_commit", "during_publish"] {
+    for step in ["after_plan", "after_lease", "during_sink_write", "after_sink_write", "after_commit", "during_publish"]
+    {
         let queue = rabbit.queue(step);
         let ws = Workspace::new();
         let path = ws.pipeline(&pipeline(&rabbit, &queue.name, 700));
@@ -99,7 +100,10 @@ fn a_crash_at_any_step_of_the_commit_loses_and_repeats_nothing() {
         if matches!(step, "after_commit" | "during_publish") {
             // Committed, never acknowledged: the broker delivers the batch
             // again, and the log knows its ids.
-            assert!(summary.contains("700 redelivered messages were in committed batches already"), "{step}: {summary}");
+            assert!(
+                summary.contains("700 redelivered messages were in committed batches already"),
+                "{step}: {summary}"
+            );
         }
         assert_exactly_once(&ws, &path, 0..2_500);
     }
@@ -116,7 +120,8 @@ fn runs_killed_at_random_moments_keep_every_message_once() {
     for _ in 0..4 {
         publish_orders(&rabbit, &queue.name, published..published + 3_000);
         published += 3_000;
-        let mut child = sluice().args(["run", &path]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("runs");
+        let mut child =
+            sluice().args(["run", &path]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("runs");
         std::thread::sleep(Duration::from_millis(200 + rng.below(1500)));
         kill_9(&mut child);
     }
@@ -130,7 +135,8 @@ fn malformed_messages_go_to_the_dead_letters_with_their_message_id() {
     let queue = rabbit.queue("dead-letters");
     let ws = Workspace::new();
     let path = ws.pipeline(&pipeline(&rabbit, &queue.name, 1000));
-    let mut messages: Vec<(Option<String>, String)> = (0..10).map(|id| (Some(format!("order-{id}")), order(id))).collect();
+    let mut messages: Vec<(Option<String>, String)> =
+        (0..10).map(|id| (Some(format!("order-{id}")), order(id))).collect();
     messages.push((Some("bad-1".into()), "{not json".into()));
     messages.push((None, r#"{"id": 1.5}"#.into()));
     rabbit.publish(&queue.name, messages);
@@ -208,9 +214,7 @@ url = "state"
 #[test]
 fn a_broker_that_does_not_answer_is_named_with_how_to_start_it() {
     let ws = Workspace::new();
-    let path = ws.pipeline(
-        &pipeline(&Rabbit::new(), "nowhere", 10).replace("127.0.0.1:5672", "127.0.0.1:1"),
-    );
+    let path = ws.pipeline(&pipeline(&Rabbit::new(), "nowhere", 10).replace("127.0.0.1:5672", "127.0.0.1:1"));
     let output = sluice().args(["run", &path, "--until-caught-up"]).output().expect("runs");
     assert!(!output.status.success(), "{}", printed(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);

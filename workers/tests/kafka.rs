@@ -101,7 +101,8 @@ fn killed_with_minus_9_two_seconds_in_then_caught_up_every_record_lands_once() {
 #[test]
 fn a_crash_at_any_step_of_the_commit_loses_and_repeats_nothing() {
     let kafka = Kafka::new();
-    for step in ["after_plan", "after_lease", "during_sink_write", "after_sink_write", "after_commit", "during_publish"] {
+    for step in ["after_plan", "after_lease", "during_sink_write", "after_sink_write", "after_commit", "during_publish"]
+    {
         let topic = kafka.topic(step, 2);
         let ws = Workspace::new();
         let path = ws.pipeline(&pipeline(&kafka, &topic, 700, ""));
@@ -165,10 +166,21 @@ fn malformed_records_go_to_the_dead_letters_with_partition_and_offset() {
         .iter()
         .map(|l| {
             let text = |key: &str| l[key].as_str().expect(key);
-            (text("source"), l["partition"].as_i64().expect("partition"), l["offset"].as_i64().expect("offset"), text("raw"))
+            (
+                text("source"),
+                l["partition"].as_i64().expect("partition"),
+                l["offset"].as_i64().expect("offset"),
+                text("raw"),
+            )
         })
         .collect();
-    assert_eq!(found, [(topic.as_str(), 0, 3, "{not json"), (topic.as_str(), 0, 7, r#"{"id": "seven", "country": "FR", "amount": 1}"#)]);
+    assert_eq!(
+        found,
+        [
+            (topic.as_str(), 0, 3, "{not json"),
+            (topic.as_str(), 0, 7, r#"{"id": "seven", "country": "FR", "amount": 1}"#)
+        ]
+    );
     assert!(letters[1]["error"].as_str().expect("error").contains("id"), "{}", letters[1]);
     assert!(letters.iter().all(|l| l.get("line").is_none()), "{text}");
     assert_eq!(status(&path)["dead_lettered_rows"], 2);

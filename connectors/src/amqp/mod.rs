@@ -78,3 +78,6 @@ fn without_secrets(text: &str, url: &str) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests;

@@ -79,3 +79,6 @@ fn client_config(brokers: &str, options: &BTreeMap<String, String>) -> ClientCon
 fn broker_error(brokers: &str, what: &str, error: impl std::fmt::Display) -> Error {
     Error::Broker(format!("kafka {brokers}: {what}: {error}; is the broker running? (locally: scripts/start-kafka.sh)"))
 }
+
+#[cfg(test)]
+mod tests;

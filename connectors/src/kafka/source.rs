@@ -60,7 +60,7 @@ impl KafkaSource {
                 Vec::new()
             }
         };
-        if (config.topic.is_some() || config.topics.is_some())
+        if (config.topic.is_some() != config.topics.is_some())
             && (topics.is_empty() || topics.iter().any(|t| t.trim().is_empty()))
         {
             let key = if config.topic.is_some() { "topic" } else { "topics" };

@@ -48,6 +48,8 @@ pub trait ConnectorRegistry {
     ) -> Result<Arc<dyn Sink>, Diagnostics>;
     /// The sink of dead letters at `location`: NDJSON files.
     fn dead_letters(&self, location: &StorageLocation) -> Result<Arc<dyn Sink>, String>;
+    /// Whether the source `type` is a stream, read in micro-batches.
+    fn is_stream(&self, kind: &str) -> bool;
 }
 
 /// The tables a pipeline file may have.
@@ -426,17 +428,16 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
             .map_err(|message| problems.0.push(file.diagnostic(url.span(), "checkpoint.url", message, None)))
             .ok()
     });
-    let source = component(&file, "source", section("source"), &mut problems)
-        .and_then(|c| collect(registry.source(&c), &mut problems));
+    let source_component = component(&file, "source", section("source"), &mut problems);
+    let stream = source_component.as_ref().is_some_and(|c| registry.is_stream(c.kind()));
+    let source = source_component.and_then(|c| collect(registry.source(&c), &mut problems));
     let sink = component(&file, "sink", section("sink"), &mut problems)
         .and_then(|c| collect(registry.sink(&c, explicit_checkpoint.as_ref()), &mut problems));
-    if let Some(source) = &source {
-        let trigger_keys: Vec<String> = match section("trigger").as_ref().map(|value| value.get_ref()) {
-            Some(DeValue::Table(table)) => table.iter().map(|(key, _)| key.get_ref().to_string()).collect(),
-            _ => Vec::new(),
-        };
-        problems.extend(check_source_kind(&file, source, &trigger_keys, dispatch.is_some()));
-    }
+    let trigger_keys: Vec<String> = match section("trigger").as_ref().map(|value| value.get_ref()) {
+        Some(DeValue::Table(table)) => table.iter().map(|(key, _)| key.get_ref().to_string()).collect(),
+        _ => Vec::new(),
+    };
+    problems.extend(check_source_kind(&file, stream, &trigger_keys, dispatch.is_some()));
 
     let checkpoint_location = match checkpoint.as_ref().and_then(|c| c.url.as_ref()) {
         Some(_) => explicit_checkpoint,
@@ -517,14 +518,8 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
 
 /// The settings that only make sense for files sources, or only for
 /// streams, given to the other kind.
-fn check_source_kind(
-    file: &SpecFile,
-    source: &SourceConnector,
-    trigger_keys: &[String],
-    dispatch: bool,
-) -> Diagnostics {
+fn check_source_kind(file: &SpecFile, stream: bool, trigger_keys: &[String], dispatch: bool) -> Diagnostics {
     let mut problems = Diagnostics::default();
-    let stream = source.stream().is_some();
     let (misplaced, message, hint) = match stream {
         true => (
             OBJECT_TRIGGER_KEYS,

@@ -101,8 +101,7 @@ impl Kafka {
     /// Produces `bodies`, keyed by their index, and waits until the broker has them all.
     pub(crate) fn produce(&self, topic: &str, bodies: impl IntoIterator<Item = String>) {
         self.runtime.block_on(async {
-            let producer: FutureProducer =
-                self.config().set("linger.ms", "5").create().expect("a kafka producer");
+            let producer: FutureProducer = self.config().set("linger.ms", "5").create().expect("a kafka producer");
             let bodies: Vec<String> = bodies.into_iter().collect();
             let sends = bodies.iter().enumerate().map(|(n, body)| {
                 let key = n.to_string();
