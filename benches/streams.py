@@ -32,6 +32,8 @@ import subprocess
 import tempfile
 import time
 
+from run import git_head
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SLUICE = os.path.join(ROOT, "target", "release", "sluice")
@@ -153,13 +155,6 @@ def render(times, args):
         lines.append(f"| {names[broker]} | {rate(raw)} | {rate(sluice)} | {raw / sluice:.2f}× |")
     return "\n".join(lines)
 
-
-def git_head():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "an unknown commit"
 
 
 if __name__ == "__main__":

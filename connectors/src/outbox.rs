@@ -27,6 +27,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use sluice_engine::Result;
 use sluice_engine::sink::{OutputObject, Staged};
+use sluice_engine::spec::{Component, Diagnostics};
 use sluice_engine::storage::StorageLocation;
 
 /// Where staged rows of broker sinks go, below the checkpoint location.
@@ -55,6 +56,29 @@ impl Outbox {
     pub(crate) fn new(checkpoint: &StorageLocation) -> Result<Self> {
         let (store, prefix) = checkpoint.join(OUTBOX).open()?;
         Ok(Outbox { store, prefix })
+    }
+
+    /// The outbox of the `[sink]` in `component`, below `[checkpoint] url`,
+    /// which a broker sink cannot do without; the problem is added to
+    /// `problems` if there is none.
+    pub(crate) fn of_sink(
+        component: &Component<'_>,
+        checkpoint: Option<&StorageLocation>,
+        problems: &mut Diagnostics,
+    ) -> Option<Self> {
+        let Some(checkpoint) = checkpoint else {
+            problems.0.push(component.error(
+                "type",
+                format!(
+                    "a sink of type \"{}\" keeps its checkpoint log and the rows waiting to be sent in \
+                     [checkpoint] url",
+                    component.kind()
+                ),
+                Some("add [checkpoint] url = \"<a folder or bucket URL>\"".into()),
+            ));
+            return None;
+        };
+        Outbox::new(checkpoint).map_err(|e| problems.0.push(component.error("type", e.to_string(), None))).ok()
     }
 
     fn path(&self, token: &str) -> Path {

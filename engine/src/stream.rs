@@ -280,8 +280,9 @@ pub trait StreamSource: Send + Sync + fmt::Debug {
 pub trait StreamReader: Send {
     /// The next micro-batch, once one of `limits` is reached (or, reading
     /// until caught up, once nothing more is there); `None` when caught
-    /// up. Dropping the future loses nothing: messages not yet settled
-    /// are read again by the next run.
+    /// up. A reader whose `next` was dropped unfinished is dropped too
+    /// (it may have taken messages it never handed out); that loses
+    /// nothing, since what was not settled is read again by the next run.
     async fn next(&mut self, limits: &MicroBatchLimits) -> Result<Option<Vec<Message>>>;
 
     /// Partitions the reader began at [`StreamSource::open`] that the log

@@ -256,8 +256,14 @@ async fn run(path: &Path, options: RunOptions) -> anyhow::Result<ExitCode> {
             path.display()
         ));
     }
+    if summary.failed > summary.failed_in_log {
+        line.push_str(&format!(
+            "; {} batches failed and handed their messages back to the queue (the log shows why)",
+            summary.failed - summary.failed_in_log
+        ));
+    }
     println!("{line}");
-    Ok(if summary.failed_in_log > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if summary.failed_in_log > 0 || summary.failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 async fn wait_for_signal() {

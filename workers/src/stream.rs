@@ -19,7 +19,7 @@
 //! them again, and those of them a commit already holds are recognised by
 //! their `message_id` and not written twice.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,8 +46,11 @@ enum Ended {
     Committed,
     /// It used up its attempts and waits for `sluice retry`.
     Failed,
-    /// It will never be committed; its messages go back to the broker.
+    /// It will never be committed (another run abandoned it).
     Abandoned,
+    /// Its messages went back to the broker: it failed or was abandoned,
+    /// and cannot be read again.
+    HandedBack,
     /// The run was told to stop first.
     Stopped,
 }
@@ -124,12 +127,13 @@ pub(crate) async fn run(
         if lag_checked.is_none_or(|at| at.elapsed() >= LAG_EVERY) {
             lag_checked = Some(Instant::now());
             run.report_lag(source.as_ref()).await;
+            run.finish_publishes().await;
         }
         match ended {
-            Ended::Committed | Ended::Failed => {}
+            Ended::Committed | Ended::Failed | Ended::Abandoned => {}
             Ended::Stopped => break,
-            Ended::Abandoned if options.until_caught_up => break,
-            Ended::Abandoned => {
+            Ended::HandedBack if options.until_caught_up => break,
+            Ended::HandedBack => {
                 // The messages are back in the queue: give the cause time.
                 let wait = backoff(spec.max_attempts);
                 tokio::select! {
@@ -153,8 +157,21 @@ struct StreamRun {
 
 impl StreamRun {
     async fn finish(mut self) -> Result<RunSummary> {
+        self.finish_publishes().await;
         self.summary.failed_in_log = failed_in_log(&self.log).await;
         Ok(self.summary)
+    }
+
+    /// Publishes what committed batches could not (their sink was down for
+    /// a moment): the messages that made them are acknowledged already.
+    async fn finish_publishes(&self) {
+        let log = self.log.lock().await;
+        if let Err(error) = replay_publishes(&self.spec, &log).await {
+            tracing::warn!(
+                pipeline = %self.spec.name,
+                "committed batches wait to be published, tried again later: {}", self.spec.file.redact(&error.to_string())
+            );
+        }
     }
 
     /// Waits out a failure of the broker or the log: `Ok(true)` to go on,
@@ -184,7 +201,7 @@ impl StreamRun {
             log.refresh().await?;
             log.state().clone()
         };
-        let reader = source.open(&state, mode).await?;
+        let mut reader = source.open(&state, mode).await?;
         let partitions = reader.starts();
         if !partitions.is_empty() {
             tracing::info!(
@@ -192,7 +209,10 @@ impl StreamRun {
                 "partitions new to the log begin at {}",
                 partitions.iter().map(|p| format!("{}/{}@{}", p.topic, p.partition, p.offset)).collect::<Vec<_>>().join(", ")
             );
-            self.log.lock().await.append(Record::Started(Started { partitions, at: Utc::now() })).await?;
+            let mut log = self.log.lock().await;
+            log.append(Record::Started(Started { partitions, at: Utc::now() })).await?;
+            // Another run may have recorded its start first: the log's holds.
+            reader.release(log.state()).await?;
         }
         Ok(reader)
     }
@@ -270,17 +290,41 @@ impl StreamRun {
             return Ok(Ended::Committed);
         }
         let ended = self.run_to_end(&batch, Some(&fresh.messages), stop).instrument(span).await?;
+        let replayable = batch.stream.as_ref().is_some_and(StreamInputs::is_replayable);
         match ended {
-            Ended::Committed | Ended::Failed => reader.settle().await?,
+            Ended::Committed => reader.settle().await?,
+            // The range waits in the log for `sluice retry`; the stream moves on.
+            Ended::Failed if replayable => reader.settle().await?,
+            Ended::Failed | Ended::HandedBack => {
+                // Its messages go back to the queue, and the batch is done
+                // with: they come back in a batch of their own.
+                let mut log = self.log.lock().await;
+                let reason = format!(
+                    "failed {} times; its messages went back to the queue: {}",
+                    self.spec.max_attempts,
+                    log.state().batch(&batch.id).and_then(|entry| entry.last_error.clone()).unwrap_or_default()
+                );
+                let record = Record::Abandoned(Abandoned { batch_id: batch.id.clone(), reason, at: Utc::now() });
+                log.append(record).await?;
+                reader.release(log.state()).await?;
+                return Ok(Ended::HandedBack);
+            }
+            // Another run took its messages over.
             Ended::Abandoned => {
                 let log = self.log.lock().await;
                 reader.release(log.state()).await?;
             }
             Ended::Stopped => {
-                if !batch.stream.as_ref().is_some_and(StreamInputs::is_replayable) {
-                    self.abandon_unless_held(&batch).await.ok();
+                let mut log = self.log.lock().await;
+                if !replayable {
+                    let reason = "the run stopped before it committed; its messages went back to the queue";
+                    let record = Record::Abandoned(Abandoned {
+                        batch_id: batch.id.clone(),
+                        reason: reason.into(),
+                        at: Utc::now(),
+                    });
+                    log.append(record).await?;
                 }
-                let log = self.log.lock().await;
                 reader.release(log.state()).await?;
             }
         }
@@ -445,12 +489,17 @@ struct Fresh {
     duplicates: u64,
 }
 
-/// Leaves out redelivered messages whose id is in a committed batch.
+/// Leaves out redelivered messages whose id is in a committed batch, and
+/// the second of two messages with one id.
 fn drop_redeliveries(state: &LogState, messages: Vec<Message>) -> Fresh {
     let before = messages.len();
+    let mut seen = HashSet::new();
     let messages: Vec<Message> = messages
         .into_iter()
-        .filter(|message| !message.origin.message_id().is_some_and(|id| state.is_committed_message(id)))
+        .filter(|message| match message.origin.message_id() {
+            Some(id) => !state.is_committed_message(id) && seen.insert(id.to_string()),
+            None => true,
+        })
         .collect();
     Fresh { duplicates: (before - messages.len()) as u64, messages }
 }

@@ -14,7 +14,9 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use brokers::{ORDER_SCHEMA, Rabbit, Rng, crash_at, kill_9, kill_9_mid_stream, order, order_rows, status};
+use brokers::{
+    ORDER_SCHEMA, Rabbit, Rng, assert_orders_once, crash_at, kill_9, kill_9_mid_stream, order, order_rows, status,
+};
 use common::{Workspace, parquet_rows, printed, sluice, visible_files};
 
 /// A pipeline from `queue` into Parquet, in micro-batches of `max_records`.
@@ -53,16 +55,8 @@ fn publish_orders(rabbit: &Rabbit, queue: &str, ids: std::ops::Range<u64>) {
 }
 
 fn assert_exactly_once(ws: &Workspace, pipeline: &str, ids: std::ops::Range<u64>) {
-    let (columns, found) = parquet_rows(&ws.path("out"));
-    let expected = order_rows(ids);
-    assert_eq!(columns, ["id", "country", "amount"]);
-    assert_eq!(found.len(), expected.len(), "row count");
-    assert_eq!(found, expected, "every message exactly once");
-    let status = status(pipeline);
-    assert_eq!(status["pending_batches"], 0, "{status}");
-    assert_eq!(status["failed_batches"], 0, "{status}");
-    assert_eq!(status["rows_written"], expected.len(), "{status}");
-    assert_eq!(status["lag"], 0, "nothing ready in the queue: {status}");
+    assert_orders_once(&ws.path("out"), pipeline, ids);
+    assert_eq!(status(pipeline)["lag"], 0, "nothing ready in the queue");
 }
 
 #[test]
@@ -221,4 +215,44 @@ fn a_broker_that_does_not_answer_is_named_with_how_to_start_it() {
     assert!(stderr.contains("cannot connect to amqp://guest:***@127.0.0.1:1"), "{stderr}");
     assert!(stderr.contains("scripts/start-rabbitmq.sh"), "{stderr}");
     assert!(!stderr.contains("guest:guest"), "no password in errors: {stderr}");
+}
+
+#[test]
+fn a_batch_that_keeps_failing_gives_its_messages_back_to_the_queue() {
+    let rabbit = Rabbit::new();
+    let queue = rabbit.queue("failing");
+    let ws = Workspace::new();
+    let good = pipeline(&rabbit, &queue.name, 1000)
+        .replace("lease_timeout = \"1s\"", "lease_timeout = \"1s\"\nmax_attempts = 1");
+    let failing = good.replace("SELECT id, country, amount", "SELECT id, CAST(country AS INT) AS country, amount");
+    let path = ws.pipeline(&failing);
+    publish_orders(&rabbit, &queue.name, 0..300);
+    let output = common::run(&["run", &path, "--until-caught-up"]);
+    assert_eq!(output.status.code(), Some(1), "a failed batch fails the run:\n{}", printed(&output));
+    assert_eq!(rabbit.ready(&queue.name), 300, "nothing acknowledged, nothing lost");
+    assert!(parquet_rows(&ws.path("out")).1.is_empty());
+
+    ws.pipeline(&good);
+    let retried = common::run(&["retry", &path, "--failed"]);
+    assert!(retried.status.success(), "{}", printed(&retried));
+    ws.run_until_caught_up();
+    assert_exactly_once(&ws, &path, 0..300);
+}
+
+#[test]
+fn a_message_published_twice_with_one_id_is_written_once() {
+    let rabbit = Rabbit::new();
+    let queue = rabbit.queue("twice");
+    let ws = Workspace::new();
+    let path = ws.pipeline(&pipeline(&rabbit, &queue.name, 1000));
+    // A publisher that retried: the same id twice, in one micro-batch and
+    // across two runs.
+    let messages: Vec<(Option<String>, String)> =
+        [0, 1, 1, 2].into_iter().map(|id| (Some(format!("order-{id}")), order(id))).collect();
+    rabbit.publish(&queue.name, messages);
+    let first = ws.run_until_caught_up();
+    assert!(first.contains("1 redelivered messages were in committed batches already"), "{first}");
+    rabbit.publish(&queue.name, [(Some("order-2".to_string()), order(2)), (Some("order-3".to_string()), order(3))]);
+    ws.run_until_caught_up();
+    assert_exactly_once(&ws, &path, 0..4);
 }

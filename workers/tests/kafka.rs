@@ -11,7 +11,9 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use brokers::{Kafka, ORDER_SCHEMA, Rng, crash_at, kill_9, kill_9_mid_stream, order, order_rows, status};
+use brokers::{
+    Kafka, ORDER_SCHEMA, Rng, assert_orders_once, crash_at, kill_9, kill_9_mid_stream, order, order_rows, status,
+};
 use common::{Workspace, parquet_rows, printed, run, sluice, visible_files};
 
 /// A pipeline from `topic` into Parquet, in micro-batches of `max_records`.
@@ -53,16 +55,7 @@ fn produce_orders(kafka: &Kafka, topic: &str, ids: std::ops::Range<u64>) {
 
 /// The sink holds each of `ids` exactly once, and the log has nothing left to do.
 fn assert_exactly_once(ws: &Workspace, pipeline: &str, ids: std::ops::Range<u64>) {
-    let (columns, found) = parquet_rows(&ws.path("out"));
-    let expected = order_rows(ids);
-    assert_eq!(columns, ["id", "country", "amount"]);
-    assert_eq!(found.len(), expected.len(), "row count");
-    assert_eq!(found, expected, "every record exactly once");
-    let status = status(pipeline);
-    assert_eq!(status["pending_batches"], 0, "{status}");
-    assert_eq!(status["failed_batches"], 0, "{status}");
-    assert_eq!(status["rows_written"], expected.len(), "{status}");
-    assert_eq!(status["lag_unit"], "messages", "{status}");
+    assert_orders_once(&ws.path("out"), pipeline, ids);
 }
 
 #[test]
@@ -264,4 +257,27 @@ url = "state"
     let again = run(&["run", &path, "--until-caught-up"]);
     assert!(again.status.success(), "{}", printed(&again));
     assert_eq!(kafka.records(&topic).len(), 1000, "a rerun sends nothing more");
+}
+
+#[test]
+fn a_batch_that_keeps_failing_waits_for_retry_and_is_read_again_once_fixed() {
+    let kafka = Kafka::new();
+    let topic = kafka.topic("failing", 1);
+    let ws = Workspace::new();
+    let good = pipeline(&kafka, &topic, 1000, "")
+        .replace("lease_timeout = \"1s\"", "lease_timeout = \"1s\"\nmax_attempts = 1");
+    let failing = good.replace("SELECT id, country, amount", "SELECT id, CAST(country AS INT) AS country, amount");
+    let path = ws.pipeline(&failing);
+    produce_orders(&kafka, &topic, 0..300);
+    let output = run(&["run", &path, "--until-caught-up"]);
+    assert_eq!(output.status.code(), Some(1), "a failed batch fails the run:\n{}", printed(&output));
+    assert_eq!(status(&path)["failed_batches"], 1);
+
+    // Fixed, retried: the next run reads the failed range again.
+    ws.pipeline(&good);
+    let retried = run(&["retry", &path, "--failed"]);
+    assert!(retried.status.success(), "{}", printed(&retried));
+    produce_orders(&kafka, &topic, 300..400);
+    ws.run_until_caught_up();
+    assert_exactly_once(&ws, &path, 0..400);
 }

@@ -13,6 +13,8 @@ mod sink;
 mod source;
 
 pub use config::{AmqpSinkConfig, AmqpSourceConfig};
+use std::time::Duration;
+
 use lapin::{Channel, Connection, ConnectionProperties};
 pub use sink::AmqpSink;
 use sluice_engine::Error;
@@ -50,17 +52,26 @@ fn shown(url: &str) -> String {
     }
 }
 
+/// How long connecting and opening a channel may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Connects to `url` and opens a channel.
 async fn connect(url: &str) -> Result<(Connection, Channel), Error> {
-    let connection = Connection::connect(url, ConnectionProperties::default()).await.map_err(|e| {
+    let refused = |reason: String| {
         Error::Broker(format!(
-            "cannot connect to {}: {}; is the broker running? (RabbitMQ: scripts/start-rabbitmq.sh)",
-            shown(url),
-            without_secrets(&e.to_string(), url)
+            "cannot connect to {}: {reason}; is the broker running? (RabbitMQ: scripts/start-rabbitmq.sh)",
+            shown(url)
         ))
-    })?;
-    let channel = connection.create_channel().await.map_err(|e| broker(url, "cannot open a channel", &e))?;
-    Ok((connection, channel))
+    };
+    // The client can wait for ever on a connection that failed under it.
+    let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        let connection = Connection::connect(url, ConnectionProperties::default())
+            .await
+            .map_err(|e| refused(without_secrets(&e.to_string(), url)))?;
+        let channel = connection.create_channel().await.map_err(|e| broker(url, "cannot open a channel", &e))?;
+        Ok((connection, channel))
+    });
+    connected.await.unwrap_or_else(|_| Err(refused(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()))))
 }
 
 /// An AMQP error as the engine's, without the URL's password.

@@ -60,19 +60,7 @@ impl AmqpSink {
                 None,
             ));
         }
-        let outbox = match checkpoint {
-            Some(checkpoint) => {
-                Outbox::new(checkpoint).map_err(|e| problems.0.push(component.error("type", e.to_string(), None))).ok()
-            }
-            None => {
-                problems.0.push(component.error(
-                    "type",
-                    "an amqp sink keeps its checkpoint log and the rows waiting to be sent in [checkpoint] url",
-                    Some("add [checkpoint] url = \"<a folder or bucket URL>\"".into()),
-                ));
-                None
-            }
-        };
+        let outbox = Outbox::of_sink(component, checkpoint, &mut problems);
         if !problems.is_empty() {
             return Err(problems);
         }

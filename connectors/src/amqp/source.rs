@@ -25,11 +25,17 @@ use crate::formats::messages::MessageDecoder;
 const IDLE: Duration = Duration::from_millis(300);
 
 /// Consumes an AMQP queue.
-#[derive(Debug)]
 pub struct AmqpSource {
     url: String,
     queue: String,
     decoder: MessageDecoder,
+}
+
+impl std::fmt::Debug for AmqpSource {
+    /// Without the URL's password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpSource").field("url", &shown(&self.url)).field("queue", &self.queue).finish_non_exhaustive()
+    }
 }
 
 impl AmqpSource {

@@ -75,6 +75,13 @@ fn client_config(brokers: &str, options: &BTreeMap<String, String>) -> ClientCon
     config
 }
 
+/// How `sluice explain` shows an `options` setting: a value that may be a
+/// credential is masked even when it was written in the file as it is.
+fn shown_option(key: &str, value: &str) -> String {
+    let secret = ["password", "secret", "token", "jaas", "credential"].iter().any(|word| key.contains(word));
+    format!("{key} = {}", if secret { "***" } else { value })
+}
+
 /// A client error as the engine's: a broker that can be retried.
 fn broker_error(brokers: &str, what: &str, error: impl std::fmt::Display) -> Error {
     Error::Broker(format!("kafka {brokers}: {what}: {error}; is the broker running? (locally: scripts/start-kafka.sh)"))

@@ -28,7 +28,9 @@ use super::broker_error;
 /// How long without a record before a partition read until caught up
 /// counts as read to its end (fetches come back empty after 100 ms).
 const IDLE: Duration = Duration::from_millis(300);
-/// How long a range being read again may go without a record.
+/// How long a read may go without a record before the broker counts as
+/// gone (while reading a range again, or short of the end when reading
+/// until caught up).
 const STALL: Duration = Duration::from_secs(30);
 /// Client errors in a row after which reading gives up.
 const MAX_ERRORS: u32 = 50;
@@ -40,6 +42,8 @@ pub(super) struct Until {
     targets: BTreeMap<PartitionKey, i64>,
     /// Partitions read to their end.
     done: BTreeSet<PartitionKey>,
+    /// When each partition last gave a record (or the reader opened).
+    heard: BTreeMap<PartitionKey, Instant>,
     /// When the run started, in milliseconds since the epoch.
     started_ms: i64,
 }
@@ -47,7 +51,8 @@ pub(super) struct Until {
 impl Until {
     pub(super) fn new(targets: BTreeMap<PartitionKey, i64>) -> Self {
         let started_ms = chrono::Utc::now().timestamp_millis();
-        Until { targets, done: BTreeSet::new(), started_ms }
+        let heard = targets.keys().map(|key| (key.clone(), Instant::now())).collect();
+        Until { targets, done: BTreeSet::new(), heard, started_ms }
     }
 
     /// Whether a record at `offset` with `timestamp` of `key` is past the
@@ -59,67 +64,146 @@ impl Until {
     }
 }
 
+/// How often a reader that follows a topic looks for partitions added to it.
+const NEW_PARTITIONS_EVERY: Duration = Duration::from_secs(60);
+
 /// An open reader of assigned partitions.
 pub(super) struct KafkaReader {
     consumer: Arc<StreamConsumer>,
     brokers: String,
+    topics: Vec<String>,
     /// The next offset to take, by partition.
     next: BTreeMap<PartitionKey, i64>,
     starts: Vec<PartitionStart>,
     until: Option<Until>,
     /// The partitions and next offsets of the micro-batch handed out last.
     handed_out: Vec<(PartitionKey, i64)>,
+    /// When the topics' partitions were last listed.
+    listed: Instant,
 }
 
 impl KafkaReader {
     pub(super) fn new(
         consumer: Arc<StreamConsumer>,
         brokers: String,
+        topics: Vec<String>,
         next: BTreeMap<PartitionKey, i64>,
         starts: Vec<PartitionStart>,
         until: Option<Until>,
     ) -> Self {
-        KafkaReader { consumer, brokers, next, starts, until, handed_out: Vec::new() }
+        KafkaReader { consumer, brokers, topics, next, starts, until, handed_out: Vec::new(), listed: Instant::now() }
     }
 
     fn caught_up(&self) -> bool {
         self.until.as_ref().is_some_and(|until| self.next.keys().all(|key| until.done.contains(key)))
     }
 
-    /// After a quiet spell: every partition that reached the watermark read
-    /// at start is read to its end. The consumer's own fetch position
-    /// counts too: it passes offsets that hold no record (transaction
-    /// markers, compacted records).
+    /// Marks the partitions read to their end: at or past the watermark
+    /// read at start, and quiet for a moment. The consumer's own fetch
+    /// position counts too: it passes offsets that hold no record
+    /// (transaction markers, compacted records). A partition that stays
+    /// short of its watermark for long (an open transaction holds it back)
+    /// ends there: the next run reads on from the log's position.
     fn mark_read_to_end(&mut self) {
         let Some(until) = &mut self.until else { return };
         let fetched = self.consumer.position().unwrap_or_default();
+        let mut ended = TopicPartitionList::new();
         for (key, next) in &self.next {
+            if until.done.contains(key) {
+                continue;
+            }
             let at = match fetched.find_partition(&key.topic, key.partition).map(|p| p.offset()) {
                 Some(Offset::Offset(position)) => position.max(*next),
                 _ => *next,
             };
-            if until.targets.get(key).is_none_or(|target| at >= *target) {
+            let quiet = until.heard.get(key).map_or(IDLE, Instant::elapsed);
+            let target = until.targets.get(key).copied().unwrap_or(at);
+            let reached = at >= target && quiet >= IDLE;
+            if !reached && quiet >= STALL {
+                tracing::warn!(
+                    "{key}: no record for {}s at offset {at}, short of the high watermark {target} read at start                      (an open transaction?): the next run reads on from here",
+                    STALL.as_secs()
+                );
+            }
+            if reached || quiet >= STALL {
                 until.done.insert(key.clone());
+                let _ = ended.add_partition(&key.topic, key.partition);
             }
         }
+        // What a partition read to its end still fetches is of no use.
+        if ended.count() > 0 {
+            let _ = self.consumer.pause(&ended);
+        }
+    }
+
+    /// A reader that follows its topics assigns the partitions added to
+    /// them since it last looked, from their oldest record.
+    async fn assign_new_partitions(&mut self) -> Result<()> {
+        if self.until.is_some() || self.listed.elapsed() < NEW_PARTITIONS_EVERY {
+            return Ok(());
+        }
+        self.listed = Instant::now();
+        let (consumer, topics, brokers) = (self.consumer.clone(), self.topics.clone(), self.brokers.clone());
+        let known: BTreeSet<PartitionKey> = self.next.keys().cloned().collect();
+        let added = super::source::blocking(move || {
+            let mut added = BTreeMap::new();
+            for topic in &topics {
+                let metadata = consumer
+                    .fetch_metadata(Some(topic), super::source::REQUEST_TIMEOUT)
+                    .map_err(|e| broker_error(&brokers, "cannot read the topic's metadata", e))?;
+                for described in metadata.topics().iter().filter(|t| t.name() == topic) {
+                    for partition in described.partitions() {
+                        let key = PartitionKey { topic: topic.clone(), partition: partition.id() };
+                        if !known.contains(&key) {
+                            let (low, _) = consumer
+                                .fetch_watermarks(topic, partition.id(), super::source::REQUEST_TIMEOUT)
+                                .map_err(|e| broker_error(&brokers, "cannot read the offsets", e))?;
+                            added.insert(key, low);
+                        }
+                    }
+                }
+            }
+            Ok(added)
+        })
+        .await?;
+        if added.is_empty() {
+            return Ok(());
+        }
+        let mut assignment = TopicPartitionList::new();
+        for (key, low) in &added {
+            tracing::info!("{key} was added to the topic: reading it from offset {low}");
+            assignment
+                .add_partition_offset(&key.topic, key.partition, Offset::Offset(*low))
+                .map_err(|e| broker_error(&self.brokers, "cannot assign partitions", e))?;
+        }
+        self.consumer
+            .incremental_assign(&assignment)
+            .map_err(|e| broker_error(&self.brokers, "cannot assign partitions", e))?;
+        self.next.extend(added);
+        Ok(())
     }
 }
 
 #[async_trait]
 impl StreamReader for KafkaReader {
     async fn next(&mut self, limits: &MicroBatchLimits) -> Result<Option<Vec<Message>>> {
+        self.assign_new_partitions().await?;
         let mut batch: Vec<Message> = Vec::new();
         let mut bytes = 0u64;
         let mut closes_at: Option<Instant> = None;
         let mut errors = 0;
         loop {
+            self.mark_read_to_end();
             if self.caught_up() {
                 break;
             }
+            // Reading until caught up wakes often, to see which partitions
+            // have gone quiet.
+            let tick = IDLE / 3;
             let wait = match (closes_at, &self.until) {
                 (Some(at), None) => Some(at.saturating_duration_since(Instant::now())),
-                (Some(at), Some(_)) => Some(at.saturating_duration_since(Instant::now()).min(IDLE)),
-                (None, Some(_)) => Some(IDLE),
+                (Some(at), Some(_)) => Some(at.saturating_duration_since(Instant::now()).min(tick)),
+                (None, Some(_)) => Some(tick),
                 (None, None) => None,
             };
             let received = match wait {
@@ -128,12 +212,7 @@ impl StreamReader for KafkaReader {
             };
             let record = match received {
                 None => {
-                    // Quiet, or the micro-batch's time is up.
                     if closes_at.is_some_and(|at| Instant::now() >= at) {
-                        break;
-                    }
-                    self.mark_read_to_end();
-                    if !batch.is_empty() {
                         break;
                     }
                     continue;
@@ -157,11 +236,12 @@ impl StreamReader for KafkaReader {
                 // Fetched before the reader was moved, or past the end.
                 continue;
             }
-            if let Some(until) = &mut self.until
-                && until.is_past_end(&key, offset, record.timestamp())
-            {
-                until.done.insert(key);
-                continue;
+            if let Some(until) = &mut self.until {
+                until.heard.insert(key.clone(), Instant::now());
+                if until.is_past_end(&key, offset, record.timestamp()) {
+                    until.done.insert(key);
+                    continue;
+                }
             }
             if offset > *next {
                 tracing::warn!(

@@ -19,7 +19,7 @@ use sluice_engine::{Error, Result};
 use tokio::sync::OnceCell;
 
 use super::config::KafkaSinkConfig;
-use super::{MESSAGE_ID_HEADER, broker_error, check_brokers, check_options, client_config};
+use super::{MESSAGE_ID_HEADER, broker_error, check_brokers, check_options, client_config, shown_option};
 use crate::outbox::{OutMessage, Outbox, check_key, send_all};
 
 /// Records produced at once while waiting for the broker's acks.
@@ -57,19 +57,7 @@ impl KafkaSink {
         if config.topic.get_ref().trim().is_empty() {
             problems.0.push(component.error("topic", "is empty", None));
         }
-        let outbox = match checkpoint {
-            Some(checkpoint) => {
-                Outbox::new(checkpoint).map_err(|e| problems.0.push(component.error("type", e.to_string(), None))).ok()
-            }
-            None => {
-                problems.0.push(component.error(
-                    "type",
-                    "a kafka sink keeps its checkpoint log and the rows waiting to be sent in [checkpoint] url",
-                    Some("add [checkpoint] url = \"<a folder or bucket URL>\"".into()),
-                ));
-                None
-            }
-        };
+        let outbox = Outbox::of_sink(component, checkpoint, &mut problems);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -155,7 +143,7 @@ impl Sink for KafkaSink {
             lines.push(("key", key.clone()));
         }
         for (key, value) in &self.options {
-            lines.push(("option", format!("{key} = {value}")));
+            lines.push(("option", shown_option(key, value)));
         }
         lines
     }

@@ -1,7 +1,7 @@
 //! The Kafka source: which partitions there are, where a new pipeline
 //! begins them, and reading a planned batch's ranges again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,14 +19,13 @@ use sluice_engine::{Error, Result};
 
 use super::config::{KafkaSourceConfig, StartPosition};
 use super::reader::{KafkaReader, Until, find_ends, read_ranges};
-use super::{broker_error, check_brokers, check_options, client_config};
+use super::{broker_error, check_brokers, check_options, client_config, shown_option};
 use crate::formats::messages::MessageDecoder;
 
 /// How long a metadata or watermark request may take.
 pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reads records of Kafka topics.
-#[derive(Debug)]
 pub struct KafkaSource {
     brokers: String,
     topics: Vec<String>,
@@ -34,6 +33,16 @@ pub struct KafkaSource {
     start: StartPosition,
     options: BTreeMap<String, String>,
     decoder: MessageDecoder,
+}
+
+impl std::fmt::Debug for KafkaSource {
+    /// Without the `options` values, which may hold credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSource")
+            .field("brokers", &self.brokers)
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
+    }
 }
 
 impl KafkaSource {
@@ -149,20 +158,26 @@ impl StreamSource for KafkaSource {
         let mut positions = BTreeMap::new();
         let mut targets = BTreeMap::new();
         let mut new_partitions = BTreeMap::new();
+        // `start` is where a topic new to the log begins; a partition added
+        // to a topic the log knows is read from its oldest record.
+        let known_topics: BTreeSet<&str> = state.positions().keys().map(|key| key.topic.as_str()).collect();
+        let mut added_partitions = BTreeMap::new();
         for (key, (low, high)) in partitions {
             match state.position(&key) {
                 Some(next) => {
                     positions.insert(key.clone(), next);
                 }
+                None if known_topics.contains(key.topic.as_str()) || self.start == StartPosition::Earliest => {
+                    added_partitions.insert(key.clone(), low);
+                }
                 None => {
-                    new_partitions.insert(key.clone(), if self.start == StartPosition::Earliest { low } else { high });
+                    new_partitions.insert(key.clone(), high);
                 }
             }
             targets.insert(key, high);
         }
-        if self.start == StartPosition::Latest {
-            new_partitions = find_ends(&consumer, &self.brokers, &new_partitions, opened_ms).await?;
-        }
+        let mut new_partitions = find_ends(&consumer, &self.brokers, &new_partitions, opened_ms).await?;
+        new_partitions.extend(added_partitions);
         let starts: Vec<PartitionStart> = new_partitions
             .iter()
             .map(|(key, offset)| PartitionStart { topic: key.topic.clone(), partition: key.partition, offset: *offset })
@@ -180,7 +195,7 @@ impl StreamSource for KafkaSource {
             ReadMode::UntilCaughtUp => Some(Until::new(targets)),
         };
         tracing::debug!(?positions, "reading kafka partitions");
-        Ok(Box::new(KafkaReader::new(consumer, self.brokers.clone(), positions, starts, until)))
+        Ok(Box::new(KafkaReader::new(consumer, self.brokers.clone(), self.topics.clone(), positions, starts, until)))
     }
 
     async fn replay(&self, inputs: &StreamInputs) -> Result<Vec<Message>> {
@@ -223,7 +238,7 @@ impl StreamSource for KafkaSource {
         ];
         self.decoder.describe(&mut lines);
         for (key, value) in &self.options {
-            lines.push(("option", format!("{key} = {value}")));
+            lines.push(("option", shown_option(key, value)));
         }
         lines
     }

@@ -218,17 +218,24 @@ impl LogState {
                 entry.last_error = Some(failed.error.clone());
                 if failed.gave_up {
                     entry.failed = Some(failed);
+                    for id in message_ids(entry) {
+                        self.unsettled_ids.remove(id);
+                    }
                 }
             }
             Record::Retried(_) => {
                 entry.failed = None;
                 entry.failures = 0;
+                for id in message_ids(entry) {
+                    self.unsettled_ids.insert(id.clone(), entry.planned.batch_id.clone());
+                }
             }
             Record::Abandoned(abandoned) => {
                 for input in &entry.planned.inputs {
                     self.seen_inputs.remove(&input.key());
                 }
                 entry.lease = None;
+                entry.failed = None;
                 entry.abandoned = Some(abandoned);
                 for id in take_message_ids(entry) {
                     self.unsettled_ids.remove(&id);
@@ -311,6 +318,9 @@ impl LogState {
                 (None, true) => Err(Refusal::AlreadyCommitted),
                 (None, false) => Err(Refusal::NotFailed),
             },
+            // A failed batch may be abandoned too: a stream batch whose
+            // messages went back to the broker.
+            Record::Abandoned(_) if entry.failed.is_some() && entry.committed.is_none() => Ok(()),
             Record::Abandoned(_) => entry.refusal_unless_pending(),
         }
     }
@@ -375,11 +385,8 @@ impl LogState {
         self.unsettled_ids = self
             .batches
             .values()
-            .filter_map(|entry| match &entry.planned.stream {
-                Some(StreamInputs::Amqp { message_ids, .. }) => Some((entry, message_ids)),
-                _ => None,
-            })
-            .flat_map(|(entry, ids)| ids.iter().map(|id| (id.clone(), entry.planned.batch_id.clone())))
+            .filter(|entry| entry.is_pending())
+            .flat_map(|entry| message_ids(entry).iter().map(|id| (id.clone(), entry.planned.batch_id.clone())))
             .collect();
         self.seen_inputs = self
             .batches
@@ -387,6 +394,14 @@ impl LogState {
             .filter(|entry| entry.abandoned.is_none())
             .flat_map(|entry| entry.planned.inputs.iter().map(|input| input.key()))
             .collect();
+    }
+}
+
+/// The message ids of an AMQP batch.
+fn message_ids(entry: &BatchEntry) -> &[String] {
+    match &entry.planned.stream {
+        Some(StreamInputs::Amqp { message_ids, .. }) => message_ids,
+        _ => &[],
     }
 }
 
@@ -707,6 +722,26 @@ mod tests {
         back.restore_index();
         assert!(back.is_committed_message("m2"));
         assert!(!back.is_committed_message("m3"));
+    }
+
+    #[test]
+    fn a_stream_batch_that_failed_for_good_holds_no_message_and_may_be_abandoned() {
+        let mut state = log(vec![amqp("f", &["x1"]), leased("f", 1, "w", 0, 9), failed("f", 1, true)]);
+        assert!(state.unsettled_batch_of("x1").is_none(), "its messages went back to the broker");
+        let retry = Record::Retried(Retried { batch_id: id("f"), at: at(1) });
+        state.apply(Seq(3), retry);
+        assert!(state.unsettled_batch_of("x1").is_some(), "retried: pending again");
+        state.apply(Seq(4), leased("f", 2, "w", 2, 9));
+        state.apply(Seq(5), failed("f", 2, true));
+        let abandon = Record::Abandoned(Abandoned { batch_id: id("f"), reason: "handed back".into(), at: at(3) });
+        assert_eq!(state.admits(&abandon), Ok(()));
+        state.apply(Seq(6), abandon.clone());
+        let entry = state.batch(&id("f")).expect("planned");
+        assert!(entry.abandoned.is_some() && entry.failed.is_none(), "abandoned, no longer failed");
+        assert_eq!(state.admits(&abandon), Err(Refusal::Abandoned));
+        let committed = log(vec![amqp("c", &["y"]), leased("c", 1, "w", 0, 9), committed("c", 1)]);
+        let abandon = Record::Abandoned(Abandoned { batch_id: id("c"), reason: "r".into(), at: at(3) });
+        assert_eq!(committed.admits(&abandon), Err(Refusal::AlreadyCommitted));
     }
 
     #[test]

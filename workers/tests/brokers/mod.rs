@@ -328,3 +328,18 @@ pub(crate) fn status(pipeline: &str) -> serde_json::Value {
     assert!(output.status.success(), "{}", crate::common::printed(&output));
     serde_json::from_slice(&output.stdout).expect("status json")
 }
+
+/// The Parquet sink below `out` holds the order of each of `ids` exactly
+/// once, and the log of `pipeline` has nothing left to do.
+pub(crate) fn assert_orders_once(out: &std::path::Path, pipeline: &str, ids: std::ops::Range<u64>) {
+    let (columns, found) = crate::common::parquet_rows(out);
+    let expected = order_rows(ids);
+    assert_eq!(columns, ["id", "country", "amount"]);
+    assert_eq!(found.len(), expected.len(), "row count");
+    assert_eq!(found, expected, "every message exactly once");
+    let status = status(pipeline);
+    assert_eq!(status["pending_batches"], 0, "{status}");
+    assert_eq!(status["failed_batches"], 0, "{status}");
+    assert_eq!(status["rows_written"], expected.len(), "{status}");
+    assert_eq!(status["lag_unit"], "messages", "{status}");
+}
