@@ -65,10 +65,14 @@ fn check_options(component: &Component<'_>, options: &BTreeMap<String, String>) 
         .collect()
 }
 
-/// A librdkafka configuration for `brokers`, with the user's `options`.
-fn client_config(brokers: &str, options: &BTreeMap<String, String>) -> ClientConfig {
+/// A librdkafka configuration for `brokers`: `defaults` first, then the
+/// user's `options`, which may change them.
+fn client_config(brokers: &str, defaults: &[(&str, &str)], options: &BTreeMap<String, String>) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers).set("client.id", "sluice");
+    for (key, value) in defaults {
+        config.set(*key, *value);
+    }
     for (key, value) in options {
         config.set(key, value);
     }

@@ -192,14 +192,18 @@ impl StreamReader for KafkaReader {
         let mut bytes = 0u64;
         let mut closes_at: Option<Instant> = None;
         let mut errors = 0;
+        // Reading until caught up looks this often at which partitions have
+        // gone quiet.
+        let tick = IDLE / 3;
+        let mut looked: Option<Instant> = None;
         loop {
-            self.mark_read_to_end();
+            if self.until.is_some() && looked.is_none_or(|at| at.elapsed() >= tick) {
+                looked = Some(Instant::now());
+                self.mark_read_to_end();
+            }
             if self.caught_up() {
                 break;
             }
-            // Reading until caught up wakes often, to see which partitions
-            // have gone quiet.
-            let tick = IDLE / 3;
             let wait = match (closes_at, &self.until) {
                 (Some(at), None) => Some(at.saturating_duration_since(Instant::now())),
                 (Some(at), Some(_)) => Some(at.saturating_duration_since(Instant::now()).min(tick)),

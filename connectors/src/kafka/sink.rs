@@ -75,8 +75,8 @@ impl KafkaSink {
     async fn producer(&self) -> Result<&FutureProducer> {
         self.producer
             .get_or_try_init(|| async {
-                let mut config = client_config(&self.brokers, &self.options);
-                config.set("enable.idempotence", "true").set("linger.ms", "5");
+                let mut config = client_config(&self.brokers, &[("linger.ms", "5")], &self.options);
+                config.set("enable.idempotence", "true");
                 config.create().map_err(|e| broker_error(&self.brokers, "cannot create a producer", e))
             })
             .await

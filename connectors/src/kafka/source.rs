@@ -99,9 +99,13 @@ impl KafkaSource {
     }
 
     /// A consumer that commits no offsets by itself and whose fetches come
-    /// back within 100 ms when there is nothing new.
+    /// back within 100 ms when there is nothing new (unless `options` say
+    /// otherwise).
     fn consumer(&self) -> Result<Arc<StreamConsumer>> {
-        let mut config = client_config(&self.brokers, &self.options);
+        // A drained fetch queue is refilled at once, not after librdkafka's
+        // default second of backoff.
+        let defaults = [("fetch.wait.max.ms", "100"), ("fetch.queue.backoff.ms", "10")];
+        let mut config = client_config(&self.brokers, &defaults, &self.options);
         config
             .set("group.id", &self.group)
             .set("enable.auto.commit", "false")
@@ -109,8 +113,7 @@ impl KafkaSource {
             .set("enable.partition.eof", "false")
             // A position the broker no longer has (retention) reads on from
             // the oldest record it has.
-            .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "100");
+            .set("auto.offset.reset", "earliest");
         let consumer: StreamConsumer =
             config.create().map_err(|e| broker_error(&self.brokers, "cannot create a consumer", e))?;
         Ok(Arc::new(consumer))
