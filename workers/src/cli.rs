@@ -48,14 +48,18 @@ pub enum Command {
     /// Without --until-caught-up, keeps polling the source every
     /// [trigger] poll_interval until SIGINT or SIGTERM; the batches in hand
     /// are finished before it exits (a second signal exits at once, and
-    /// the next run redoes those batches).
+    /// the next run redoes those batches). A kafka or amqp source is read
+    /// in micro-batches ([trigger] max_records, max_wait, max_bytes), each
+    /// acknowledged to the broker once it is committed.
     Run {
         /// The pipeline file.
         #[arg(value_name = "FILE")]
         file: PathBuf,
         /// Process everything pending, then exit: for cron, CI, a Lambda or
-        /// a Kubernetes Job. On a terminal, a progress bar shows the batches
-        /// done, rows per second and the time left.
+        /// a Kubernetes Job. A Kafka source stops at the high watermarks
+        /// read at start, an AMQP source once its queue has no ready
+        /// message. On a terminal, a progress bar shows the batches done,
+        /// rows per second and the time left (files sources).
         #[arg(long)]
         until_caught_up: bool,
         /// Serve Prometheus metrics at http://HOST:PORT/metrics while it
