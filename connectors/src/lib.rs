@@ -41,8 +41,8 @@ impl ConnectorRegistry for Registry {
     ) -> Result<Arc<dyn Sink>, Diagnostics> {
         Ok(match component.kind() {
             "files" => Arc::new(files::FilesSink::from_component(component)?),
-            "kafka" => Arc::new(kafka::KafkaSink::from_component(component, checkpoint)?),
-            "amqp" => Arc::new(amqp::AmqpSink::from_component(component, checkpoint)?),
+            "kafka" => kafka::sink(component, checkpoint)?,
+            "amqp" => amqp::sink(component, checkpoint)?,
             _ => return Err(component.unknown_kind(SINK_TYPES)),
         })
     }

@@ -14,6 +14,7 @@
 //! stable ids). A staged file is the same rows whichever attempt reads it,
 //! so the ids never change meaning.
 
+use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{Array, RecordBatch};
@@ -21,14 +22,16 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Schema};
 use arrow::ipc::reader::FileReader;
 use arrow::ipc::writer::FileWriter;
+use async_trait::async_trait;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use sluice_engine::Result;
-use sluice_engine::sink::{OutputObject, Staged};
+use sluice_engine::log::batch_of_token;
+use sluice_engine::sink::{Attempt, OutputObject, Sink, Staged};
 use sluice_engine::spec::{Component, Diagnostics};
 use sluice_engine::storage::StorageLocation;
+use sluice_engine::{Error, Result};
 
 /// Where staged rows of broker sinks go, below the checkpoint location.
 const OUTBOX: &str = "outbox";
@@ -196,6 +199,79 @@ where
         sent?;
     }
     Ok(())
+}
+
+/// What differs between the broker sinks: where the rows go and how a
+/// message is sent. Staging, publishing after the commit and re-driving
+/// after a crash are [`OutboxSink`]'s.
+#[async_trait]
+pub(crate) trait Publisher: Send + Sync + fmt::Debug {
+    /// The topic, queue or exchange the rows go to: the staged output's name.
+    fn target(&self) -> &str;
+
+    /// The column whose value is each message's key, if there is one.
+    fn key(&self) -> Option<&str> {
+        None
+    }
+
+    /// Sends every message and returns once the broker has them all.
+    async fn send(&self, messages: &[OutMessage]) -> Result<()>;
+
+    /// `(key, value)` lines that `sluice explain` shows; no secrets.
+    fn describe(&self) -> Vec<(&'static str, String)>;
+}
+
+/// A broker sink: rows staged in the outbox, published by `P` once the
+/// batch is committed, at least once with stable ids.
+#[derive(Debug)]
+pub(crate) struct OutboxSink<P> {
+    outbox: Outbox,
+    publisher: P,
+}
+
+impl<P: Publisher> OutboxSink<P> {
+    pub(crate) fn new(outbox: Outbox, publisher: P) -> Self {
+        OutboxSink { outbox, publisher }
+    }
+}
+
+#[async_trait]
+impl<P: Publisher + 'static> Sink for OutboxSink<P> {
+    fn check_schema(&self, schema: &Schema) -> std::result::Result<(), String> {
+        check_key(schema, self.publisher.key())
+    }
+
+    async fn stage(&self, attempt: &Attempt, data: SendableRecordBatchStream) -> Result<Staged> {
+        self.check_schema(&data.schema()).map_err(Error::Config)?;
+        self.outbox.stage(&attempt.token, self.publisher.target(), data).await
+    }
+
+    async fn publish(&self, staged: &Staged) -> Result<()> {
+        let batch_id = batch_of_token(&staged.token).map(|id| id.to_string()).unwrap_or_default();
+        let Some(messages) = self.outbox.messages(&staged.token, &batch_id, self.publisher.key()).await? else {
+            // Published already.
+            return Ok(());
+        };
+        self.publisher.send(&messages).await?;
+        sluice_engine::failpoint::hit("during_publish");
+        self.outbox.remove(&staged.token).await
+    }
+
+    async fn discard(&self, token: &str) -> Result<()> {
+        self.outbox.remove(token).await
+    }
+
+    async fn staged_tokens(&self) -> Result<Vec<String>> {
+        self.outbox.tokens().await
+    }
+
+    fn default_checkpoint(&self) -> Option<StorageLocation> {
+        None
+    }
+
+    fn describe(&self) -> Vec<(&'static str, String)> {
+        self.publisher.describe()
+    }
 }
 
 #[cfg(test)]

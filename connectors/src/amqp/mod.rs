@@ -16,7 +16,7 @@ pub use config::{AmqpSinkConfig, AmqpSourceConfig};
 use std::time::Duration;
 
 use lapin::{Channel, Connection, ConnectionProperties};
-pub use sink::AmqpSink;
+pub(crate) use sink::sink;
 use sluice_engine::Error;
 use sluice_engine::spec::{Component, Diagnostic};
 pub use source::AmqpSource;

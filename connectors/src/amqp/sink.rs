@@ -3,14 +3,13 @@
 //! `message_id`, and counts as sent once the broker confirms it (at least
 //! once: a publish cut short by a crash is done again with the same ids).
 
-use arrow::datatypes::Schema;
+use std::sync::Arc;
+
 use async_trait::async_trait;
-use datafusion::execution::SendableRecordBatchStream;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection};
-use sluice_engine::log::batch_of_token;
-use sluice_engine::sink::{Attempt, Sink, Staged};
+use sluice_engine::sink::Sink;
 use sluice_engine::spec::{Component, Diagnostics};
 use sluice_engine::storage::StorageLocation;
 use sluice_engine::{Error, Result};
@@ -18,24 +17,23 @@ use tokio::sync::Mutex;
 
 use super::config::AmqpSinkConfig;
 use super::{broker, check_url, connect, shown};
-use crate::outbox::{OutMessage, Outbox, send_all};
+use crate::outbox::{OutMessage, Outbox, OutboxSink, Publisher, send_all};
 
 /// Messages published at once while waiting for the broker's confirms.
 const IN_FLIGHT: usize = 1_000;
 
 /// Publishes rows to an AMQP exchange.
-pub struct AmqpSink {
+pub(crate) struct AmqpPublisher {
     url: String,
     exchange: String,
     routing_key: String,
-    outbox: Outbox,
     /// The connection, opened on the first publish and again after a failure.
     connected: Mutex<Option<(Connection, Channel)>>,
 }
 
-impl std::fmt::Debug for AmqpSink {
+impl std::fmt::Debug for AmqpPublisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AmqpSink")
+        f.debug_struct("AmqpPublisher")
             .field("url", &shown(&self.url))
             .field("exchange", &self.exchange)
             .field("routing_key", &self.routing_key)
@@ -43,37 +41,34 @@ impl std::fmt::Debug for AmqpSink {
     }
 }
 
-impl AmqpSink {
-    /// Reads and checks `[sink]`; the rows wait below `checkpoint` until
-    /// they are published. Connects to nothing.
-    pub fn from_component(
-        component: &Component<'_>,
-        checkpoint: Option<&StorageLocation>,
-    ) -> Result<Self, Diagnostics> {
-        let config: AmqpSinkConfig = component.parse()?;
-        let mut problems = Diagnostics::default();
-        problems.0.extend(check_url(component, config.url.get_ref()));
-        if config.exchange.is_empty() && config.routing_key.get_ref().trim().is_empty() {
-            problems.0.push(component.error(
-                "routing_key",
-                "is empty: with the default exchange it names the queue the messages go to",
-                None,
-            ));
-        }
-        let outbox = Outbox::of_sink(component, checkpoint, &mut problems);
-        if !problems.is_empty() {
-            return Err(problems);
-        }
-        let Some(outbox) = outbox else { unreachable!("every missing part was reported as a problem") };
-        Ok(AmqpSink {
-            url: config.url.get_ref().clone(),
-            exchange: config.exchange,
-            routing_key: config.routing_key.get_ref().clone(),
-            outbox,
-            connected: Mutex::new(None),
-        })
+/// Reads and checks `[sink] type = "amqp"`; the rows wait below
+/// `checkpoint` until they are published. Connects to nothing.
+pub(crate) fn sink(
+    component: &Component<'_>,
+    checkpoint: Option<&StorageLocation>,
+) -> Result<Arc<dyn Sink>, Diagnostics> {
+    let config: AmqpSinkConfig = component.parse()?;
+    let mut problems = Diagnostics::default();
+    problems.0.extend(check_url(component, config.url.get_ref()));
+    if config.exchange.is_empty() && config.routing_key.get_ref().trim().is_empty() {
+        problems.0.push(component.error(
+            "routing_key",
+            "is empty: with the default exchange it names the queue the messages go to",
+            None,
+        ));
     }
+    let outbox = Outbox::of_sink(component, checkpoint, &mut problems);
+    let (Some(outbox), true) = (outbox, problems.is_empty()) else { return Err(problems) };
+    let publisher = AmqpPublisher {
+        url: config.url.get_ref().clone(),
+        exchange: config.exchange,
+        routing_key: config.routing_key.get_ref().clone(),
+        connected: Mutex::new(None),
+    };
+    Ok(Arc::new(OutboxSink::new(outbox, publisher)))
+}
 
+impl AmqpPublisher {
     /// A channel in confirm mode; with the default exchange, the queue
     /// `routing_key` names is declared durable if it is missing.
     async fn channel(&self) -> Result<Channel> {
@@ -108,7 +103,7 @@ impl AmqpSink {
         Ok(channel)
     }
 
-    async fn send(&self, channel: &Channel, message: &OutMessage) -> Result<()> {
+    async fn send_one(&self, channel: &Channel, message: &OutMessage) -> Result<()> {
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_message_id(message.id.as_str().into())
@@ -143,40 +138,19 @@ impl AmqpSink {
 }
 
 #[async_trait]
-impl Sink for AmqpSink {
-    fn check_schema(&self, _schema: &Schema) -> std::result::Result<(), String> {
-        Ok(())
+impl Publisher for AmqpPublisher {
+    fn target(&self) -> &str {
+        if self.exchange.is_empty() { &self.routing_key } else { &self.exchange }
     }
 
-    async fn stage(&self, attempt: &Attempt, data: SendableRecordBatchStream) -> Result<Staged> {
-        let target = if self.exchange.is_empty() { self.routing_key.clone() } else { self.exchange.clone() };
-        self.outbox.stage(&attempt.token, &target, data).await
-    }
-
-    async fn publish(&self, staged: &Staged) -> Result<()> {
-        let batch_id = batch_of_token(&staged.token).map(|id| id.to_string()).unwrap_or_default();
-        let Some(messages) = self.outbox.messages(&staged.token, &batch_id, None).await? else { return Ok(()) };
+    async fn send(&self, messages: &[OutMessage]) -> Result<()> {
         let channel = self.channel().await?;
-        let sent = send_all(messages.iter().map(|message| self.send(&channel, message)).collect(), IN_FLIGHT).await;
+        let sent = send_all(messages.iter().map(|message| self.send_one(&channel, message)).collect(), IN_FLIGHT).await;
         if sent.is_err() {
             // The next publish opens a fresh connection.
             self.connected.lock().await.take();
         }
-        sent?;
-        sluice_engine::failpoint::hit("during_publish");
-        self.outbox.remove(&staged.token).await
-    }
-
-    async fn discard(&self, token: &str) -> Result<()> {
-        self.outbox.remove(token).await
-    }
-
-    async fn staged_tokens(&self) -> Result<Vec<String>> {
-        self.outbox.tokens().await
-    }
-
-    fn default_checkpoint(&self) -> Option<StorageLocation> {
-        None
+        sent
     }
 
     fn describe(&self) -> Vec<(&'static str, String)> {

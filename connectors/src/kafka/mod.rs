@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 pub use config::{KafkaSinkConfig, KafkaSourceConfig, StartPosition};
 use rdkafka::ClientConfig;
-pub use sink::KafkaSink;
+pub(crate) use sink::sink;
 use sluice_engine::Error;
 use sluice_engine::spec::{Component, Diagnostic};
 pub use source::KafkaSource;

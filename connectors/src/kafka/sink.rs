@@ -4,23 +4,21 @@
 //! short by a crash is done again with the same ids).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::datatypes::Schema;
 use async_trait::async_trait;
-use datafusion::execution::SendableRecordBatchStream;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use sluice_engine::log::batch_of_token;
-use sluice_engine::sink::{Attempt, Sink, Staged};
+use sluice_engine::Result;
+use sluice_engine::sink::Sink;
 use sluice_engine::spec::{Component, Diagnostics};
 use sluice_engine::storage::StorageLocation;
-use sluice_engine::{Error, Result};
 use tokio::sync::OnceCell;
 
 use super::config::KafkaSinkConfig;
 use super::{MESSAGE_ID_HEADER, broker_error, check_brokers, check_options, client_config, shown_option};
-use crate::outbox::{OutMessage, Outbox, check_key, send_all};
+use crate::outbox::{OutMessage, Outbox, OutboxSink, Publisher, send_all};
 
 /// Records produced at once while waiting for the broker's acks.
 const IN_FLIGHT: usize = 10_000;
@@ -28,50 +26,49 @@ const IN_FLIGHT: usize = 10_000;
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Produces rows to a Kafka topic.
-pub struct KafkaSink {
+pub(crate) struct KafkaPublisher {
     brokers: String,
     topic: String,
     key: Option<String>,
     options: BTreeMap<String, String>,
-    outbox: Outbox,
     producer: OnceCell<FutureProducer>,
 }
 
-impl std::fmt::Debug for KafkaSink {
+impl std::fmt::Debug for KafkaPublisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaSink").field("brokers", &self.brokers).field("topic", &self.topic).finish_non_exhaustive()
+        f.debug_struct("KafkaPublisher")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
     }
 }
 
-impl KafkaSink {
-    /// Reads and checks `[sink]`; the rows wait below `checkpoint` until
-    /// they are published. Connects to nothing.
-    pub fn from_component(
-        component: &Component<'_>,
-        checkpoint: Option<&StorageLocation>,
-    ) -> Result<Self, Diagnostics> {
-        let config: KafkaSinkConfig = component.parse()?;
-        let mut problems = Diagnostics::default();
-        problems.0.extend(check_brokers(component, config.brokers.get_ref()));
-        problems.0.extend(check_options(component, &config.options));
-        if config.topic.get_ref().trim().is_empty() {
-            problems.0.push(component.error("topic", "is empty", None));
-        }
-        let outbox = Outbox::of_sink(component, checkpoint, &mut problems);
-        if !problems.is_empty() {
-            return Err(problems);
-        }
-        let Some(outbox) = outbox else { unreachable!("every missing part was reported as a problem") };
-        Ok(KafkaSink {
-            brokers: config.brokers.get_ref().clone(),
-            topic: config.topic.get_ref().clone(),
-            key: config.key.map(|key| key.get_ref().clone()),
-            options: config.options,
-            outbox,
-            producer: OnceCell::new(),
-        })
+/// Reads and checks `[sink] type = "kafka"`; the rows wait below
+/// `checkpoint` until they are published. Connects to nothing.
+pub(crate) fn sink(
+    component: &Component<'_>,
+    checkpoint: Option<&StorageLocation>,
+) -> Result<Arc<dyn Sink>, Diagnostics> {
+    let config: KafkaSinkConfig = component.parse()?;
+    let mut problems = Diagnostics::default();
+    problems.0.extend(check_brokers(component, config.brokers.get_ref()));
+    problems.0.extend(check_options(component, &config.options));
+    if config.topic.get_ref().trim().is_empty() {
+        problems.0.push(component.error("topic", "is empty", None));
     }
+    let outbox = Outbox::of_sink(component, checkpoint, &mut problems);
+    let (Some(outbox), true) = (outbox, problems.is_empty()) else { return Err(problems) };
+    let publisher = KafkaPublisher {
+        brokers: config.brokers.get_ref().clone(),
+        topic: config.topic.get_ref().clone(),
+        key: config.key.map(|key| key.get_ref().clone()),
+        options: config.options,
+        producer: OnceCell::new(),
+    };
+    Ok(Arc::new(OutboxSink::new(outbox, publisher)))
+}
 
+impl KafkaPublisher {
     async fn producer(&self) -> Result<&FutureProducer> {
         self.producer
             .get_or_try_init(|| async {
@@ -99,37 +96,18 @@ impl KafkaSink {
 }
 
 #[async_trait]
-impl Sink for KafkaSink {
-    fn check_schema(&self, schema: &Schema) -> std::result::Result<(), String> {
-        check_key(schema, self.key.as_deref())
+impl Publisher for KafkaPublisher {
+    fn target(&self) -> &str {
+        &self.topic
     }
 
-    async fn stage(&self, attempt: &Attempt, data: SendableRecordBatchStream) -> Result<Staged> {
-        self.check_schema(&data.schema()).map_err(Error::Config)?;
-        self.outbox.stage(&attempt.token, &self.topic, data).await
+    fn key(&self) -> Option<&str> {
+        self.key.as_deref()
     }
 
-    async fn publish(&self, staged: &Staged) -> Result<()> {
-        let batch_id = batch_of_token(&staged.token).map(|id| id.to_string()).unwrap_or_default();
-        let Some(messages) = self.outbox.messages(&staged.token, &batch_id, self.key.as_deref()).await? else {
-            return Ok(());
-        };
+    async fn send(&self, messages: &[OutMessage]) -> Result<()> {
         let producer = self.producer().await?;
-        send_all(messages.iter().map(|message| self.produce(producer, message)).collect(), IN_FLIGHT).await?;
-        sluice_engine::failpoint::hit("during_publish");
-        self.outbox.remove(&staged.token).await
-    }
-
-    async fn discard(&self, token: &str) -> Result<()> {
-        self.outbox.remove(token).await
-    }
-
-    async fn staged_tokens(&self) -> Result<Vec<String>> {
-        self.outbox.tokens().await
-    }
-
-    fn default_checkpoint(&self) -> Option<StorageLocation> {
-        None
+        send_all(messages.iter().map(|message| self.produce(producer, message)).collect(), IN_FLIGHT).await
     }
 
     fn describe(&self) -> Vec<(&'static str, String)> {
