@@ -79,7 +79,9 @@ pub(crate) async fn run(
     let limits = spec.trigger.micro_batch();
     let mut reader: Option<Box<dyn StreamReader>> = None;
     let mut broker_failures = 0;
-    let mut lag_checked: Option<Instant> = None;
+    // The first look at the lag waits as long as the later ones: a short
+    // run until caught up does not pay a broker round trip for a gauge.
+    let mut lag_checked = Instant::now();
     loop {
         if *stop.borrow() {
             break;
@@ -124,8 +126,8 @@ pub(crate) async fn run(
                 continue;
             }
         };
-        if lag_checked.is_none_or(|at| at.elapsed() >= LAG_EVERY) {
-            lag_checked = Some(Instant::now());
+        if lag_checked.elapsed() >= LAG_EVERY {
+            lag_checked = Instant::now();
             run.report_lag(source.as_ref()).await;
             run.finish_publishes().await;
         }
@@ -196,12 +198,11 @@ impl StreamRun {
     /// Opens the reader at the log's positions, and records where the
     /// partitions new to the log begin.
     async fn open(&self, source: &dyn StreamSource, mode: ReadMode) -> Result<Box<dyn StreamReader>> {
-        let state = {
-            let mut log = self.log.lock().await;
-            log.refresh().await?;
-            log.state().clone()
-        };
-        let mut reader = source.open(&state, mode).await?;
+        // Nothing else of this run needs the log meanwhile: it is held, not
+        // copied, while the reader opens.
+        let mut log = self.log.lock().await;
+        log.refresh().await?;
+        let mut reader = source.open(log.state(), mode).await?;
         let partitions = reader.starts();
         if !partitions.is_empty() {
             tracing::info!(
@@ -209,7 +210,6 @@ impl StreamRun {
                 "partitions new to the log begin at {}",
                 partitions.iter().map(|p| format!("{}/{}@{}", p.topic, p.partition, p.offset)).collect::<Vec<_>>().join(", ")
             );
-            let mut log = self.log.lock().await;
             log.append(Record::Started(Started { partitions, at: Utc::now() })).await?;
             // Another run may have recorded its start first: the log's holds.
             reader.release(log.state()).await?;
@@ -475,9 +475,9 @@ impl StreamRun {
     /// Sets the gauges: batches pending, and messages on the broker no
     /// batch holds yet.
     async fn report_lag(&self, source: &dyn StreamSource) {
-        let state = self.log.lock().await.state().clone();
-        match source.lag(&state).await {
-            Ok(lag) => metrics::backlog(self.spec.name.as_str(), state.pending().len(), lag as usize),
+        let log = self.log.lock().await;
+        match source.lag(log.state()).await {
+            Ok(lag) => metrics::backlog(self.spec.name.as_str(), log.state().pending().len(), lag as usize),
             Err(error) => tracing::debug!("cannot read the lag: {error}"),
         }
     }

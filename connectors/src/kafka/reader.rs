@@ -112,10 +112,7 @@ impl KafkaReader {
             if until.done.contains(key) {
                 continue;
             }
-            let at = match fetched.find_partition(&key.topic, key.partition).map(|p| p.offset()) {
-                Some(Offset::Offset(position)) => position.max(*next),
-                _ => *next,
-            };
+            let at = fetch_position(&fetched, key).map_or(*next, |position| position.max(*next));
             let quiet = until.heard.get(key).map_or(IDLE, Instant::elapsed);
             let target = until.targets.get(key).copied().unwrap_or(at);
             let reached = at >= target && quiet >= IDLE;
@@ -315,6 +312,15 @@ impl StreamReader for KafkaReader {
     }
 }
 
+/// The consumer's fetch position of `key` in `fetched`
+/// (`Consumer::position`), when it has one.
+fn fetch_position(fetched: &TopicPartitionList, key: &PartitionKey) -> Option<i64> {
+    match fetched.find_partition(&key.topic, key.partition)?.offset() {
+        Offset::Offset(position) => Some(position),
+        _ => None,
+    }
+}
+
 /// Where each of `partitions` really ends, from the high watermark each
 /// reported: some brokers report one below their newest record, so the
 /// records after it are read until a fetch comes back empty or one was
@@ -381,9 +387,7 @@ pub(super) async fn read_ranges(
                 let fetched = consumer.position().unwrap_or_default();
                 let mut stuck = Vec::new();
                 for (key, (at, end)) in &mut next {
-                    if let Some(Offset::Offset(position)) =
-                        fetched.find_partition(&key.topic, key.partition).map(|p| p.offset())
-                    {
+                    if let Some(position) = fetch_position(&fetched, key) {
                         *at = (*at).max(position);
                     }
                     if at < end {
