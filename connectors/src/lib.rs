@@ -5,6 +5,7 @@ pub mod amqp;
 pub mod files;
 mod formats;
 pub mod kafka;
+pub mod notifications;
 mod outbox;
 
 use std::sync::Arc;

@@ -14,7 +14,8 @@ pub struct BatchLimits {
     pub max_bytes: u64,
 }
 
-/// Cuts the inputs the log has not seen into batches, oldest first.
+/// Cuts the inputs the log has not seen into batches, oldest first; an
+/// input found twice (two notifications of one object) counts once.
 pub fn plan_new(
     discovered: Vec<InputObject>,
     state: &LogState,
@@ -22,7 +23,14 @@ pub fn plan_new(
     pipeline: &PipelineName,
     version: u32,
 ) -> Vec<Batch> {
-    let mut new: Vec<InputObject> = discovered.into_iter().filter(|input| !state.has_seen(&input.key())).collect();
+    let mut found = std::collections::HashSet::new();
+    let mut new: Vec<InputObject> = discovered
+        .into_iter()
+        .filter(|input| {
+            let key = input.key();
+            !state.has_seen(&key) && found.insert(key)
+        })
+        .collect();
     new.sort_by(|a, b| a.last_modified.cmp(&b.last_modified).then_with(|| a.path.cmp(&b.path)));
 
     let mut batches = Vec::new();
@@ -96,5 +104,14 @@ mod tests {
         let batches = plan_new(vec![replaced.clone()], &state, limits, &name(), 1);
         assert_eq!(batches.len(), 1);
         assert_eq!(batches[0].inputs, vec![replaced]);
+    }
+
+    #[test]
+    fn an_input_found_twice_is_planned_once() {
+        let limits = BatchLimits { max_files: 16, max_bytes: u64::MAX };
+        let twice = vec![input("a.csv", 10, 1), input("a.csv", 10, 1)];
+        let batches = plan_new(twice, &LogState::default(), limits, &name(), 1);
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].inputs.len(), 1);
     }
 }

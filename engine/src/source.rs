@@ -120,6 +120,15 @@ pub trait Source: Send + Sync + fmt::Debug {
         Ok(())
     }
 
+    /// The input object that a bucket notification names, as it is now:
+    /// `None` when the object is not this source's input (another bucket,
+    /// outside the prefix, not matching the pattern, hidden) or is gone.
+    /// Reads one object's metadata, never a listing.
+    async fn lookup(&self, bucket: &str, key: &str) -> Result<Option<InputObject>> {
+        let _ = (bucket, key);
+        Ok(None)
+    }
+
     /// The schema declared in the pipeline file, if there is one.
     fn declared_schema(&self) -> Option<SchemaRef>;
 

@@ -1,22 +1,84 @@
-//! Where data and logs live: a URL (`file:///...`, later `s3://...`) and
-//! the object store that serves it. All engine I/O goes through
-//! `object_store`, so a local folder and a bucket behave alike.
+//! Where data and logs live: a URL (`file:///...`, `s3://bucket/prefix`,
+//! `gs://bucket/prefix`, `az://container/prefix`) and the object store
+//! that serves it. All engine I/O goes through `object_store`, so a local
+//! folder and a bucket behave alike.
+//!
+//! Credentials and endpoints come from the standard variables of each
+//! store (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+//! `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`; `GOOGLE_SERVICE_ACCOUNT`, ...;
+//! `AZURE_STORAGE_ACCOUNT_NAME`, ...), overridden by the pipeline file's
+//! `[storage]` table, whose keys are the same names in lower case.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
+use std::str::FromStr;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use object_store::ObjectStore;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use url::Url;
 
-use crate::{Error, Result};
+use crate::Result;
+
+/// The URL schemes of object stores, besides `file`.
+const CLOUD_SCHEMES: &[&str] = &["s3", "s3a", "gs", "az", "azure", "abfs", "abfss"];
+
+/// `[storage]`: settings of the object stores, `(key, value)` sorted by
+/// key. Keys are `object_store`'s names (`aws_endpoint`, `aws_region`,
+/// `google_service_account`, `azure_storage_account_name`, ...).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct StorageOptions(Arc<Vec<(String, String)>>);
+
+impl StorageOptions {
+    /// Checks every key; the error names the first unknown one.
+    pub fn new(mut options: Vec<(String, String)>) -> Result<Self, String> {
+        for (key, _) in &options {
+            if !Self::is_known(key) {
+                return Err(format!("unknown storage key `{key}`"));
+            }
+        }
+        options.sort();
+        Ok(StorageOptions(Arc::new(options)))
+    }
+
+    /// Whether any of the stores knows `key`.
+    pub fn is_known(key: &str) -> bool {
+        let key = key.to_ascii_lowercase();
+        AmazonS3ConfigKey::from_str(&key).is_ok()
+            || GoogleConfigKey::from_str(&key).is_ok()
+            || AzureConfigKey::from_str(&key).is_ok()
+    }
+
+    /// The settings that parse as keys of one store.
+    fn of<K: FromStr>(&self) -> impl Iterator<Item = (K, &str)> {
+        self.0.iter().filter_map(|(key, value)| Some((key.to_ascii_lowercase().parse().ok()?, value.as_str())))
+    }
+}
+
+impl fmt::Debug for StorageOptions {
+    /// Keys only: values may be secrets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(key, _)| key)).finish()
+    }
+}
+
+/// Stores already built, by bucket and settings: one HTTP client per
+/// bucket in a process, however many locations point into it.
+static STORES: LazyLock<Mutex<HashMap<StoreKey, Arc<dyn ObjectStore>>>> = LazyLock::new(Mutex::default);
+
+/// `scheme://bucket` and the settings a store was built with.
+type StoreKey = (String, Vec<(String, String)>);
 
 /// A folder of an object store, named by URL.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StorageLocation {
     url: Url,
+    options: StorageOptions,
 }
 
 impl StorageLocation {
@@ -25,24 +87,32 @@ impl StorageLocation {
     pub fn resolve(raw: &str, base_dir: &Path) -> Result<Self, String> {
         let raw = raw.trim();
         if raw.is_empty() {
-            return Err("is empty; give a folder path or a URL such as file:///data/in".into());
+            return Err("is empty; give a folder path or a URL such as file:///data/in or s3://bucket/in".into());
         }
         if let Some((scheme, _)) = raw.split_once("://") {
             let url = Url::parse(raw).map_err(|e| format!("is not a valid URL: {e}"))?;
             return match scheme {
                 "file" => Ok(Self::directory(url)),
-                "s3" | "gs" | "az" | "abfs" | "abfss" => Err(format!(
-                    "{scheme}:// storage is not available in this build of sluice yet; \
-                     use a local folder or a file:// URL"
-                )),
-                other => Err(format!("unsupported scheme \"{other}\"; use a local folder or file:// URL")),
+                scheme if CLOUD_SCHEMES.contains(&scheme) => match url.host_str() {
+                    Some(host) if !host.is_empty() => Ok(Self::directory(url)),
+                    _ => Err(format!("names no bucket; write it as {scheme}://BUCKET/PREFIX")),
+                },
+                other => {
+                    Err(format!("unsupported scheme \"{other}\"; use a local folder, file://, s3://, gs:// or az://"))
+                }
             };
         }
         let path = Path::new(raw);
         let joined = if path.is_absolute() { path.to_path_buf() } else { absolute(base_dir).join(path) };
         let url = Url::from_directory_path(normalize(&joined))
             .map_err(|()| format!("cannot turn {} into a file URL", joined.display()))?;
-        Ok(StorageLocation { url })
+        Ok(StorageLocation { url, options: StorageOptions::default() })
+    }
+
+    /// The same location, its store built with `options`.
+    pub fn with_options(mut self, options: StorageOptions) -> Self {
+        self.options = options;
+        self
     }
 
     fn directory(mut url: Url) -> Self {
@@ -50,7 +120,7 @@ impl StorageLocation {
             let path = format!("{}/", url.path());
             url.set_path(&path);
         }
-        StorageLocation { url }
+        StorageLocation { url, options: StorageOptions::default() }
     }
 
     /// The location `child` below this one (`child` uses `/`).
@@ -58,7 +128,7 @@ impl StorageLocation {
         let child = child.trim_matches('/');
         let mut url = self.url.clone();
         url.set_path(&format!("{}{child}/", self.url.path()));
-        StorageLocation { url }
+        StorageLocation { url, options: self.options.clone() }
     }
 
     /// The URL, ending in `/`.
@@ -68,19 +138,70 @@ impl StorageLocation {
 
     /// The local folder, for `file://` locations.
     pub fn local_path(&self) -> Option<PathBuf> {
-        self.url.to_file_path().ok()
+        match self.url.scheme() {
+            "file" => self.url.to_file_path().ok(),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a local folder.
+    pub fn is_local(&self) -> bool {
+        self.url.scheme() == "file"
+    }
+
+    /// The bucket (or container) of a cloud location.
+    pub fn bucket(&self) -> Option<&str> {
+        match self.is_local() {
+            true => None,
+            false => self.url.host_str(),
+        }
     }
 
     /// The object store and the prefix of this location inside it.
     pub fn open(&self) -> Result<(Arc<dyn ObjectStore>, ObjectPath)> {
-        match self.url.scheme() {
-            "file" => {
-                let store = LocalFileSystem::new().with_automatic_cleanup(true);
-                let prefix = ObjectPath::from_url_path(self.url.path()).map_err(object_store::Error::from)?;
-                Ok((Arc::new(store), prefix))
-            }
-            other => Err(Error::Config(format!("no object store for {other}:// URLs"))),
+        let prefix = ObjectPath::from_url_path(self.url.path()).map_err(object_store::Error::from)?;
+        if self.is_local() {
+            let store = LocalFileSystem::new().with_automatic_cleanup(true);
+            return Ok((Arc::new(store), prefix));
         }
+        let bucket = format!("{}://{}", self.url.scheme(), self.url.host_str().unwrap_or_default());
+        let key = (bucket, self.options.0.as_ref().clone());
+        let mut stores = STORES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(store) = stores.get(&key) {
+            return Ok((store.clone(), prefix));
+        }
+        let store = self.build(&key.0)?;
+        stores.insert(key, store.clone());
+        Ok((store, prefix))
+    }
+
+    /// Builds the store of `bucket` (`scheme://name`) from the environment
+    /// and `[storage]`.
+    fn build(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
+        let store: Arc<dyn ObjectStore> = match self.url.scheme() {
+            "s3" | "s3a" => {
+                let mut builder = AmazonS3Builder::from_env().with_url(bucket);
+                for (key, value) in self.options.of::<AmazonS3ConfigKey>() {
+                    builder = builder.with_config(key, value);
+                }
+                Arc::new(builder.build()?)
+            }
+            "gs" => {
+                let mut builder = GoogleCloudStorageBuilder::from_env().with_url(bucket);
+                for (key, value) in self.options.of::<GoogleConfigKey>() {
+                    builder = builder.with_config(key, value);
+                }
+                Arc::new(builder.build()?)
+            }
+            _ => {
+                let mut builder = MicrosoftAzureBuilder::from_env().with_url(self.url.as_str());
+                for (key, value) in self.options.of::<AzureConfigKey>() {
+                    builder = builder.with_config(key, value);
+                }
+                Arc::new(builder.build()?)
+            }
+        };
+        Ok(store)
     }
 }
 

@@ -109,7 +109,7 @@ async fn run_here(
         if *stop.borrow() {
             break;
         }
-        let Some(pending) = plan_pass(&spec, &log, options, &mut storage_failures, &mut stop).await? else {
+        let Some(pending) = plan_pass(&spec, &log, options, &mut wake, &mut storage_failures, &mut stop).await? else {
             continue;
         };
         progress.set_work(summary.batches, pending.len() as u64);
@@ -230,10 +230,11 @@ pub(crate) async fn plan_pass(
     spec: &PipelineSpec,
     log: &Mutex<CheckpointLog>,
     options: RunOptions,
+    wake: &mut Wake,
     failures: &mut u32,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Option<Vec<Batch>>> {
-    match prepare(spec, log).instrument(tracing::info_span!("plan", pipeline = %spec.name)).await {
+    match prepare(spec, log, wake).instrument(tracing::info_span!("plan", pipeline = %spec.name)).await {
         Ok(pending) => {
             *failures = 0;
             let (pending_batches, files_behind) = backlog(log.lock().await.state());
@@ -260,14 +261,25 @@ pub(crate) async fn plan_pass(
 
 /// Brings the log up to date, replays publishes that a crash cut short,
 /// plans new input, and returns every pending batch, oldest first.
-async fn prepare(spec: &PipelineSpec, log: &Mutex<CheckpointLog>) -> Result<Vec<Batch>> {
+async fn prepare(spec: &PipelineSpec, log: &Mutex<CheckpointLog>, wake: &mut Wake) -> Result<Vec<Batch>> {
     let mut log = log.lock().await;
     log.refresh().await?;
     replay_publishes(spec, &log).await?;
 
     let source = spec.source.objects().ok_or_else(|| Error::Config("a stream has no files to list".into()))?;
-    let discovered = source.discover().await?;
-    let batches = plan_new(discovered, log.state(), spec.trigger.limits(), &spec.name, spec.version);
+    let mut found = wake.discover(source.as_ref()).await?;
+    let batches =
+        plan_new(std::mem::take(&mut found.inputs), log.state(), spec.trigger.limits(), &spec.name, spec.version);
+    let planned = plan(spec, &mut log, batches).await;
+    // Notifications are acknowledged once what they name is in the log.
+    wake.settle(found, planned.is_ok()).await;
+    planned?;
+    Ok(log.state().pending())
+}
+
+/// Appends a `planned` record for each batch (another run may have
+/// planned the same inputs first).
+async fn plan(spec: &PipelineSpec, log: &mut CheckpointLog, batches: Vec<Batch>) -> Result<()> {
     for batch in batches {
         let record = Record::Planned(Planned {
             batch_id: batch.id.clone(),
@@ -288,7 +300,7 @@ async fn prepare(spec: &PipelineSpec, log: &Mutex<CheckpointLog>) -> Result<Vec<
             }
         }
     }
-    Ok(log.state().pending())
+    Ok(())
 }
 
 /// Batches of the log that wait for `sluice retry`.

@@ -59,7 +59,9 @@ pub(crate) async fn run(
         if *stop.borrow() {
             break;
         }
-        let Some(pending) = plan_pass(&spec, &log, options, &mut failures, &mut stop).await? else { continue };
+        let Some(pending) = plan_pass(&spec, &log, options, &mut wake, &mut failures, &mut stop).await? else {
+            continue;
+        };
         let pending_ids: HashSet<&BatchId> = pending.iter().map(|batch| &batch.id).collect();
         sent.retain(|id| pending_ids.contains(id));
         let unsent: Vec<_> = pending.iter().filter(|batch| !sent.contains(&batch.id)).cloned().collect();

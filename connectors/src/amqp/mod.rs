@@ -15,6 +15,8 @@ mod source;
 pub use config::{AmqpSinkConfig, AmqpSourceConfig};
 use std::time::Duration;
 
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
 pub(crate) use sink::sink;
 use sluice_engine::Error;
@@ -40,7 +42,7 @@ fn check_url(component: &Component<'_>, url: &str) -> Option<Diagnostic> {
 }
 
 /// `url` without its password, for messages.
-fn shown(url: &str) -> String {
+pub(crate) fn shown(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) => {
             if parsed.password().is_some() {
@@ -72,6 +74,26 @@ async fn connect(url: &str) -> Result<(Connection, Channel), Error> {
         Ok((connection, channel))
     });
     connected.await.unwrap_or_else(|_| Err(refused(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()))))
+}
+
+/// Connects to `url` and makes sure `queue` exists: an existing queue is
+/// used as it is (whatever its arguments), a missing one is declared
+/// durable.
+pub(crate) async fn open_queue(url: &str, queue: &str) -> Result<(Connection, Channel), Error> {
+    let (connection, channel) = connect(url).await?;
+    let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+    // A passive declare of a missing queue closes its channel: it gets
+    // one of its own.
+    let probe = connection.create_channel().await.map_err(|e| broker(url, "cannot open a channel", &e))?;
+    if probe.queue_declare(queue.into(), passive, FieldTable::default()).await.is_err() {
+        channel
+            .queue_declare(queue.into(), QueueDeclareOptions::durable(), FieldTable::default())
+            .await
+            .map_err(|e| broker(url, &format!("cannot declare the queue {queue}"), &e))?;
+    } else {
+        let _ = probe.close(200, "done".into()).await;
+    }
+    Ok((connection, channel))
 }
 
 /// An AMQP error as the engine's, without the URL's password.

@@ -17,7 +17,7 @@ use sluice_engine::stream::{Message, MicroBatchLimits, Origin, ReadMode, StreamI
 use sluice_engine::{Error, Result};
 
 use super::config::AmqpSourceConfig;
-use super::{broker, check_url, connect, shown};
+use super::{broker, check_url, open_queue, shown};
 use crate::formats::messages::MessageDecoder;
 
 /// How long without a delivery before a queue read until caught up is
@@ -56,23 +56,9 @@ impl AmqpSource {
         Ok(AmqpSource { url: config.url.get_ref().clone(), queue: config.queue.get_ref().clone(), decoder })
     }
 
-    /// Connects and makes sure the queue exists: an existing queue is used
-    /// as it is (whatever its arguments), a missing one is declared durable.
+    /// Connects and makes sure the queue exists.
     async fn connect(&self) -> Result<(Connection, Channel)> {
-        let (connection, channel) = connect(&self.url).await?;
-        let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
-        // A passive declare of a missing queue closes its channel: it gets
-        // one of its own.
-        let probe = connection.create_channel().await.map_err(|e| broker(&self.url, "cannot open a channel", &e))?;
-        if probe.queue_declare(self.queue.as_str().into(), passive, FieldTable::default()).await.is_err() {
-            channel
-                .queue_declare(self.queue.as_str().into(), QueueDeclareOptions::durable(), FieldTable::default())
-                .await
-                .map_err(|e| broker(&self.url, &format!("cannot declare the queue {}", self.queue), &e))?;
-        } else {
-            let _ = probe.close(200, "done".into()).await;
-        }
-        Ok((connection, channel))
+        open_queue(&self.url, &self.queue).await
     }
 }
 

@@ -48,7 +48,9 @@ impl FilesSink {
     pub fn from_component(component: &Component<'_>) -> Result<Self, Diagnostics> {
         let config: FilesSinkConfig = component.parse()?;
         let mut problems = Diagnostics::default();
-        let location = StorageLocation::resolve(config.url.get_ref(), &component.file().base_dir())
+        let location = component
+            .file()
+            .location(config.url.get_ref())
             .map_err(|message| problems.0.push(component.error("url", message, None)))
             .ok();
         let compression = match (&config.compression, config.format) {

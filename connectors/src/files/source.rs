@@ -11,7 +11,6 @@ use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::execution::context::SessionState;
-use datafusion::execution::object_store::ObjectStoreUrl;
 use futures::TryStreamExt;
 use globset::{GlobBuilder, GlobMatcher};
 use object_store::path::Path;
@@ -46,7 +45,8 @@ impl FilesSource {
         let file = component.file();
         let mut problems = Diagnostics::default();
 
-        let location = StorageLocation::resolve(config.url.get_ref(), &file.base_dir())
+        let location = file
+            .location(config.url.get_ref())
             .map_err(|message| problems.0.push(component.error("url", message, None)))
             .ok();
         let pattern = GlobBuilder::new(config.pattern.get_ref())
@@ -186,9 +186,7 @@ impl FilesSource {
         if objects.is_empty() {
             return Err(Error::Config("a batch without inputs has no schema to infer".into()));
         }
-        let base = ObjectStoreUrl::parse(&self.location.url()[..url::Position::BeforePath])?;
-        let store = state.runtime_env().object_store(&base)?;
-        Ok(self.file_format().infer_schema(state, &store, objects).await?)
+        Ok(self.file_format().infer_schema(state, &self.store, objects).await?)
     }
 
     /// Reads `inputs` record by record with `format`: a table over the
@@ -213,6 +211,22 @@ impl FilesSource {
         Ok(Input { table: memory_table(schema, good, threads)?, rejected })
     }
 
+    /// The input an object below the prefix is, unless it is hidden (a
+    /// part of its name starts with `_` or `.`) or does not match the
+    /// pattern.
+    fn input_of(&self, meta: ObjectMeta) -> Option<InputObject> {
+        let parts: Vec<String> =
+            meta.location.prefix_match(&self.prefix)?.map(|part| part.as_ref().to_string()).collect();
+        if parts.iter().any(|part| part.starts_with('_') || part.starts_with('.')) {
+            return None;
+        }
+        let relative = parts.join("/");
+        if !self.pattern.is_match(&relative) {
+            return None;
+        }
+        Some(InputObject { path: relative, size: meta.size, etag: meta.e_tag, last_modified: meta.last_modified })
+    }
+
     fn object_path(&self, relative: &str) -> Result<Path> {
         Ok(Path::parse(format!("{}/{relative}", self.prefix)).map_err(object_store::Error::from)?)
     }
@@ -230,25 +244,22 @@ impl Source for FilesSource {
             )));
         }
         let listed: Vec<ObjectMeta> = self.store.list(Some(&self.prefix)).try_collect().await?;
-        let mut found = Vec::new();
-        for meta in listed {
-            let Some(parts) = meta.location.prefix_match(&self.prefix) else { continue };
-            let parts: Vec<String> = parts.map(|part| part.as_ref().to_string()).collect();
-            if parts.iter().any(|part| part.starts_with('_') || part.starts_with('.')) {
-                continue;
-            }
-            let relative = parts.join("/");
-            if !self.pattern.is_match(&relative) {
-                continue;
-            }
-            found.push(InputObject {
-                path: relative,
-                size: meta.size,
-                etag: meta.e_tag,
-                last_modified: meta.last_modified,
-            });
+        Ok(listed.into_iter().filter_map(|meta| self.input_of(meta)).collect())
+    }
+
+    async fn lookup(&self, bucket: &str, key: &str) -> Result<Option<InputObject>> {
+        if self.location.bucket() != Some(bucket) {
+            return Ok(None);
         }
-        Ok(found)
+        let Ok(path) = Path::parse(key) else { return Ok(None) };
+        if path.prefix_match(&self.prefix).is_none() {
+            return Ok(None);
+        }
+        match self.store.head(&path).await {
+            Ok(meta) => Ok(self.input_of(meta)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(other) => Err(other.into()),
+        }
     }
 
     async fn read(&self, state: &SessionState, inputs: &[InputObject]) -> Result<Input> {
@@ -261,6 +272,8 @@ impl Source for FilesSource {
             InputFormat::Csv => &CsvRecords { header: self.header, delimiter: self.delimiter },
             InputFormat::Json => &JsonLines,
             InputFormat::Parquet => {
+                // DataFusion reads the files through this source's store.
+                state.runtime_env().register_object_store(self.location.url(), self.store.clone());
                 let urls = inputs.iter().map(|input| self.input_url(input)).collect::<Result<Vec<_>, _>>()?;
                 let options = ListingOptions::new(self.file_format()).with_file_extension("");
                 let config =

@@ -90,8 +90,13 @@ pub struct CheckpointLog {
 
 impl CheckpointLog {
     /// Opens the log at `location` and reads all of it.
+    /// A bucket must refuse a second create of the same object: that is
+    /// checked first, and a store that does not is refused.
     pub async fn open(location: &StorageLocation, pipeline: &PipelineName) -> Result<Self> {
         let (store, root) = location.open()?;
+        if !location.is_local() {
+            check_put_if_absent(store.as_ref(), &root, location).await?;
+        }
         Self::open_in(store, root, pipeline, SNAPSHOT_EVERY).await
     }
 
@@ -278,6 +283,45 @@ impl CheckpointLog {
             Err(error) => tracing::warn!(next = next.0, "cannot write a log snapshot (start-up reads more): {error}"),
         }
     }
+}
+
+/// The object that shows whether a store refuses a second create.
+const PUT_IF_ABSENT_CHECK: &str = "put-if-absent-check";
+
+/// Checks that the store at `root` creates objects only if absent: the log
+/// is only safe where exactly one writer wins each number. The check
+/// object is created once; from then on, creating it again must fail. A
+/// store that accepts a second create (one that ignores `If-None-Match`)
+/// or that cannot create conditionally at all is refused, never used with
+/// a weaker guarantee.
+async fn check_put_if_absent(store: &dyn ObjectStore, root: &Path, location: &StorageLocation) -> Result<()> {
+    let path = root.clone().join(PUT_IF_ABSENT_CHECK);
+    let create = || PutOptions { mode: PutMode::Create, ..PutOptions::default() };
+    let refuse = |why: String| {
+        Error::Config(format!(
+            "the checkpoint log cannot live at {location}: {why}. The log needs a store whose conditional \
+             create (put-if-absent, S3 If-None-Match: *) is atomic, so that two workers never both write the \
+             same record: AWS S3, Google Cloud Storage, Azure Blob Storage, or an S3-compatible server that \
+             supports conditional writes. Point [checkpoint] url at one"
+        ))
+    };
+    for attempt in 0..2 {
+        let payload = PutPayload::from_static(b"sluice checks that this store refuses a second create\n");
+        match store.put_opts(&path, payload, create()).await {
+            Ok(_) if attempt == 0 => continue,
+            Ok(_) => return Err(refuse("it accepted a second create of the same object".into())),
+            Err(object_store::Error::AlreadyExists { .. }) => return Ok(()),
+            Err(object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }) => {
+                return Err(refuse(
+                    "the store cannot create an object only if it is absent (is \
+                                   aws_conditional_put disabled?)"
+                        .into(),
+                ));
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Ok(())
 }
 
 /// One record, or `None` when its number is not written yet.

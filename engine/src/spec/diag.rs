@@ -4,7 +4,9 @@
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::storage::{StorageLocation, StorageOptions};
 
 /// One problem in a pipeline file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,12 +76,14 @@ pub struct SpecFile {
     text: Arc<str>,
     /// `(value, variable name)` of every `${env:NAME}` substituted.
     secrets: Mutex<Vec<(String, String)>>,
+    /// `[storage]`, once read.
+    storage: OnceLock<StorageOptions>,
 }
 
 impl SpecFile {
     /// A pipeline file read from `path`.
     pub fn new(path: impl Into<PathBuf>, text: impl Into<Arc<str>>) -> Self {
-        SpecFile { path: path.into(), text: text.into(), secrets: Mutex::default() }
+        SpecFile { path: path.into(), text: text.into(), secrets: Mutex::default(), storage: OnceLock::new() }
     }
 
     /// The file's path as given.
@@ -98,6 +102,17 @@ impl SpecFile {
     /// The file's text.
     pub fn text(&self) -> &str {
         &self.text
+    }
+
+    /// A location written in the file: relative paths are taken from the
+    /// file's folder, and a bucket's store is built with `[storage]`.
+    pub fn location(&self, raw: &str) -> Result<StorageLocation, String> {
+        let location = StorageLocation::resolve(raw, &self.base_dir())?;
+        Ok(location.with_options(self.storage.get().cloned().unwrap_or_default()))
+    }
+
+    pub(crate) fn set_storage(&self, options: StorageOptions) {
+        let _ = self.storage.set(options);
     }
 
     pub(crate) fn remember_secret(&self, value: String, name: String) {

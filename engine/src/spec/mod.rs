@@ -29,7 +29,7 @@ use crate::batch::PipelineName;
 use crate::planner::BatchLimits;
 use crate::sink::Sink;
 use crate::source::SourceConnector;
-use crate::storage::StorageLocation;
+use crate::storage::{StorageLocation, StorageOptions};
 use crate::stream::MicroBatchLimits;
 use crate::units::{ByteSize, HumanDuration};
 
@@ -54,7 +54,7 @@ pub trait ConnectorRegistry {
 
 /// The tables a pipeline file may have.
 pub const SECTIONS: &[&str] =
-    &["pipeline", "source", "trigger", "transform", "sink", "checkpoint", "workers", "dead_letter"];
+    &["pipeline", "source", "trigger", "transform", "sink", "checkpoint", "workers", "dead_letter", "storage"];
 
 /// `[pipeline]`
 #[derive(Debug, Deserialize)]
@@ -78,10 +78,14 @@ pub struct TriggerSpec {
     /// How often `sluice run` lists a source it cannot watch for new input.
     #[serde(default = "default_poll_interval")]
     pub poll_interval: HumanDuration,
-    /// How often `sluice run` lists a watched source (a local folder) anyway,
-    /// in case a notification was missed.
+    /// How often `sluice run` lists a watched source (a local folder, or a
+    /// bucket with `notifications`) anyway, in case a notification was missed.
     #[serde(default = "default_reconcile_interval")]
     pub reconcile_interval: HumanDuration,
+    /// `amqp://USER:PASSWORD@HOST:5672/VHOST/QUEUE`: a queue of bucket
+    /// notifications (S3 event JSON) from which `sluice run` plans new
+    /// objects without listing the source.
+    pub notifications: Option<Spanned<String>>,
     /// Most input files in one batch.
     #[serde(default = "default_max_files_per_batch")]
     pub max_files_per_batch: usize,
@@ -101,7 +105,7 @@ pub struct TriggerSpec {
 
 /// `[trigger]` keys that apply to files sources only.
 const OBJECT_TRIGGER_KEYS: &[&str] =
-    &["poll_interval", "reconcile_interval", "max_files_per_batch", "max_bytes_per_batch"];
+    &["poll_interval", "reconcile_interval", "max_files_per_batch", "max_bytes_per_batch", "notifications"];
 /// `[trigger]` keys that apply to stream sources only.
 const STREAM_TRIGGER_KEYS: &[&str] = &["max_records", "max_wait", "max_bytes"];
 
@@ -137,6 +141,11 @@ impl TriggerSpec {
     /// The planner's limits.
     pub fn limits(&self) -> BatchLimits {
         BatchLimits { max_files: self.max_files_per_batch, max_bytes: self.max_bytes_per_batch.0 }
+    }
+
+    /// `notifications`, split into the broker's URL and the queue.
+    pub fn notification_queue(&self) -> Option<(String, String)> {
+        self.notifications.as_ref().and_then(|url| split_queue_url(url.get_ref()).ok())
     }
 
     /// When a stream's micro-batch closes.
@@ -283,6 +292,12 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
 
     let section = |name: &str| -> Option<RawValue<'_>> { root.get(name).cloned() };
     let empty = || Spanned::new(0..0, DeValue::Table(DeTable::new()));
+    if let Some(storage) = section("storage") {
+        match storage_options(&file, &storage) {
+            Ok(options) => file.set_storage(options),
+            Err(found) => problems.extend(found),
+        }
+    }
 
     let pipeline: Option<PipelineSection> = match section("pipeline") {
         Some(value) => collect(parse_table(&file, "pipeline", &value), &mut problems),
@@ -324,6 +339,16 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
                 "trigger.reconcile_interval",
                 "must be more than 0",
                 Some("a watched folder is listed this often anyway; \"60s\" is the default".into()),
+            ));
+        }
+        if let Some(url) = &trigger.notifications
+            && let Err(message) = split_queue_url(url.get_ref())
+        {
+            problems.0.push(file.diagnostic(
+                url.span(),
+                "trigger.notifications",
+                message,
+                Some("write it as amqp://USER:PASSWORD@HOST:5672/%2f/QUEUE, the password as ${env:NAME}".into()),
             ));
         }
         if trigger.max_files_per_batch == 0 {
@@ -424,7 +449,7 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
         collect(parse_table(&file, "dead_letter", &section("dead_letter").unwrap_or_else(empty)), &mut problems);
 
     let explicit_checkpoint = checkpoint.as_ref().and_then(|c| c.url.as_ref()).and_then(|url| {
-        StorageLocation::resolve(url.get_ref(), &file.base_dir())
+        file.location(url.get_ref())
             .map_err(|message| problems.0.push(file.diagnostic(url.span(), "checkpoint.url", message, None)))
             .ok()
     });
@@ -456,7 +481,8 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
     };
 
     let dead_letter_location = match dead_letter.as_ref().and_then(|d| d.url.as_ref()) {
-        Some(url) => StorageLocation::resolve(url.get_ref(), &file.base_dir())
+        Some(url) => file
+            .location(url.get_ref())
             .map_err(|message| problems.0.push(file.diagnostic(url.span(), "dead_letter.url", message, None)))
             .ok(),
         None => checkpoint_location.as_ref().map(|checkpoint| checkpoint.join("dead_letters")),
@@ -516,6 +542,60 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
     })
 }
 
+/// Reads `[storage]`: string, boolean or integer values under the keys of
+/// `object_store`'s builders, each key checked.
+fn storage_options(file: &SpecFile, value: &RawValue<'_>) -> Result<StorageOptions, Diagnostics> {
+    let mut problems = Diagnostics::default();
+    let Some(table) = value.get_ref().as_table() else {
+        return Err(Diagnostics(vec![file.diagnostic(
+            value.span(),
+            "storage",
+            "must be a table",
+            Some("write it as [storage] with keys such as aws_endpoint = \"http://127.0.0.1:9000\"".into()),
+        )]));
+    };
+    let mut options = Vec::new();
+    for (key, value) in table.iter() {
+        let name: &str = key.get_ref();
+        let path = format!("storage.{name}");
+        if !StorageOptions::is_known(name) {
+            problems.0.push(
+                file.diagnostic(
+                    key.span(),
+                    &path,
+                    format!("unknown storage key `{name}`"),
+                    Some(
+                        "keys are object_store's settings in lower case, e.g. aws_region, aws_endpoint, \
+                     aws_allow_http, google_service_account, azure_storage_account_name"
+                            .into(),
+                    ),
+                ),
+            );
+            continue;
+        }
+        let text = match value.get_ref() {
+            DeValue::String(text) => text.to_string(),
+            DeValue::Boolean(flag) => flag.to_string(),
+            DeValue::Integer(number) => number.to_string(),
+            other => {
+                problems.0.push(file.diagnostic(
+                    value.span(),
+                    &path,
+                    format!("must be a string, a boolean or a number, not {}", other.type_str()),
+                    None,
+                ));
+                continue;
+            }
+        };
+        options.push((name.to_string(), text));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    StorageOptions::new(options)
+        .map_err(|message| Diagnostics(vec![file.diagnostic(value.span(), "storage", message, None)]))
+}
+
 /// The settings that only make sense for files sources, or only for
 /// streams, given to the other kind.
 fn check_source_kind(file: &SpecFile, stream: bool, trigger_keys: &[String], dispatch: bool) -> Diagnostics {
@@ -556,6 +636,23 @@ pub fn check_broker_url(raw: &str) -> Result<(), String> {
         "amqp" | "amqps" => Err("names no host".into()),
         other => Err(format!("has the scheme \"{other}\"; only amqp:// and amqps:// brokers can take tasks")),
     }
+}
+
+/// Splits `amqp://HOST/VHOST/QUEUE` (or `amqp://HOST/QUEUE`, on the default
+/// virtual host) into the broker's URL and the queue's name; the message
+/// never shows the URL, which may hold a password.
+pub fn split_queue_url(raw: &str) -> Result<(String, String), String> {
+    check_broker_url(raw)?;
+    let mut url = url::Url::parse(raw).map_err(|e| format!("is not a valid URL: {e}"))?;
+    let mut segments: Vec<String> =
+        url.path_segments().map(|parts| parts.map(str::to_string).collect()).unwrap_or_default();
+    let queue = match segments.pop() {
+        Some(queue) if !queue.is_empty() => queue,
+        _ => return Err("names no queue: the URL's last path segment is the queue".into()),
+    };
+    let queue = percent_encoding::percent_decode_str(&queue).decode_utf8_lossy().into_owned();
+    url.set_path(&segments.join("/"));
+    Ok((url.to_string(), queue))
 }
 
 /// Keeps the value, or adds the problems to `problems`. An error without
@@ -650,6 +747,16 @@ fn locate_key(text: &str, key_path: &str) -> std::ops::Range<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notification_urls_name_a_queue_after_the_virtual_host() {
+        let split = |raw| split_queue_url(raw).expect("splits");
+        assert_eq!(split("amqp://u:p@h:5672/%2f/events"), ("amqp://u:p@h:5672/%2f".into(), "events".into()));
+        assert_eq!(split("amqp://h/events"), ("amqp://h".into(), "events".into()));
+        assert_eq!(split("amqp://h/prod/s3.events"), ("amqp://h/prod".into(), "s3.events".into()));
+        assert!(split_queue_url("amqp://h/").is_err());
+        assert!(split_queue_url("http://h/q").is_err());
+    }
 
     #[test]
     fn locates_keys_for_late_problems() {
