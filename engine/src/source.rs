@@ -4,7 +4,7 @@
 //! ([`crate::stream::StreamSource`]).
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
@@ -78,13 +78,60 @@ impl SourceConnector {
 }
 
 /// A batch's inputs as read: a table over the records that fit the
-/// schema, and those that do not.
+/// schema, and a tally of those that do not.
 #[derive(Debug)]
 pub struct Input {
     /// The records that fit, registered as the table `input`.
     pub table: Arc<dyn TableProvider>,
-    /// The malformed records, for the dead letters.
-    pub rejected: Vec<Rejected>,
+    /// The malformed records, for the dead letters: complete once the
+    /// table has been scanned, since a streamed input is decoded while
+    /// the SQL runs.
+    pub tally: ReadTally,
+}
+
+/// What a read set aside, and how many records it decoded when it counts
+/// them itself, shared between the table that reads and the worker.
+#[derive(Debug, Clone, Default)]
+pub struct ReadTally(Arc<Mutex<Tally>>);
+
+#[derive(Debug, Default)]
+struct Tally {
+    rejected: Vec<Rejected>,
+    rows: Option<u64>,
+}
+
+impl ReadTally {
+    /// A tally of a read that is over: `rejected` is all it set aside, and
+    /// the rows are counted by the plan that scans the table.
+    pub fn of(rejected: Vec<Rejected>) -> Self {
+        ReadTally(Arc::new(Mutex::new(Tally { rejected, rows: None })))
+    }
+
+    /// A tally that the reading table fills in as it goes.
+    pub fn counting() -> Self {
+        ReadTally(Arc::new(Mutex::new(Tally { rejected: Vec::new(), rows: Some(0) })))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tally> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counts `rows` records decoded, and sets `rejected` aside.
+    pub fn add(&self, rows: u64, rejected: Vec<Rejected>) {
+        let mut tally = self.lock();
+        tally.rows = Some(tally.rows.unwrap_or(0) + rows);
+        tally.rejected.extend(rejected);
+    }
+
+    /// The records set aside so far, taken out of the tally.
+    pub fn take_rejected(&self) -> Vec<Rejected> {
+        std::mem::take(&mut self.lock().rejected)
+    }
+
+    /// The records that fit, if the reading table counted them.
+    pub fn rows(&self) -> Option<u64> {
+        self.lock().rows
+    }
 }
 
 /// A source of input objects, implemented by each source connector.

@@ -360,13 +360,15 @@ async fn produce(
 ) -> Result<Produced> {
     let ctx = sql::session(spec.concurrency);
     let input = read(spec, &ctx, batch, in_hand).await?;
-    let (staged, rows_read) = stage(spec, &ctx, input.table, attempt).await?;
-    let rejected = input.rejected.len() as u64;
+    let (staged, scanned) = stage(spec, &ctx, input.table, attempt).await?;
+    let rows_read = input.tally.rows().unwrap_or(scanned);
+    let malformed = input.tally.take_rejected();
+    let rejected = malformed.len() as u64;
     let dead_letters = match rejected {
         0 => None,
         _ => {
             tracing::warn!("{rejected} malformed record(s) go to the dead letters; the rest of the batch goes on");
-            let rows = dead_letter_stream(spec, batch, &input.rejected)?;
+            let rows = dead_letter_stream(spec, batch, &malformed)?;
             Some(spec.dead_letters.stage(attempt, rows).await?)
         }
     };

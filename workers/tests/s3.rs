@@ -287,6 +287,46 @@ fn a_store_that_cannot_create_only_if_absent_is_refused_for_the_log() {
     assert_eq!(s3.visible("out"), 0, "nothing was written");
 }
 
+#[test]
+fn a_gzip_csv_larger_than_a_segment_streams_in_and_a_large_output_goes_up_in_parts() {
+    let s3 = S3::new("large");
+    let ws = Workspace::new();
+    // About 20 MB of CSV, gzip-compressed in the bucket; written out as
+    // uncompressed CSV of about the same size, which the sink uploads as
+    // a multipart upload.
+    let rows = 240_000u64;
+    let mut body = String::new();
+    for id in 0..rows {
+        let note = if id % 50_000 == 3 { "x".to_string() } else { format!("{}.25", id % 100) };
+        body.push_str(&format!("{id},{},{note}\n", ["FR", "DE", "US", "JP"][(id % 4) as usize]));
+    }
+    let text = format!("id,country,amount\n{}", body.repeat(4));
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gzip, text.as_bytes()).expect("gzip");
+    s3.put("in/orders.csv.gz", gzip.finish().expect("gzip"));
+    let spec = pipeline(&s3, "")
+        .replace("pattern = \"*.csv\"", "pattern = \"*.csv.gz\"")
+        .replace("[sink]\ntype = \"files\"\n", "[sink]\ntype = \"files\"\nformat = \"csv\"\n");
+    let pipeline = ws.pipeline(&spec);
+    let output = sluice().args(["run", &pipeline, "--until-caught-up"]).envs(s3.env()).output().expect("runs");
+    assert!(output.status.success(), "{}", printed(&output));
+    let summary = String::from_utf8_lossy(&output.stdout);
+    let bad = 4 * rows.div_ceil(50_000);
+
+    assert!(
+        summary.contains(&format!("{} rows in, {} rows out, {bad} dead letters", 4 * rows, 4 * rows - bad)),
+        "{summary}"
+    );
+
+    let local = tempfile::tempdir().expect("tempdir");
+    s3.download("out", local.path());
+    let written: Vec<_> = common::visible_files(local.path());
+    assert_eq!(written.len(), 1, "{written:?}");
+    let csv = std::fs::read_to_string(&written[0]).expect("csv");
+    assert!(csv.len() > 10 << 20, "large enough for a multipart upload: {} bytes", csv.len());
+    assert_eq!(csv.lines().count() as u64, 1 + 4 * rows - bad, "a header and every good row");
+}
+
 /// Waits up to 30 s for `done`.
 fn wait_for(done: impl Fn() -> bool, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -17,9 +17,9 @@ pub enum InputFormat {
 }
 
 impl InputFormat {
-    /// The format a glob's extension suggests.
+    /// The format a glob's extension suggests (`*.csv.gz` is CSV).
     pub fn from_pattern(pattern: &str) -> Option<Self> {
-        let lower = pattern.to_ascii_lowercase();
+        let lower = super::streamed::Compression::strip(pattern).to_ascii_lowercase();
         if lower.ends_with(".csv") {
             Some(InputFormat::Csv)
         } else if lower.ends_with(".json") || lower.ends_with(".ndjson") || lower.ends_with(".jsonl") {

@@ -1,8 +1,9 @@
 //! `type = "files"`: objects in a folder or bucket, as source and as sink.
 //!
 //! The source lists objects matching a glob and reads them as CSV, NDJSON
-//! (record by record, malformed records set aside) or Parquet (through
-//! DataFusion). The sink writes Parquet, CSV or NDJSON,
+//! (streamed record by record, malformed records set aside; `.gz` and
+//! `.zst` decompressed on the way) or Parquet (through DataFusion, by
+//! ranged reads). The sink writes Parquet, CSV or NDJSON,
 //! optionally in hive-style partition folders, staging each attempt below
 //! `_sluice/staging/` and moving the files into place only once the batch
 //! is committed. A local source folder is watched with file-system
@@ -12,6 +13,7 @@ mod config;
 mod partition;
 mod sink;
 mod source;
+mod streamed;
 mod watch;
 mod writer;
 

@@ -5,25 +5,28 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
+use datafusion::catalog::streaming::StreamingTable;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::execution::context::SessionState;
+use datafusion::physical_plan::streaming::PartitionStream;
 use futures::TryStreamExt;
 use globset::{GlobBuilder, GlobMatcher};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use sluice_engine::batch::InputObject;
-use sluice_engine::source::{Input, Rejected, Source, Watch};
+use sluice_engine::source::{Input, ReadTally, Source, Watch};
 use sluice_engine::spec::{Component, Diagnostics};
 use sluice_engine::storage::StorageLocation;
 use sluice_engine::{Error, Result};
 
 use super::config::{FilesSourceConfig, InputFormat};
-use crate::formats::memory_table;
-use crate::formats::records::{CsvRecords, JsonLines, RecordFormat, sort_object};
+use super::streamed::{Compression, ObjectsPartition, TextFormat};
+use crate::formats::records::CsvRecords;
 
 /// Reads files under a location.
 #[derive(Debug)]
@@ -126,15 +129,23 @@ impl FilesSource {
         })
     }
 
-    fn file_format(&self) -> Arc<dyn FileFormat> {
+    /// DataFusion's reader of the format, for inferring a schema from an
+    /// object named `name` (compressed as its extension says).
+    fn file_format(&self, name: Option<&str>) -> Arc<dyn FileFormat> {
+        let compression = match name.map(Compression::of) {
+            Some(Compression::Gzip) => FileCompressionType::GZIP,
+            Some(Compression::Zstd) => FileCompressionType::ZSTD,
+            _ => FileCompressionType::UNCOMPRESSED,
+        };
         match self.format {
             InputFormat::Csv => Arc::new(
                 CsvFormat::default()
                     .with_has_header(self.header)
                     .with_delimiter(self.delimiter)
-                    .with_newlines_in_values(true),
+                    .with_newlines_in_values(true)
+                    .with_file_compression_type(compression),
             ),
-            InputFormat::Json => Arc::new(JsonFormat::default()),
+            InputFormat::Json => Arc::new(JsonFormat::default().with_file_compression_type(compression)),
             InputFormat::Parquet => Arc::new(ParquetFormat::default()),
         }
     }
@@ -186,29 +197,41 @@ impl FilesSource {
         if objects.is_empty() {
             return Err(Error::Config("a batch without inputs has no schema to infer".into()));
         }
-        Ok(self.file_format().infer_schema(state, &self.store, objects).await?)
+        let first = objects[0].location.filename();
+        Ok(self.file_format(first).infer_schema(state, &self.store, objects).await?)
     }
 
-    /// Reads `inputs` record by record with `format`: a table over the
-    /// records that fit `schema`, and those that do not.
-    /// Decoding and the SQL use `threads` threads: the session's target
-    /// partitions, `[workers] concurrency`.
-    async fn read_records(
+    /// A table that streams `inputs` record by record with `format`, and
+    /// the tally of the records that do not fit `schema`. The inputs are
+    /// shared out over up to `threads` partitions, each decoding with its
+    /// share of the threads: `[workers] concurrency`.
+    fn stream_records(
         &self,
         inputs: &[InputObject],
-        format: &dyn RecordFormat,
+        format: TextFormat,
         schema: SchemaRef,
         threads: usize,
     ) -> Result<Input> {
-        let mut good = Vec::new();
-        let mut rejected: Vec<Rejected> = Vec::new();
-        for input in inputs {
-            let bytes = self.store.get(&self.object_path(&input.path)?).await?.bytes().await?;
-            let (batches, bad) = sort_object(format, &schema, &input.path, &bytes, threads);
-            good.extend(batches);
-            rejected.extend(bad);
+        let tally = ReadTally::counting();
+        let partitions = threads.min(inputs.len()).max(1);
+        let mut shares: Vec<Vec<(String, Path)>> = vec![Vec::new(); partitions];
+        for (i, input) in inputs.iter().enumerate() {
+            shares[i % partitions].push((input.path.clone(), self.object_path(&input.path)?));
         }
-        Ok(Input { table: memory_table(schema, good, threads)?, rejected })
+        let streams: Vec<Arc<dyn PartitionStream>> = shares
+            .into_iter()
+            .map(|objects| {
+                Arc::new(ObjectsPartition {
+                    store: self.store.clone(),
+                    objects,
+                    format,
+                    schema: schema.clone(),
+                    threads: (threads / partitions).max(1),
+                    tally: tally.clone(),
+                }) as Arc<dyn PartitionStream>
+            })
+            .collect();
+        Ok(Input { table: Arc::new(StreamingTable::try_new(schema, streams)?), tally })
     }
 
     /// The input an object below the prefix is, unless it is hidden (a
@@ -268,20 +291,21 @@ impl Source for FilesSource {
         // CSV and JSON are decoded here, every column of every record, so
         // that each malformed record is found and set aside whichever
         // columns the SQL reads. Parquet is typed already.
-        let records: &dyn RecordFormat = match self.format {
-            InputFormat::Csv => &CsvRecords { header: self.header, delimiter: self.delimiter },
-            InputFormat::Json => &JsonLines,
+        let format = match self.format {
+            InputFormat::Csv => TextFormat::Csv(CsvRecords { header: self.header, delimiter: self.delimiter }),
+            InputFormat::Json => TextFormat::Json,
             InputFormat::Parquet => {
                 // DataFusion reads the files through this source's store.
                 state.runtime_env().register_object_store(self.location.url(), self.store.clone());
                 let urls = inputs.iter().map(|input| self.input_url(input)).collect::<Result<Vec<_>, _>>()?;
-                let options = ListingOptions::new(self.file_format()).with_file_extension("");
+                let options = ListingOptions::new(self.file_format(None)).with_file_extension("");
                 let config =
                     ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
-                return Ok(Input { table: Arc::new(ListingTable::try_new(config)?), rejected: Vec::new() });
+                let table = Arc::new(ListingTable::try_new(config)?);
+                return Ok(Input { table, tally: ReadTally::of(Vec::new()) });
             }
         };
-        self.read_records(inputs, records, schema, state.config().target_partitions()).await
+        self.stream_records(inputs, format, schema, state.config().target_partitions())
     }
 
     async fn verify(&self, inputs: &[InputObject]) -> Result<()> {

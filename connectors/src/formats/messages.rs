@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use arrow::array::{BinaryArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::Deserialize;
-use sluice_engine::source::{Input, Rejected};
+use sluice_engine::source::{Input, ReadTally, Rejected};
 use sluice_engine::spec::schema::SchemaSpec;
 use sluice_engine::spec::{Component, Diagnostics};
 use sluice_engine::stream::{Message, Origin};
@@ -126,7 +126,7 @@ impl MessageDecoder {
             let values = BinaryArray::from_iter_values(messages.iter().map(|m| m.payload.as_ref()));
             let schema = raw_schema();
             let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(values)])?;
-            return Ok(Input { table: memory_table(schema, vec![batch], threads)?, rejected: Vec::new() });
+            return Ok(Input { table: memory_table(schema, vec![batch], threads)?, tally: ReadTally::default() });
         }
         let schema = self.schema_for(messages)?;
         // The bodies end to end, each ended by a newline, each its own span.
@@ -153,7 +153,7 @@ impl MessageDecoder {
                 rejected(message, error)
             })
             .collect();
-        Ok(Input { table: memory_table(schema, good, threads)?, rejected })
+        Ok(Input { table: memory_table(schema, good, threads)?, tally: ReadTally::of(rejected) })
     }
 
     /// The declared schema, or the one inferred from the first micro-batch
@@ -271,13 +271,14 @@ mod tests {
         ];
         let input = decoder(MessageFormat::Json, Some(schema())).decode(&messages, 2).expect("decodes");
         assert_eq!(ids(&input).await, [1, 2, 3], "a message may span lines");
+        let rejected = input.tally.take_rejected();
         let found: Vec<(Option<i32>, Option<u64>, &str)> =
-            input.rejected.iter().map(|r| (r.partition, r.offset, r.raw.as_str())).collect();
+            rejected.iter().map(|r| (r.partition, r.offset, r.raw.as_str())).collect();
         assert_eq!(
             found,
             [(Some(2), Some(12), "not json"), (Some(2), Some(13), r#"{"id": 1.5}"#), (Some(2), Some(14), "")]
         );
-        assert!(input.rejected.iter().all(|r| r.source == "orders" && r.line.is_none()));
+        assert!(rejected.iter().all(|r| r.source == "orders" && r.line.is_none()));
     }
 
     #[tokio::test]
@@ -294,8 +295,9 @@ mod tests {
         ];
         let input = decoder(MessageFormat::Csv, Some(schema())).decode(&messages, 1).expect("decodes");
         assert_eq!(ids(&input).await, [1, 4]);
+        let rejected = input.tally.take_rejected();
         let found: Vec<(Option<&str>, &str)> =
-            input.rejected.iter().map(|r| (r.message_id.as_deref(), r.error.as_str())).collect();
+            rejected.iter().map(|r| (r.message_id.as_deref(), r.error.as_str())).collect();
         assert_eq!(found.len(), 2, "{found:?}");
         assert_eq!(found[0], (Some("b"), "decoded into 2 rows instead of one"));
         assert_eq!(found[1].0, None);
@@ -306,9 +308,9 @@ mod tests {
         let decoder = decoder(MessageFormat::Json, None);
         let first = decoder.decode(&[kafka(0, r#"{"id": 7, "country": "FR"}"#), kafka(1, "[1]")], 1).expect("decodes");
         assert_eq!(ids(&first).await, [7]);
-        assert_eq!(first.rejected.len(), 1, "an array is not a record");
+        assert_eq!(first.tally.take_rejected().len(), 1, "an array is not a record");
         let second = decoder.decode(&[kafka(2, r#"{"id": "eight"}"#)], 1).expect("decodes");
-        assert_eq!(second.rejected.len(), 1, "the first batch's types hold");
+        assert_eq!(second.tally.take_rejected().len(), 1, "the first batch's types hold");
         assert!(decoder.decode(&[kafka(0, "1")], 1).is_ok(), "inferred once, kept");
         let nothing =
             MessageDecoder { format: MessageFormat::Json, delimiter: b',', declared: None, inferred: Mutex::new(None) };
@@ -318,7 +320,7 @@ mod tests {
     #[tokio::test]
     async fn raw_messages_keep_their_bytes() {
         let input = decoder(MessageFormat::Raw, None).decode(&[kafka(0, "\u{0}\u{1}anything")], 1).expect("decodes");
-        assert!(input.rejected.is_empty());
+        assert!(input.tally.take_rejected().is_empty());
         assert_eq!(input.table.schema().field(0).name(), RAW_COLUMN);
     }
 }

@@ -15,6 +15,7 @@ use arrow::array::RecordBatch;
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::error::ArrowError;
+#[cfg(test)]
 use sluice_engine::source::Rejected;
 
 /// Records decoded at once while no error is found.
@@ -41,6 +42,7 @@ pub(crate) trait RecordFormat: Sync {
 }
 
 /// CSV rows, split by the same rules (quotes, delimiter) as the reader.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct CsvRecords {
     pub(crate) header: bool,
     pub(crate) delimiter: u8,
@@ -147,6 +149,7 @@ fn feed(bytes: &[u8], mut decode: impl FnMut(&[u8]) -> Result<usize, ArrowError>
 
 /// Decodes every record of one object on up to `threads` threads: the
 /// batches of those that fit, and the rejected ones, in the object's order.
+#[cfg(test)]
 pub(crate) fn sort_object(
     format: &dyn RecordFormat,
     schema: &SchemaRef,
@@ -247,6 +250,7 @@ fn sort_chunk(format: &dyn RecordFormat, schema: &SchemaRef, bytes: &[u8], spans
     }
 }
 
+#[cfg(test)]
 fn reject(source: &str, bytes: &[u8], span: &Span, error: String) -> Rejected {
     Rejected {
         source: source.to_string(),

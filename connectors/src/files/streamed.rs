@@ -1,0 +1,378 @@
+//! Reading CSV and NDJSON objects as streams, so that memory stays bounded
+//! whatever an object's size: each object is read with one streamed GET
+//! (decompressed on the way when its name ends in `.gz` or `.zst`), cut
+//! into segments of about [`SEGMENT`] bytes at a record's end, and each
+//! segment is decoded record by record (malformed ones set aside) while
+//! the SQL and the sink take the batches of the one before.
+//!
+//! ```text
+//! GET ─► gunzip/unzstd ─► segment (8 MiB, cut at a record end; the rest carried)
+//!                              │ decode on `threads` threads (blocking pool)
+//!                              ▼
+//!                  batches ─► channel (2) ─► SQL ─► sink      rejects ─► tally
+//! ```
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use async_compression::tokio::bufread::{GzipDecoder, ZstdDecoder};
+use bytes::{Bytes, BytesMut};
+use datafusion::error::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
+use datafusion::physical_plan::streaming::PartitionStream;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use sluice_engine::source::{ReadTally, Rejected};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::mpsc::Sender;
+use tokio_util::io::StreamReader;
+
+use crate::formats::records::{CsvRecords, JsonLines, RecordFormat, raw_text, sort_spans};
+
+/// Bytes of an object decoded at once.
+pub(crate) const SEGMENT: usize = 8 << 20;
+/// Batches decoded ahead of the SQL, at most.
+const AHEAD: usize = 2;
+
+/// How an input object is compressed, by its name's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compression {
+    /// As it is.
+    None,
+    /// `.gz`, `.gzip`.
+    Gzip,
+    /// `.zst`, `.zstd`.
+    Zstd,
+}
+
+impl Compression {
+    /// The compression `name` says.
+    pub(crate) fn of(name: &str) -> Self {
+        let lower = name.to_ascii_lowercase();
+        if lower.ends_with(".gz") || lower.ends_with(".gzip") {
+            Compression::Gzip
+        } else if lower.ends_with(".zst") || lower.ends_with(".zstd") {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
+    /// `name` without the compression's extension.
+    pub(crate) fn strip(name: &str) -> &str {
+        match Compression::of(name) {
+            Compression::None => name,
+            _ => name.rsplit_once('.').map_or(name, |(stem, _)| stem),
+        }
+    }
+}
+
+/// The text formats read record by record.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TextFormat {
+    /// CSV, with or without a header line.
+    Csv(CsvRecords),
+    /// NDJSON.
+    Json,
+}
+
+impl TextFormat {
+    /// Runs `f` with the format of a segment: only an object's first
+    /// segment has a CSV header.
+    fn with_records<R>(self, first: bool, f: impl FnOnce(&dyn RecordFormat) -> R) -> R {
+        match self {
+            TextFormat::Csv(csv) => f(&CsvRecords { header: csv.header && first, ..csv }),
+            TextFormat::Json => f(&JsonLines),
+        }
+    }
+}
+
+/// One partition of a batch's input: its objects, read one after another.
+#[derive(Debug)]
+pub(crate) struct ObjectsPartition {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    /// `(name in the dead letters, object path)`.
+    pub(crate) objects: Vec<(String, Path)>,
+    pub(crate) format: TextFormat,
+    pub(crate) schema: SchemaRef,
+    pub(crate) threads: usize,
+    pub(crate) tally: ReadTally,
+}
+
+impl PartitionStream for ObjectsPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let mut builder = RecordBatchReceiverStreamBuilder::new(self.schema.clone(), AHEAD);
+        let tx = builder.tx();
+        let reader = ObjectReader {
+            store: self.store.clone(),
+            format: self.format,
+            schema: self.schema.clone(),
+            threads: self.threads,
+            tally: self.tally.clone(),
+        };
+        let objects = self.objects.clone();
+        builder.spawn(async move {
+            for (name, path) in objects {
+                if !reader.read(&name, &path, &tx).await? {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        builder.build()
+    }
+}
+
+struct ObjectReader {
+    store: Arc<dyn ObjectStore>,
+    format: TextFormat,
+    schema: SchemaRef,
+    threads: usize,
+    tally: ReadTally,
+}
+
+/// A segment decoded: its batches and rejects, and how far it got.
+struct Decoded {
+    batches: Vec<RecordBatch>,
+    rejected: Vec<Rejected>,
+    /// Bytes of the segment taken; the rest starts the next one.
+    consumed: usize,
+    /// Lines in those bytes.
+    lines: u64,
+}
+
+impl ObjectReader {
+    /// Streams one object to `tx`; `false` once nobody reads any more.
+    async fn read(
+        &self,
+        name: &str,
+        path: &Path,
+        tx: &Sender<datafusion::error::Result<RecordBatch>>,
+    ) -> Result<bool, DataFusionError> {
+        let got = self.store.get(path).await.map_err(|e| DataFusionError::ObjectStore(Box::new(e)))?;
+        let bytes = StreamReader::new(got.into_stream().map_err(std::io::Error::other));
+        let mut reader: Pin<Box<dyn AsyncRead + Send>> = match Compression::of(name) {
+            Compression::None => Box::pin(bytes),
+            Compression::Gzip => {
+                let mut decoder = GzipDecoder::new(bytes);
+                decoder.multiple_members(true);
+                Box::pin(decoder)
+            }
+            Compression::Zstd => Box::pin(ZstdDecoder::new(bytes)),
+        };
+        let mut buffer = BytesMut::new();
+        let (mut first, mut offset, mut line, mut want) = (true, 0u64, 1u64, SEGMENT);
+        loop {
+            let mut eof = false;
+            while buffer.len() < want {
+                buffer.reserve(want - buffer.len());
+                if reader.read_buf(&mut buffer).await.map_err(|e| read_error(name, e))? == 0 {
+                    eof = true;
+                    break;
+                }
+            }
+            if buffer.is_empty() {
+                return Ok(true);
+            }
+            let segment = buffer.split().freeze();
+            let decoded = self.decode(name, segment.clone(), first, eof, offset, line).await?;
+            let Some(decoded) = decoded else {
+                // One record longer than the segment: read on.
+                buffer.extend_from_slice(&segment);
+                want *= 2;
+                continue;
+            };
+            buffer.extend_from_slice(&segment[decoded.consumed..]);
+            let rows = decoded.batches.iter().map(|batch| batch.num_rows() as u64).sum();
+            self.tally.add(rows, decoded.rejected);
+            for batch in decoded.batches {
+                if tx.send(Ok(batch)).await.is_err() {
+                    return Ok(false);
+                }
+            }
+            (first, want) = (false, SEGMENT);
+            offset += decoded.consumed as u64;
+            line += decoded.lines;
+            if eof {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Decodes the whole records of `segment` (all of it at the end of the
+    /// object) on the blocking pool; `None` if it holds less than two.
+    async fn decode(
+        &self,
+        name: &str,
+        segment: Bytes,
+        first: bool,
+        eof: bool,
+        offset: u64,
+        line: u64,
+    ) -> Result<Option<Decoded>, DataFusionError> {
+        let (format, schema, threads, name) = (self.format, self.schema.clone(), self.threads, name.to_string());
+        let decode = move || {
+            format.with_records(first, |records| {
+                let mut spans = records.split(&segment);
+                let (consumed, lines) = match eof {
+                    true => (segment.len(), 0),
+                    false if spans.len() < 2 => return None,
+                    false => {
+                        let last = spans.pop()?;
+                        (last.offset, last.line - 1)
+                    }
+                };
+                let (batches, bad) = sort_spans(records, &schema, &segment, &spans, threads);
+                let rejected = bad
+                    .into_iter()
+                    .map(|(span, error)| Rejected {
+                        source: name.clone(),
+                        line: Some(line + span.line - 1),
+                        offset: Some(offset + span.offset as u64),
+                        partition: None,
+                        message_id: None,
+                        error,
+                        raw: raw_text(&segment[span.offset..span.end]),
+                    })
+                    .collect();
+                Some(Decoded { batches, rejected, consumed, lines })
+            })
+        };
+        tokio::task::spawn_blocking(decode).await.map_err(|e| DataFusionError::External(Box::new(e)))
+    }
+}
+
+/// A failed read: the store's error as it is (a retry may help), anything
+/// else (a corrupt gzip stream) as the input's fault.
+fn read_error(name: &str, error: std::io::Error) -> DataFusionError {
+    match error.into_inner().map(|inner| inner.downcast::<object_store::Error>()) {
+        Some(Ok(store)) => DataFusionError::ObjectStore(store),
+        Some(Err(other)) => DataFusionError::Execution(format!("cannot read {name}: {other}")),
+        None => DataFusionError::Execution(format!("cannot read {name}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use arrow::array::{Array, Int64Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use futures::StreamExt;
+    use object_store::PutPayload;
+    use object_store::memory::InMemory;
+
+    use super::*;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true), Field::new("name", DataType::Utf8, true)]))
+    }
+
+    async fn read(name: &str, bytes: Vec<u8>, format: TextFormat) -> (Vec<i64>, Vec<Rejected>, Option<u64>) {
+        let store = Arc::new(InMemory::new());
+        store.put(&Path::from(name), PutPayload::from(bytes)).await.expect("put");
+        let tally = ReadTally::counting();
+        let partition = ObjectsPartition {
+            store,
+            objects: vec![(name.to_string(), Path::from(name))],
+            format,
+            schema: schema(),
+            threads: 2,
+            tally: tally.clone(),
+        };
+        let mut stream = partition.execute(Arc::new(TaskContext::default()));
+        let mut ids = Vec::new();
+        while let Some(batch) = stream.next().await {
+            let batch = batch.expect("a batch");
+            let column = batch.column(0).as_any().downcast_ref::<Int64Array>().expect("int64").clone();
+            ids.extend((0..column.len()).map(|i| column.value(i)));
+        }
+        (ids, tally.take_rejected(), tally.rows())
+    }
+
+    /// A CSV of `rows` records over several segments, with a quoted
+    /// newline across a segment's end and a bad record in each third.
+    fn big_csv(rows: usize) -> (String, Vec<i64>, Vec<u64>) {
+        let mut text = String::from("id,name\n");
+        let (mut good, mut bad_lines) = (Vec::new(), Vec::new());
+        let mut line = 1;
+        for id in 0..rows {
+            line += 1;
+            if id % (rows / 3) == 7 {
+                text.push_str("x,bad\n");
+                bad_lines.push(line);
+            } else if id % 1000 == 0 {
+                text.push_str(&format!("{id},\"two\nlines {}\"\n", "y".repeat(40)));
+                good.push(id as i64);
+                line += 1;
+            } else {
+                text.push_str(&format!("{id},name {id} {}\n", "z".repeat(60)));
+                good.push(id as i64);
+            }
+        }
+        (text, good, bad_lines)
+    }
+
+    #[tokio::test]
+    async fn a_csv_larger_than_a_segment_is_read_whole_with_lines_and_offsets_of_the_object() {
+        let (text, good, bad_lines) = big_csv(300_000);
+        assert!(text.len() > 2 * SEGMENT, "spans segments: {} bytes", text.len());
+        let format = TextFormat::Csv(CsvRecords { header: true, delimiter: b',' });
+        let (ids, rejected, rows) = read("big.csv", text.clone().into_bytes(), format).await;
+        assert_eq!(ids, good, "every good record once, in order");
+        assert_eq!(rows, Some(good.len() as u64));
+        let lines: Vec<u64> = rejected.iter().filter_map(|r| r.line).collect();
+        assert_eq!(lines, bad_lines);
+        for reject in &rejected {
+            let at = reject.offset.expect("offset") as usize;
+            assert!(text[at..].starts_with("x,bad\n"), "offset {at} points at the record");
+        }
+    }
+
+    #[tokio::test]
+    async fn gzip_and_zstd_inputs_are_read_by_their_extension() {
+        let text = "{\"id\": 1, \"name\": \"a\"}\n{\"id\": \"bad\"}\n{\"id\": 3, \"name\": \"c\"}\n";
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gzip.write_all(text.as_bytes()).expect("gzip");
+        let (ids, rejected, _) = read("in/a.json.gz", gzip.finish().expect("gzip"), TextFormat::Json).await;
+        assert_eq!((ids, rejected.len()), (vec![1, 3], 1));
+        assert_eq!(rejected[0].line, Some(2));
+
+        let zstd = zstd::encode_all(text.as_bytes(), 3).expect("zstd");
+        let (ids, _, _) = read("in/a.json.zst", zstd, TextFormat::Json).await;
+        assert_eq!(ids, [1, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_gzip_input_is_an_error_naming_it() {
+        let store = Arc::new(InMemory::new());
+        store.put(&Path::from("a.csv.gz"), PutPayload::from_static(b"not gzip at all")).await.expect("put");
+        let partition = ObjectsPartition {
+            store,
+            objects: vec![("a.csv.gz".into(), Path::from("a.csv.gz"))],
+            format: TextFormat::Json,
+            schema: schema(),
+            threads: 1,
+            tally: ReadTally::counting(),
+        };
+        let mut stream = partition.execute(Arc::new(TaskContext::default()));
+        let error = stream.next().await.expect("an item").expect_err("fails");
+        assert!(error.to_string().contains("cannot read a.csv.gz"), "{error}");
+    }
+
+    #[test]
+    fn extensions_name_the_compression() {
+        assert_eq!(Compression::of("a.CSV.GZ"), Compression::Gzip);
+        assert_eq!(Compression::of("a.json.zst"), Compression::Zstd);
+        assert_eq!(Compression::strip("a.csv.gz"), "a.csv");
+        assert_eq!(Compression::strip("a.csv"), "a.csv");
+    }
+}
