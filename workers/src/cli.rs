@@ -45,10 +45,14 @@ pub enum Command {
     },
     /// Run the pipeline: plan new input into batches, run them, commit.
     ///
-    /// Without --until-caught-up, keeps polling the source every
-    /// [trigger] poll_interval until SIGINT or SIGTERM; the batches in hand
-    /// are finished before it exits (a second signal exits at once, and
-    /// the next run redoes those batches). A kafka or amqp source is read
+    /// Without --until-caught-up, keeps looking at the source until SIGINT
+    /// or SIGTERM: a local folder is watched, a bucket with [trigger]
+    /// notifications is told of new objects by its S3 events on an AMQP
+    /// queue (and listed every reconcile_interval), any other source is
+    /// listed every poll_interval. The batches in hand are finished before
+    /// it exits (a second signal exits at once, and the next run redoes
+    /// those batches). Sources, sinks and the log may be local folders or
+    /// s3://, gs:// and az:// URLs. A kafka or amqp source is read
     /// in micro-batches ([trigger] max_records, max_wait, max_bytes), each
     /// acknowledged to the broker once it is committed.
     Run {
