@@ -16,7 +16,6 @@ import argparse
 import datetime
 import os
 import random
-import re
 import statistics
 import sys
 
@@ -91,16 +90,7 @@ def main():
     table = "\n".join(lines)
     print("\n" + table)
     if not args.no_readme:
-        readme = os.path.join(HERE, "README.md")
-        text = open(readme, encoding="utf-8").read()
-        block = f"<!-- large:start -->\n{table}\n<!-- large:end -->"
-        if "<!-- large:start -->" in text:
-            text = re.sub(r"<!-- large:start -->.*<!-- large:end -->", lambda _: block, text, flags=re.S)
-        else:
-            text += "\n" + block + "\n"
-        open(readme, "w", encoding="utf-8").write(text)
-        print("written into benches/README.md")
-
+        harness.write_into_readme("large", table)
 
 def platform_line():
     import platform

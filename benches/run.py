@@ -220,15 +220,20 @@ def main():
     table = render(results, cold_ms, cold, args)
     print("\n" + table)
     if not args.no_readme:
-        readme = os.path.join(HERE, "README.md")
-        text = open(readme, encoding="utf-8").read()
-        block = f"<!-- peers:start -->\n{table}\n<!-- peers:end -->"
-        if "<!-- peers:start -->" in text:
-            text = re.sub(r"<!-- peers:start -->.*<!-- peers:end -->", lambda _: block, text, flags=re.S)
-        else:
-            text += "\n" + block + "\n"
-        open(readme, "w", encoding="utf-8").write(text)
-        print("written into benches/README.md")
+        write_into_readme("peers", table)
+
+
+def write_into_readme(marker, table):
+    """Puts `table` between the `<marker>:start` and `<marker>:end` comments of benches/README.md."""
+    readme = os.path.join(HERE, "README.md")
+    text = open(readme, encoding="utf-8").read()
+    block = f"<!-- {marker}:start -->\n{table}\n<!-- {marker}:end -->"
+    if f"<!-- {marker}:start -->" in text:
+        text = re.sub(f"<!-- {marker}:start -->.*<!-- {marker}:end -->", lambda _: block, text, flags=re.S)
+    else:
+        text += "\n" + block + "\n"
+    open(readme, "w", encoding="utf-8").write(text)
+    print("written into benches/README.md")
 
 
 def render(results, cold_ms, cold, args):
