@@ -93,11 +93,15 @@ fn a_crash_at_any_step_of_the_commit_loses_and_repeats_nothing() {
         let summary = ws.run_until_caught_up();
         if matches!(step, "after_commit" | "during_publish") {
             // Committed, never acknowledged: the broker delivers the batch
-            // again, and the log knows its ids.
-            assert!(
-                summary.contains("700 redelivered messages were in committed batches already"),
-                "{step}: {summary}"
-            );
+            // again, and the log knows its ids. (The batch holds 700, or
+            // fewer when max_wait closed it first on a loaded machine.)
+            let redelivered: u64 = summary
+                .split(" redelivered messages were in committed batches already")
+                .next()
+                .and_then(|before| before.rsplit(' ').next())
+                .and_then(|count| count.parse().ok())
+                .unwrap_or(0);
+            assert!((1..=700).contains(&redelivered), "{step}: {summary}");
         }
         assert_exactly_once(&ws, &path, 0..2_500);
     }
