@@ -318,6 +318,15 @@ async fn check_put_if_absent(store: &dyn ObjectStore, root: &Path, location: &St
                         .into(),
                 ));
             }
+            Err(other) if other.to_string().contains("169.254.169.254") => {
+                // No credentials given: the client asked the cloud's
+                // instance metadata service, which is not there.
+                return Err(Error::Config(format!(
+                    "no credentials for {location}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and \
+                     AWS_ENDPOINT_URL for an S3-compatible server), or aws_access_key_id and \
+                     aws_secret_access_key in [storage]; the instance metadata service did not answer: {other}"
+                )));
+            }
             Err(other) => return Err(other.into()),
         }
     }
