@@ -232,6 +232,8 @@ fn a_file_announced_only_by_a_notification_is_processed_without_a_listing() {
     let mut controller = sluice()
         .args(["run", &pipeline])
         .env("SLUICE_TEST_S3_SECRET", "test")
+        // Each listing and each look-up of notified objects is logged.
+        .env("SLUICE_LOG", "warn,sluice_workers::wake=debug")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -264,6 +266,8 @@ fn a_file_announced_only_by_a_notification_is_processed_without_a_listing() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut controller.stderr.take().expect("stderr"), &mut stderr).expect("read");
     assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.matches("listed the source").count(), 1, "one listing, at start:\n{stderr}");
+    assert!(stderr.contains("looked up notified objects"), "{stderr}");
 
     let expected: Vec<Vec<String>> = expected_rows(0..2, 50);
     let local = tempfile::tempdir().expect("tempdir");

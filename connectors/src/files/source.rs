@@ -302,7 +302,7 @@ impl Source for FilesSource {
                 let config =
                     ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
                 let table = Arc::new(ListingTable::try_new(config)?);
-                return Ok(Input { table, tally: ReadTally::of(Vec::new()) });
+                return Ok(Input { table, tally: ReadTally::default() });
             }
         };
         self.stream_records(inputs, format, schema, state.config().target_partitions())
