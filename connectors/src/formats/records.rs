@@ -49,23 +49,60 @@ pub(crate) struct CsvRecords {
 }
 
 impl RecordFormat for CsvRecords {
+    /// Finds where each record starts with the rules of the CSV reader
+    /// (csv-core's): a quote opens a quoted field only at a field's start,
+    /// `""` inside one is a quote, and `\n`, `\r` or `\r\n` outside quotes
+    /// end a record; empty lines are no record. Only the quotes and line
+    /// ends are looked at (memchr), so this costs a fraction of a full
+    /// parse: the decoder parses every field afterwards anyway.
     fn split(&self, bytes: &[u8]) -> Vec<Span> {
-        let mut reader =
-            csv::ReaderBuilder::new().has_headers(false).flexible(true).delimiter(self.delimiter).from_reader(bytes);
-        let mut starts: Vec<(usize, u64)> = Vec::new();
-        let mut record = csv::ByteRecord::new();
-        // Byte records never fail to decode; an I/O error cannot happen
-        // on a slice. Anything unreadable ends up inside some record.
-        while reader.read_byte_record(&mut record).unwrap_or(false) {
-            if let Some(position) = record.position() {
-                starts.push((position.byte() as usize, position.line()));
+        let mut spans = Vec::with_capacity(bytes.len() / 64 + 1);
+        // The current record's first byte (once it has one) and line.
+        let (mut begin, mut begin_line, mut line) = (0usize, 1u64, 1u64);
+        let mut quoted = false;
+        // A byte already dealt with: the second quote of `""`, the `\n` of `\r\n`.
+        let mut skip = usize::MAX;
+        for at in memchr::memchr3_iter(b'"', b'\n', b'\r', bytes) {
+            if at == skip {
+                continue;
+            }
+            match bytes[at] {
+                b'"' if quoted => match bytes.get(at + 1) {
+                    Some(b'"') => skip = at + 1,
+                    _ => quoted = false,
+                },
+                b'"' => quoted = at == begin || bytes[at - 1] == self.delimiter,
+                b'\n' if quoted => line += 1,
+                b'\r' if quoted => {}
+                end => {
+                    if at > begin {
+                        spans.push(Span { offset: begin, end: 0, line: begin_line });
+                    }
+                    let mut next = at + 1;
+                    if end == b'\r' && bytes.get(next) == Some(&b'\n') {
+                        skip = next;
+                        next += 1;
+                    }
+                    if end == b'\n' || next == at + 2 {
+                        line += 1;
+                    }
+                    (begin, begin_line) = (next, line);
+                }
             }
         }
-        let skip = usize::from(self.header);
-        let mut spans = Vec::with_capacity(starts.len());
-        for (i, &(offset, line)) in starts.iter().enumerate().skip(skip) {
-            let end = starts.get(i + 1).map_or(bytes.len(), |next| next.0);
-            spans.push(Span { offset, end, line });
+        if begin < bytes.len() {
+            spans.push(Span { offset: begin, end: 0, line: begin_line });
+        }
+        // A record runs to the next one's start: line ends and empty lines
+        // after it are its own.
+        for i in 1..spans.len() {
+            spans[i - 1].end = spans[i].offset;
+        }
+        if let Some(last) = spans.last_mut() {
+            last.end = bytes.len();
+        }
+        if self.header && !spans.is_empty() {
+            spans.remove(0);
         }
         spans
     }
@@ -87,13 +124,16 @@ pub(crate) struct JsonLines;
 
 impl RecordFormat for JsonLines {
     fn split(&self, bytes: &[u8]) -> Vec<Span> {
-        let mut spans = Vec::new();
-        let mut offset = 0;
-        for (i, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
-            if !line.trim_ascii().is_empty() {
-                spans.push(Span { offset, end: offset + line.len(), line: i as u64 + 1 });
+        let mut spans = Vec::with_capacity(bytes.len() / 128 + 1);
+        let (mut offset, mut line) = (0, 1);
+        let ends = memchr::memchr_iter(b'\n', bytes)
+            .map(|at| at + 1)
+            .chain((bytes.last() != Some(&b'\n')).then_some(bytes.len()));
+        for end in ends {
+            if !bytes[offset..end].trim_ascii().is_empty() {
+                spans.push(Span { offset, end, line });
             }
-            offset += line.len();
+            (offset, line) = (end, line + 1);
         }
         spans
     }
@@ -348,6 +388,60 @@ mod tests {
         assert_eq!(bad[1].error, "incorrect number of fields: expected 3 got 4");
         assert_eq!(bad[0].source, "in/a.csv");
         assert_eq!(bad[0].offset, Some(text.find("x,bad").expect("there") as u64));
+    }
+
+    /// Where the csv crate (csv-core, which Arrow's decoder is built on)
+    /// says records start, with their first line.
+    fn reference_starts(bytes: &[u8]) -> Vec<(usize, u64)> {
+        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(bytes);
+        let mut record = csv::ByteRecord::new();
+        let mut starts = Vec::new();
+        while reader.read_byte_record(&mut record).expect("a slice reads") {
+            let position = record.position().expect("a position");
+            starts.push((position.byte() as usize, position.line()));
+        }
+        starts
+    }
+
+    #[test]
+    fn records_are_cut_where_the_csv_reader_cuts_them() {
+        // Random texts of the bytes that matter: quotes in and out of
+        // fields, doubled quotes, delimiters, every kind of line end.
+        let alphabet = b"ab,,\"\"\n\r";
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let format = CsvRecords { header: false, delimiter: b',' };
+        for _ in 0..20_000 {
+            let len = (next() % 48) as usize;
+            let text: Vec<u8> = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
+            // The reader starts a record before the empty lines it skips;
+            // `split` starts it at its first byte.
+            let expected: Vec<(usize, u64)> = reference_starts(&text)
+                .into_iter()
+                .map(|(mut at, mut line)| {
+                    while matches!(text.get(at), Some(b'\n' | b'\r')) {
+                        line += u64::from(text[at] == b'\n');
+                        at += 1;
+                    }
+                    (at, line)
+                })
+                .collect();
+            let found: Vec<(usize, u64)> = format.split(&text).iter().map(|span| (span.offset, span.line)).collect();
+            assert_eq!(found, expected, "{:?}", String::from_utf8_lossy(&text));
+        }
+    }
+
+    #[test]
+    fn a_header_and_crlf_line_ends_are_cut_off() {
+        let text = b"id,name\r\n1,\"a\r\nb\"\r\n\r\n2,c\r\n3,d";
+        let spans = CsvRecords { header: true, delimiter: b',' }.split(text);
+        let cut: Vec<(&[u8], u64)> = spans.iter().map(|s| (&text[s.offset..s.end], s.line)).collect();
+        assert_eq!(cut, [(&b"1,\"a\r\nb\"\r\n\r\n"[..], 2), (&b"2,c\r\n"[..], 5), (&b"3,d"[..], 6)]);
     }
 
     #[test]
