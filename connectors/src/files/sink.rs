@@ -2,11 +2,18 @@
 //! and moves them to their final names once the batch is committed.
 //!
 //! ```text
-//! <sink>/_sluice/staging/<token>/country=FR/part-<batch id>-0.parquet   staged (invisible)
+//! <sink>/_sluice/staging/<token>.part-<batch id>-0.parquet              staged (invisible)
+//! <sink>/_sluice/staging/<token>/country=FR/part-<batch id>-0.parquet   staged, partitioned
 //!                      │ publish, after the commit record
 //!                      ▼
-//! <sink>/country=FR/part-<batch id>-0.parquet                          final
+//! <sink>/part-<batch id>-0.parquet                                     final
+//! <sink>/country=FR/part-<batch id>-0.parquet
 //! ```
+//!
+//! A file at the sink's top is staged beside the others, its name prefixed
+//! with the token, not in a folder of its own: on a local disk a folder
+//! made and removed for every batch costs more than the batch's file
+//! (ext4 slows down finding free inodes among recently freed ones).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -127,6 +134,14 @@ impl FilesSink {
         self.path(&format!("{STAGING}/{token}"))
     }
 
+    /// Where an attempt stages its output `relative`.
+    fn staged_path(&self, token: &str, relative: &str) -> Result<Path> {
+        match relative.contains('/') {
+            true => below(&self.staging_root(token), relative),
+            false => below(&self.path(STAGING), &format!("{token}.{relative}")),
+        }
+    }
+
     fn path(&self, relative: &str) -> Path {
         let mut path = self.prefix.clone();
         for part in relative.split('/').filter(|part| !part.is_empty()) {
@@ -153,6 +168,12 @@ impl FilesSink {
 /// below `root`, taken as it is written.
 fn below(root: &Path, relative: &str) -> Result<Path> {
     Ok(Path::parse(format!("{root}/{relative}")).map_err(object_store::Error::from)?)
+}
+
+/// The token of an entry of the staging folder: `<token>` (a folder) or
+/// `<token>.<file name>`. Tokens are hex digits and `-`.
+fn token_of(name: &str) -> &str {
+    name.split(['.', '/']).next().unwrap_or(name)
 }
 
 fn parse_compression(name: &str) -> Option<Compression> {
@@ -200,7 +221,6 @@ impl Sink for FilesSink {
         let schema = data.schema();
         self.check_schema(&schema).map_err(Error::Config)?;
         let file_schema = self.partitioner.file_schema(&schema);
-        let root = self.staging_root(&attempt.token);
         let extension = self.encoding.format.extension();
         let file_name = format!("part-{}-0.{extension}", attempt.batch_id);
 
@@ -218,7 +238,7 @@ impl Sink for FilesSink {
                     None => {
                         let relative =
                             if folder.is_empty() { file_name.clone() } else { format!("{folder}/{file_name}") };
-                        let path = below(&root, &relative)?;
+                        let path = self.staged_path(&attempt.token, &relative)?;
                         let writer =
                             FileWriter::new(self.store.clone(), path.clone(), file_schema.clone(), self.encoding)?;
                         files.push((relative, path, writer));
@@ -243,9 +263,14 @@ impl Sink for FilesSink {
     async fn publish(&self, staged: &Staged) -> Result<()> {
         let root = self.staging_root(&staged.token);
         for output in &staged.outputs {
-            let from = below(&root, &output.path)?;
+            let from = self.staged_path(&staged.token, &output.path)?;
             let to = below(&self.prefix, &output.path)?;
-            match self.store.rename(&from, &to).await {
+            let mut moved = self.store.rename(&from, &to).await;
+            if matches!(moved, Err(object_store::Error::NotFound { .. })) && !output.path.contains('/') {
+                // Staged in a folder of its own, as earlier versions staged every file.
+                moved = self.store.rename(&below(&root, &output.path)?, &to).await;
+            }
+            match moved {
                 Ok(()) => {}
                 Err(object_store::Error::NotFound { .. }) => {
                     // Published before a crash: the file is in place already.
@@ -264,15 +289,42 @@ impl Sink for FilesSink {
     async fn discard(&self, token: &str) -> Result<()> {
         if let Some(local) = self.location.local_path() {
             // Local stores keep a write cut short as `<name>#<n>`, which
-            // listings leave out: the whole folder goes.
-            return match std::fs::remove_dir_all(local.join(STAGING).join(token)) {
-                Ok(()) => Ok(()),
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(error) => Err(io_error(error)),
+            // listings leave out: the folder goes whole, and every file
+            // named for the token, cut short or not.
+            let staging = local.join(STAGING);
+            let entries = match std::fs::read_dir(&staging) {
+                Ok(entries) => entries,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(error) => return Err(io_error(error)),
             };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if name.to_str().map(token_of) != Some(token) {
+                    continue;
+                }
+                let removed = match entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                    true => std::fs::remove_dir_all(entry.path()),
+                    false => std::fs::remove_file(entry.path()),
+                };
+                match removed {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(io_error(error)),
+                }
+            }
+            return Ok(());
         }
-        let root = self.staging_root(token);
-        let staged: Vec<Path> = self.store.list(Some(&root)).map_ok(|meta| meta.location).try_collect().await?;
+        let root = self.path(STAGING);
+        let staged: Vec<Path> = self
+            .store
+            .list(Some(&root))
+            .try_filter(|meta| {
+                let ours = self.relative(&meta.location, &root).is_some_and(|name| token_of(&name) == token);
+                futures::future::ready(ours)
+            })
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await?;
         for path in staged {
             match self.store.delete(&path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -287,7 +339,9 @@ impl Sink for FilesSink {
             // Read as a folder, so that tokens holding only cut-short
             // writes are found too.
             Some(local) => match std::fs::read_dir(local.join(STAGING)) {
-                Ok(entries) => entries.filter_map(|entry| entry.ok()?.file_name().into_string().ok()).collect(),
+                Ok(entries) => entries
+                    .filter_map(|entry| Some(token_of(&entry.ok()?.file_name().into_string().ok()?).to_string()))
+                    .collect(),
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
                 Err(error) => return Err(io_error(error)),
             },
@@ -296,8 +350,7 @@ impl Sink for FilesSink {
                 self.store
                     .list(Some(&root))
                     .try_filter_map(|meta| {
-                        let token =
-                            self.relative(&meta.location, &root).and_then(|r| r.split('/').next().map(String::from));
+                        let token = self.relative(&meta.location, &root).map(|name| token_of(&name).to_string());
                         futures::future::ready(Ok(token))
                     })
                     .try_collect()
@@ -326,5 +379,49 @@ impl Sink for FilesSink {
             lines.push(("partition_by", self.partitioner.columns().join(", ")));
         }
         lines
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_engine::batch::BatchId;
+
+    use super::*;
+
+    fn staged(token: &str, path: &str) -> Staged {
+        Staged { token: token.into(), outputs: vec![OutputObject { path: path.into(), rows: 1, bytes: 3 }] }
+    }
+
+    #[tokio::test]
+    async fn files_staged_beside_each_other_are_told_apart_by_token() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sink = FilesSink::ndjson(StorageLocation::resolve(".", dir.path()).expect("location")).expect("sink");
+        let staging = dir.path().join(STAGING);
+        let (ours, theirs) = (Attempt::new(BatchId::from_string("aa".into())), "bb-0123456789abcdef");
+        std::fs::create_dir_all(staging.join(theirs).join("country=FR")).expect("mkdir");
+        for name in [format!("{}.part-aa-0.json", ours.token), format!("{}.part-aa-0.json#3", ours.token)] {
+            std::fs::write(staging.join(name), "{}\n").expect("write");
+        }
+        std::fs::write(staging.join(format!("{theirs}.part-bb-0.json")), "{}\n").expect("write");
+        assert_eq!(sink.staged_tokens().await.expect("tokens"), [ours.token.clone(), theirs.to_string()]);
+
+        // A cut-short write goes with the rest of the attempt's files.
+        sink.discard(&ours.token).await.expect("discard");
+        assert_eq!(sink.staged_tokens().await.expect("tokens"), [theirs]);
+        sink.publish(&staged(theirs, "part-bb-0.json")).await.expect("publish");
+        assert!(dir.path().join("part-bb-0.json").is_file());
+    }
+
+    #[tokio::test]
+    async fn a_file_staged_in_a_folder_of_its_own_is_still_published() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sink = FilesSink::ndjson(StorageLocation::resolve(".", dir.path()).expect("location")).expect("sink");
+        let token = "cc-0123456789abcdef";
+        let folder = dir.path().join(STAGING).join(token);
+        std::fs::create_dir_all(&folder).expect("mkdir");
+        std::fs::write(folder.join("part-cc-0.json"), "{}\n").expect("write");
+        sink.publish(&staged(token, "part-cc-0.json")).await.expect("publish");
+        assert!(dir.path().join("part-cc-0.json").is_file());
+        assert!(!folder.exists(), "the emptied folder is removed");
     }
 }
