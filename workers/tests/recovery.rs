@@ -147,7 +147,7 @@ fn crash_before_planning() {
 
 #[test]
 fn crash_after_planning() {
-    crash_then_recover("after_plan:2");
+    crash_then_recover("after_plan");
 }
 
 #[test]

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 pub use paths::LogPaths;
 pub use protocol::{Claim, batch_of_token, claim, commits_to_replay, gives_up, is_leftover, leftover_tokens};
-pub use record::{Abandoned, Committed, Failed, Leased, Planned, Record, Retried, Started};
+pub use record::{Abandoned, Committed, Failed, Leased, Planned, PlannedBatches, Record, Retried, Started};
 pub use state::{BatchEntry, LogState, Refusal};
 
 use crate::batch::PipelineName;
@@ -199,6 +199,10 @@ impl CheckpointLog {
     fn check_owner(&self, record: &Record) -> Result<()> {
         match record {
             Record::Planned(planned) if planned.pipeline != self.pipeline => Err(self.foreign(&planned.pipeline)),
+            Record::PlannedBatches(many) => match many.batches.iter().find(|p| p.pipeline != self.pipeline) {
+                Some(planned) => Err(self.foreign(&planned.pipeline)),
+                None => Ok(()),
+            },
             _ => Ok(()),
         }
     }

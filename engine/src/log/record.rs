@@ -13,6 +13,9 @@ use crate::stream::{OffsetRange, PartitionStart, StreamInputs};
 pub enum Record {
     /// A batch was cut from new input; written before any output (write-ahead).
     Planned(Planned),
+    /// Several batches cut in one look at the source, in order: a backlog
+    /// of many batches is planned with one write, not one each.
+    PlannedBatches(PlannedBatches),
     /// A worker claims a batch for one attempt, until `expires` unless
     /// renewed.
     Leased(Leased),
@@ -37,6 +40,7 @@ impl Record {
     pub fn batch_id(&self) -> Option<&BatchId> {
         match self {
             Record::Planned(planned) => Some(&planned.batch_id),
+            Record::PlannedBatches(_) => None,
             Record::Leased(leased) => Some(&leased.batch_id),
             Record::Committed(committed) => Some(&committed.batch_id),
             Record::Failed(failed) => Some(&failed.batch_id),
@@ -63,6 +67,14 @@ pub struct Planned {
     pub stream: Option<StreamInputs>,
     /// When it was planned.
     pub at: DateTime<Utc>,
+}
+
+/// The write-ahead record of several batches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedBatches {
+    /// The batches, oldest first, each as its own `planned` record would
+    /// hold it. The record is admitted whole or not at all.
+    pub batches: Vec<Planned>,
 }
 
 /// A claim on a batch for one attempt.

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::Seq;
-use super::record::{Abandoned, Committed, Failed, Leased, Planned, Record};
+use super::record::{Abandoned, Committed, Failed, Leased, Planned, PlannedBatches, Record};
 use crate::batch::{Batch, BatchId, InputKey};
 use crate::stream::{MESSAGE_ID_WINDOW, PartitionKey, StreamInputs};
 
@@ -23,6 +23,9 @@ pub struct BatchEntry {
     pub planned: Planned,
     /// Where in the log it was planned.
     pub planned_seq: Seq,
+    /// Its place among the batches of that record.
+    #[serde(default)]
+    pub planned_index: u32,
     /// The highest attempt number claimed so far.
     #[serde(default)]
     pub attempts: u32,
@@ -47,10 +50,11 @@ pub struct BatchEntry {
 }
 
 impl BatchEntry {
-    fn new(planned: Planned, planned_seq: Seq) -> Self {
+    fn new(planned: Planned, planned_seq: Seq, planned_index: u32) -> Self {
         BatchEntry {
             planned,
             planned_seq,
+            planned_index,
             attempts: 0,
             lease: None,
             failures: 0,
@@ -167,23 +171,11 @@ impl LogState {
             return;
         }
         match record {
-            Record::Planned(planned) => {
-                self.seen_inputs.extend(planned.inputs.iter().map(|input| input.key()));
-                match &planned.stream {
-                    Some(StreamInputs::Kafka { ranges }) => {
-                        for range in ranges {
-                            let position = self.positions.entry(range.key()).or_insert(range.end);
-                            *position = (*position).max(range.end);
-                        }
-                    }
-                    Some(StreamInputs::Amqp { message_ids, .. }) => {
-                        for id in message_ids {
-                            self.unsettled_ids.insert(id.clone(), planned.batch_id.clone());
-                        }
-                    }
-                    None => {}
+            Record::Planned(planned) => return self.apply_plan(planned, seq, 0),
+            Record::PlannedBatches(many) => {
+                for (index, planned) in many.batches.into_iter().enumerate() {
+                    self.apply_plan(planned, seq, index as u32);
                 }
-                self.batches.insert(planned.batch_id.clone(), BatchEntry::new(planned, seq));
                 return;
             }
             Record::Started(started) => {
@@ -198,7 +190,7 @@ impl LogState {
         let Some(id) = record.batch_id() else { return };
         let Some(entry) = self.batches.get_mut(id) else { return };
         match record {
-            Record::Planned(_) | Record::Started(_) => {}
+            Record::Planned(_) | Record::PlannedBatches(_) | Record::Started(_) => {}
             Record::Leased(leased) => {
                 entry.attempts = entry.attempts.max(leased.attempt);
                 entry.lease = Some(leased);
@@ -286,12 +278,13 @@ impl LogState {
     pub fn admits(&self, record: &Record) -> Result<(), Refusal> {
         let id = match record {
             Record::Planned(planned) => return self.admits_plan(planned),
+            Record::PlannedBatches(many) => return self.admits_plans(many),
             Record::Started(_) => return Ok(()),
             other => other.batch_id().ok_or(Refusal::NotPlanned)?,
         };
         let entry = self.batches.get(id).ok_or(Refusal::NotPlanned)?;
         match record {
-            Record::Planned(_) | Record::Started(_) => Ok(()),
+            Record::Planned(_) | Record::PlannedBatches(_) | Record::Started(_) => Ok(()),
             Record::Leased(leased) => {
                 entry.refusal_unless_pending()?;
                 match &entry.lease {
@@ -346,6 +339,41 @@ impl LogState {
         Ok(())
     }
 
+    /// Several plans are admitted if each is, and no two share an input
+    /// or an id.
+    fn admits_plans(&self, many: &PlannedBatches) -> Result<(), Refusal> {
+        let mut ids = HashSet::new();
+        let mut inputs = HashSet::new();
+        for planned in &many.batches {
+            self.admits_plan(planned)?;
+            let fresh = ids.insert(&planned.batch_id) && planned.inputs.iter().all(|input| inputs.insert(input.key()));
+            if !fresh {
+                return Err(Refusal::InputsAlreadyPlanned);
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds in the plan of one batch, the `index`-th of record `seq`.
+    fn apply_plan(&mut self, planned: Planned, seq: Seq, index: u32) {
+        self.seen_inputs.extend(planned.inputs.iter().map(|input| input.key()));
+        match &planned.stream {
+            Some(StreamInputs::Kafka { ranges }) => {
+                for range in ranges {
+                    let position = self.positions.entry(range.key()).or_insert(range.end);
+                    *position = (*position).max(range.end);
+                }
+            }
+            Some(StreamInputs::Amqp { message_ids, .. }) => {
+                for id in message_ids {
+                    self.unsettled_ids.insert(id.clone(), planned.batch_id.clone());
+                }
+            }
+            None => {}
+        }
+        self.batches.insert(planned.batch_id.clone(), BatchEntry::new(planned, seq, index));
+    }
+
     /// Whether this version of an input is part of some planned batch.
     pub fn has_seen(&self, key: &InputKey) -> bool {
         self.seen_inputs.contains(key)
@@ -355,7 +383,7 @@ impl LogState {
     /// first.
     pub fn pending(&self) -> Vec<Batch> {
         let mut pending: Vec<&BatchEntry> = self.batches.values().filter(|entry| entry.is_pending()).collect();
-        pending.sort_by_key(|entry| entry.planned_seq);
+        pending.sort_by_key(|entry| (entry.planned_seq, entry.planned_index));
         pending.into_iter().map(BatchEntry::batch).collect()
     }
 
@@ -518,6 +546,41 @@ mod tests {
             state.apply(Seq(seq as u64), record);
         }
         state
+    }
+
+    /// One `planned_batches` record of the `(batch, path)` plans.
+    fn planned_many(plans: &[(&str, &str)]) -> Record {
+        let batches = plans
+            .iter()
+            .map(|(batch, path)| match planned(batch, path) {
+                Record::Planned(planned) => planned,
+                _ => unreachable!("planned() makes a planned record"),
+            })
+            .collect();
+        Record::PlannedBatches(PlannedBatches { batches })
+    }
+
+    #[test]
+    fn batches_planned_in_one_record_are_pending_in_its_order() {
+        let state = log(vec![planned("z", "0.csv"), planned_many(&[("c", "1.csv"), ("a", "2.csv"), ("b", "3.csv")])]);
+        let ids: Vec<String> = state.pending().iter().map(|b| b.id.to_string()).collect();
+        assert_eq!(ids, ["z", "c", "a", "b"]);
+        assert!(state.has_seen(&state.pending()[3].inputs[0].key()));
+        assert_eq!(state.admits(&leased("a", 1, "w", 0, 9)), Ok(()));
+    }
+
+    #[test]
+    fn batches_planned_in_one_record_are_admitted_whole_or_not_at_all() {
+        let state = log(vec![planned("a", "1.csv")]);
+        // One of them overlaps what is planned: none of them is.
+        let overlapping = planned_many(&[("b", "2.csv"), ("c", "1.csv")]);
+        assert_eq!(state.admits(&overlapping), Err(Refusal::InputsAlreadyPlanned));
+        let state = log(vec![planned("a", "1.csv"), overlapping]);
+        assert!(state.batch(&id("b")).is_none(), "a refused record plans nothing");
+        // Nor may two of them share an input, or an id.
+        assert_eq!(state.admits(&planned_many(&[("b", "2.csv"), ("c", "2.csv")])), Err(Refusal::InputsAlreadyPlanned));
+        assert_eq!(state.admits(&planned_many(&[("b", "2.csv"), ("b", "3.csv")])), Err(Refusal::InputsAlreadyPlanned));
+        assert_eq!(state.admits(&planned_many(&[("b", "2.csv"), ("c", "3.csv")])), Ok(()));
     }
 
     #[test]
