@@ -7,7 +7,9 @@
 It builds sluice (`cargo build --release -p sluice-workers`), installs the peers pinned in
 benches/requirements.txt into benches/.venv, generates seeded data into benches/data/<size>/, then runs
 each workload --runs times (default 3), alternating sluice and each peer, each run a fresh process with a
-fresh output folder (and, for sluice, a fresh checkpoint log). It reports the median wall time, the peak
+new output folder (and, for sluice, a new checkpoint log). Output folders are removed only at the end: on a
+file system that slows down creating files soon after many were removed (ext4 without a journal searches past
+recently freed inodes), removing one run's thousands of files would slow whichever tool runs next. It reports the median wall time, the peak
 RSS (the process's own, from wait4) and the ratio of sluice's time to each peer's, prints the table and
 writes it into benches/README.md between the `peers:` markers, with the date and the machine.
 
@@ -189,14 +191,13 @@ def main():
         title, folder, options = workloads[key]
         inbox = os.path.join(data, folder)
         toml = os.path.join(work, f"{key}.toml")
-        out = os.path.join(work, "out")
-        with open(toml, "w") as f:
-            f.write(pipeline(key, inbox, out, **options))
         runs = {tool: [] for tool in ["sluice"] + PEERS}
         for run in range(args.runs):
             for tool in runs:
-                fresh(out)
+                out = fresh(os.path.join(work, f"{key}-{tool}-{run + 1}"))
                 if tool == "sluice":
+                    with open(toml, "w") as f:
+                        f.write(pipeline(key, inbox, out, **options))
                     command = [SLUICE, "run", toml, "--until-caught-up"]
                 else:
                     command = [python, os.path.join(HERE, "peers.py"), tool, key, inbox, out]
@@ -207,15 +208,15 @@ def main():
                                 for tool, r in runs.items()})
 
     tiny = os.path.join(work, "tiny.toml")
-    out = os.path.join(work, "out")
-    with open(tiny, "w") as f:
-        f.write(pipeline("tiny", os.path.join(data, "tiny"), out, "csv"))
     cold = []
-    for _ in range(max(5, args.runs)):
-        fresh(out)
+    for run in range(max(5, args.runs)):
+        with open(tiny, "w") as f:
+            f.write(pipeline("tiny", os.path.join(data, "tiny"), fresh(os.path.join(work, f"tiny-{run + 1}")), "csv"))
         cold.append(timed([SLUICE, "run", tiny, "--until-caught-up"])[0])
     cold_ms = statistics.median(cold) * 1000
     print(f"cold start: {cold_ms:.0f} ms", flush=True)
+
+    shutil.rmtree(work, ignore_errors=True)
 
     table = render(results, cold_ms, cold, args)
     print("\n" + table)
