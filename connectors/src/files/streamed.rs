@@ -1,17 +1,19 @@
 //! Reading CSV and NDJSON objects as streams, so that memory stays bounded
 //! whatever an object's size: each object is read with one streamed GET
 //! (decompressed on the way when its name ends in `.gz` or `.zst`), cut
-//! into segments of about [`SEGMENT`] bytes at a record's end, and each
-//! segment is decoded record by record (malformed ones set aside) while
-//! the SQL and the sink take the batches of the one before.
+//! into segments of about [`SEGMENT`] bytes at a record's end, and the
+//! segments are decoded record by record (malformed ones set aside), up to
+//! `threads` at once, while the SQL and the sink take the batches of those
+//! before.
 //!
 //! ```text
 //! GET ─► gunzip/unzstd ─► segment (8 MiB, cut at a record end; the rest carried)
-//!                              │ decode on `threads` threads (blocking pool)
+//!                              │ decode, `threads` segments at once (blocking pool)
 //!                              ▼
-//!                  batches ─► channel (2) ─► SQL ─► sink      rejects ─► tally
+//!                  batches, in order ─► channel (2) ─► SQL ─► sink      rejects ─► tally
 //! ```
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -27,11 +29,12 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{GetResultPayload, ObjectStore, ObjectStoreExt};
 use sluice_engine::source::{ReadTally, Rejected};
-use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncSeekExt, BufReader};
 use tokio::sync::mpsc::Sender;
+use tokio::task::JoinHandle;
 use tokio_util::io::StreamReader;
 
-use crate::formats::records::{CsvRecords, JsonLines, RecordFormat, raw_text, sort_spans};
+use crate::formats::records::{CsvRecords, JsonLines, RecordFormat, Span, raw_text, sort_spans};
 
 /// Bytes of an object decoded at once.
 pub(crate) const SEGMENT: usize = 8 << 20;
@@ -139,38 +142,59 @@ struct ObjectReader {
     tally: ReadTally,
 }
 
-/// A segment decoded: its batches and rejects, and how far it got.
+/// A segment decoded: its batches and rejects.
 struct Decoded {
     batches: Vec<RecordBatch>,
     rejected: Vec<Rejected>,
+}
+
+/// The records of a segment, cut at the last whole one.
+struct Cut {
+    spans: Vec<Span>,
     /// Bytes of the segment taken; the rest starts the next one.
     consumed: usize,
     /// Lines in those bytes.
     lines: u64,
 }
 
-impl ObjectReader {
-    /// Streams one object to `tx`; `false` once nobody reads any more.
-    async fn read(
-        &self,
-        name: &str,
-        path: &Path,
-        tx: &Sender<datafusion::error::Result<RecordBatch>>,
-    ) -> Result<bool, DataFusionError> {
-        let got = self.store.get(path).await.map_err(|e| DataFusionError::ObjectStore(Box::new(e)))?;
-        let len = got.range.end - got.range.start;
+/// Where a segment of an object starts: for the dead letters' lines and
+/// offsets, and for the CSV header.
+#[derive(Clone, Copy)]
+struct Place {
+    first: bool,
+    offset: u64,
+    line: u64,
+}
+
+/// An object's bytes, as they are read.
+enum Body {
+    /// A whole local file as it is: read on the blocking pool straight
+    /// into the segment. The store's own stream reads 8 KiB per hop to the
+    /// blocking pool, and the hops (thread wake-ups) cost more than the
+    /// reading.
+    File { file: Option<std::fs::File>, left: u64 },
+    /// Anything else: the store's stream, decompressed on the way.
+    Stream(Pin<Box<dyn AsyncRead + Send>>),
+}
+
+impl Body {
+    async fn open(store: &dyn ObjectStore, name: &str, path: &Path) -> Result<Self, DataFusionError> {
+        let got = store.get(path).await.map_err(|e| DataFusionError::ObjectStore(Box::new(e)))?;
+        let (start, len) = (got.range.start, got.range.end - got.range.start);
+        let compression = Compression::of(name);
         let bytes: Pin<Box<dyn AsyncBufRead + Send>> = match got.payload {
-            // A local file is read a segment at a time: the store's own
-            // stream reads 8 KiB per hop to the blocking pool, and the hops
-            // (thread wake-ups) cost more than the reading.
+            GetResultPayload::File(file, _) if compression == Compression::None && start == 0 => {
+                return Ok(Body::File { file: Some(file), left: len });
+            }
             GetResultPayload::File(file, _) => {
                 let mut file = tokio::fs::File::from_std(file);
                 file.set_max_buf_size(SEGMENT);
+                file.seek(std::io::SeekFrom::Start(start)).await.map_err(|e| read_error(name, e))?;
                 Box::pin(BufReader::new(file.take(len)))
             }
             GetResultPayload::Stream(stream) => Box::pin(StreamReader::new(stream.map_err(std::io::Error::other))),
         };
-        let mut reader: Pin<Box<dyn AsyncRead + Send>> = match Compression::of(name) {
+        Ok(Body::Stream(match compression {
             Compression::None => Box::pin(bytes),
             Compression::Gzip => {
                 let mut decoder = GzipDecoder::new(bytes);
@@ -178,86 +202,175 @@ impl ObjectReader {
                 Box::pin(decoder)
             }
             Compression::Zstd => Box::pin(ZstdDecoder::new(bytes)),
-        };
+        }))
+    }
+
+    /// Reads until `buffer` holds `want` bytes or the object ends; whether
+    /// it ended.
+    async fn fill(&mut self, buffer: &mut BytesMut, want: usize) -> std::io::Result<bool> {
+        match self {
+            Body::Stream(reader) => {
+                while buffer.len() < want {
+                    buffer.reserve(want - buffer.len());
+                    if reader.read_buf(buffer).await? == 0 {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+            Body::File { file, left } => {
+                let (Some(mut open), mut into, limit) = (file.take(), std::mem::take(buffer), *left) else {
+                    return Ok(true);
+                };
+                let read = tokio::task::spawn_blocking(move || {
+                    let had = into.len();
+                    let room = (want.saturating_sub(had) as u64).min(limit) as usize;
+                    into.resize(had + room, 0);
+                    let mut got = 0;
+                    while got < room {
+                        match std::io::Read::read(&mut open, &mut into[had + got..]) {
+                            Ok(0) => break,
+                            Ok(n) => got += n,
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    into.truncate(had + got);
+                    Ok((open, into, got as u64))
+                });
+                let (open, into, got) = read.await.map_err(std::io::Error::other)??;
+                *buffer = into;
+                *left -= got;
+                let ended = *left == 0 || buffer.len() < want;
+                *file = (!ended).then_some(open);
+                Ok(ended)
+            }
+        }
+    }
+}
+
+impl ObjectReader {
+    /// Streams one object to `tx`; `false` once nobody reads any more.
+    ///
+    /// Segments are cut here, one after another, and decoded on the
+    /// blocking pool, up to `threads` at once, while the SQL takes the
+    /// batches of those before; batches go on in the object's order.
+    async fn read(
+        &self,
+        name: &str,
+        path: &Path,
+        tx: &Sender<datafusion::error::Result<RecordBatch>>,
+    ) -> Result<bool, DataFusionError> {
+        let mut body = Body::open(self.store.as_ref(), name, path).await?;
+        let mut decoding: VecDeque<JoinHandle<Decoded>> = VecDeque::new();
         let mut buffer = BytesMut::new();
-        let (mut first, mut offset, mut line, mut want) = (true, 0u64, 1u64, SEGMENT);
-        loop {
-            let mut eof = false;
-            while buffer.len() < want {
-                buffer.reserve(want - buffer.len());
-                if reader.read_buf(&mut buffer).await.map_err(|e| read_error(name, e))? == 0 {
-                    eof = true;
+        let (mut place, mut want, mut ended) = (Place { first: true, offset: 0, line: 1 }, SEGMENT, false);
+        while !ended {
+            // Hand on what is decoded already; wait for the oldest while
+            // more than `threads` segments are being decoded, so that
+            // `threads` go on while the next one is read and cut.
+            while let Some(oldest) = decoding.front() {
+                if !oldest.is_finished() && decoding.len() <= self.threads {
                     break;
                 }
+                let Some(oldest) = decoding.pop_front() else { break };
+                if !self.forward(oldest, tx).await? {
+                    return Ok(false);
+                }
             }
+            ended = body.fill(&mut buffer, want).await.map_err(|e| read_error(name, e))?;
             if buffer.is_empty() {
-                return Ok(true);
+                break;
             }
             let segment = buffer.split().freeze();
-            let decoded = self.decode(name, segment.clone(), first, eof, offset, line).await?;
-            let Some(decoded) = decoded else {
+            let Some(cut) = self.cut(segment.clone(), place.first, ended).await? else {
                 // One record longer than the segment: read on.
                 buffer.extend_from_slice(&segment);
                 want *= 2;
                 continue;
             };
-            buffer.extend_from_slice(&segment[decoded.consumed..]);
-            let rows = decoded.batches.iter().map(|batch| batch.num_rows() as u64).sum();
-            self.tally.add(rows, decoded.rejected);
-            for batch in decoded.batches {
-                if tx.send(Ok(batch)).await.is_err() {
-                    return Ok(false);
-                }
-            }
-            (first, want) = (false, SEGMENT);
-            offset += decoded.consumed as u64;
-            line += decoded.lines;
-            if eof {
-                return Ok(true);
+            buffer.extend_from_slice(&segment[cut.consumed..]);
+            // An object of one segment is decoded on every thread.
+            let threads = if place.first && ended { self.threads } else { 1 };
+            decoding.push_back(self.decode(name, segment, cut.spans, place, threads));
+            place = Place { first: false, offset: place.offset + cut.consumed as u64, line: place.line + cut.lines };
+            want = SEGMENT;
+        }
+        while let Some(oldest) = decoding.pop_front() {
+            if !self.forward(oldest, tx).await? {
+                return Ok(false);
             }
         }
+        Ok(true)
     }
 
-    /// Decodes the whole records of `segment` (all of it at the end of the
+    /// Counts a decoded segment and sends its batches; `false` once nobody
+    /// reads any more.
+    async fn forward(
+        &self,
+        decoding: JoinHandle<Decoded>,
+        tx: &Sender<datafusion::error::Result<RecordBatch>>,
+    ) -> Result<bool, DataFusionError> {
+        let decoded = decoding.await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let rows = decoded.batches.iter().map(|batch| batch.num_rows() as u64).sum();
+        self.tally.add(rows, decoded.rejected);
+        for batch in decoded.batches {
+            if tx.send(Ok(batch)).await.is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Finds the whole records of `segment` (all of it at the end of the
     /// object) on the blocking pool; `None` if it holds less than two.
-    async fn decode(
+    async fn cut(&self, segment: Bytes, first: bool, ended: bool) -> Result<Option<Cut>, DataFusionError> {
+        let format = self.format;
+        let cut = move || {
+            format.with_records(first, |records| {
+                let mut spans = records.split(&segment);
+                if ended {
+                    return Some(Cut { spans, consumed: segment.len(), lines: 0 });
+                }
+                if spans.len() < 2 {
+                    return None;
+                }
+                let last = spans.pop()?;
+                Some(Cut { spans, consumed: last.offset, lines: last.line - 1 })
+            })
+        };
+        tokio::task::spawn_blocking(cut).await.map_err(|e| DataFusionError::External(Box::new(e)))
+    }
+
+    /// Starts decoding the records at `spans` of `segment` on the blocking
+    /// pool, on `threads` threads.
+    fn decode(
         &self,
         name: &str,
         segment: Bytes,
-        first: bool,
-        eof: bool,
-        offset: u64,
-        line: u64,
-    ) -> Result<Option<Decoded>, DataFusionError> {
-        let (format, schema, threads, name) = (self.format, self.schema.clone(), self.threads, name.to_string());
-        let decode = move || {
-            format.with_records(first, |records| {
-                let mut spans = records.split(&segment);
-                let (consumed, lines) = match eof {
-                    true => (segment.len(), 0),
-                    false if spans.len() < 2 => return None,
-                    false => {
-                        let last = spans.pop()?;
-                        (last.offset, last.line - 1)
-                    }
-                };
+        spans: Vec<Span>,
+        place: Place,
+        threads: usize,
+    ) -> JoinHandle<Decoded> {
+        let (format, schema, name) = (self.format, self.schema.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || {
+            format.with_records(place.first, |records| {
                 let (batches, bad) = sort_spans(records, &schema, &segment, &spans, threads);
                 let rejected = bad
                     .into_iter()
                     .map(|(span, error)| Rejected {
                         source: name.clone(),
-                        line: Some(line + span.line - 1),
-                        offset: Some(offset + span.offset as u64),
+                        line: Some(place.line + span.line - 1),
+                        offset: Some(place.offset + span.offset as u64),
                         partition: None,
                         message_id: None,
                         error,
                         raw: raw_text(&segment[span.offset..span.end]),
                     })
                     .collect();
-                Some(Decoded { batches, rejected, consumed, lines })
+                Decoded { batches, rejected }
             })
-        };
-        tokio::task::spawn_blocking(decode).await.map_err(|e| DataFusionError::External(Box::new(e)))
+        })
     }
 }
 
@@ -290,6 +403,14 @@ mod tests {
     async fn read(name: &str, bytes: Vec<u8>, format: TextFormat) -> (Vec<i64>, Vec<Rejected>, Option<u64>) {
         let store = Arc::new(InMemory::new());
         store.put(&Path::from(name), PutPayload::from(bytes)).await.expect("put");
+        read_from(store, name, format).await
+    }
+
+    async fn read_from(
+        store: Arc<dyn ObjectStore>,
+        name: &str,
+        format: TextFormat,
+    ) -> (Vec<i64>, Vec<Rejected>, Option<u64>) {
         let tally = ReadTally::counting();
         let partition = ObjectsPartition {
             store,
@@ -346,6 +467,25 @@ mod tests {
             let at = reject.offset.expect("offset") as usize;
             assert!(text[at..].starts_with("x,bad\n"), "offset {at} points at the record");
         }
+    }
+
+    #[tokio::test]
+    async fn a_local_csv_larger_than_a_segment_is_read_whole_in_order() {
+        let (text, good, bad_lines) = big_csv(300_000);
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("big.csv"), &text).expect("write");
+        let store = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).expect("store"));
+        let format = TextFormat::Csv(CsvRecords { header: true, delimiter: b',' });
+        let (ids, rejected, rows) = read_from(store.clone(), "big.csv", format).await;
+        assert_eq!(ids, good, "every good record once, in order");
+        assert_eq!(rows, Some(good.len() as u64));
+        assert_eq!(rejected.iter().filter_map(|r| r.line).collect::<Vec<_>>(), bad_lines);
+
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gzip.write_all(text.as_bytes()).expect("gzip");
+        std::fs::write(dir.path().join("big.csv.gz"), gzip.finish().expect("gzip")).expect("write");
+        let (ids, rejected, _) = read_from(store, "big.csv.gz", format).await;
+        assert_eq!((ids, rejected.len()), (good, bad_lines.len()), "the same, decompressed on the way");
     }
 
     #[tokio::test]
