@@ -136,10 +136,21 @@ async fn run_here(
             .map(|batch| {
                 let (spec, log, owner) = (spec.clone(), log.clone(), owner.clone());
                 let span = batch_span(&spec, &batch, &owner);
-                async move {
+                // Spawned, so that batches run at once on every core, not
+                // taking turns on the thread that drives this loop.
+                let running = tokio::spawn(async move {
                     let started = Instant::now();
                     let outcome = run_batch(&spec, &log, &batch, &owner, None).instrument(span.clone()).await;
                     (batch, outcome, started.elapsed(), span)
+                });
+                async move {
+                    match running.await {
+                        Ok(ran) => ran,
+                        Err(error) => match error.try_into_panic() {
+                            Ok(panic) => std::panic::resume_unwind(panic),
+                            Err(error) => unreachable!("a batch is never cancelled: {error}"),
+                        },
+                    }
                 }
             })
             .buffer_unordered(spec.concurrency.max(1));
