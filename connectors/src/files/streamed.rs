@@ -34,7 +34,7 @@ use tokio::sync::mpsc::Sender;
 use tokio::task::JoinHandle;
 use tokio_util::io::StreamReader;
 
-use crate::formats::records::{CsvRecords, JsonLines, RecordFormat, Span, raw_text, sort_spans};
+use crate::formats::records::{CsvRecords, JsonLines, RecordFormat, Span, Unclosed, raw_text, sort_spans};
 
 /// Bytes of an object decoded at once.
 pub(crate) const SEGMENT: usize = 8 << 20;
@@ -151,6 +151,10 @@ struct Decoded {
 /// The records of a segment, cut at the last whole one.
 struct Cut {
     spans: Vec<Span>,
+    /// Records whose quote is still open at the object's end (only its
+    /// last segment has them: in any other the record may go on in the
+    /// next).
+    unclosed: Vec<Unclosed>,
     /// Bytes of the segment taken; the rest starts the next one.
     consumed: usize,
     /// Lines in those bytes.
@@ -167,7 +171,7 @@ struct Place {
 }
 
 /// An object's bytes, as they are read.
-enum Body {
+pub(crate) enum Body {
     /// A whole local file as it is: read on the blocking pool straight
     /// into the segment. The store's own stream reads 8 KiB per hop to the
     /// blocking pool, and the hops (thread wake-ups) cost more than the
@@ -178,7 +182,8 @@ enum Body {
 }
 
 impl Body {
-    async fn open(store: &dyn ObjectStore, name: &str, path: &Path) -> Result<Self, DataFusionError> {
+    /// Starts reading the object at `path`, decompressed as `name` says.
+    pub(crate) async fn open(store: &dyn ObjectStore, name: &str, path: &Path) -> Result<Self, DataFusionError> {
         let got = store.get(path).await.map_err(|e| DataFusionError::ObjectStore(Box::new(e)))?;
         let (start, len) = (got.range.start, got.range.end - got.range.start);
         let compression = Compression::of(name);
@@ -207,7 +212,7 @@ impl Body {
 
     /// Reads until `buffer` holds `want` bytes or the object ends; whether
     /// it ended.
-    async fn fill(&mut self, buffer: &mut BytesMut, want: usize) -> std::io::Result<bool> {
+    pub(crate) async fn fill(&mut self, buffer: &mut BytesMut, want: usize) -> std::io::Result<bool> {
         match self {
             Body::Stream(reader) => {
                 while buffer.len() < want {
@@ -292,7 +297,7 @@ impl ObjectReader {
             buffer.extend_from_slice(&segment[cut.consumed..]);
             // An object of one segment is decoded on every thread.
             let threads = if place.first && ended { self.threads } else { 1 };
-            decoding.push_back(self.decode(name, segment, cut.spans, place, threads));
+            decoding.push_back(self.decode(name, segment, cut.spans, cut.unclosed, place, threads));
             place = Place { first: false, offset: place.offset + cut.consumed as u64, line: place.line + cut.lines };
             want = SEGMENT;
         }
@@ -328,34 +333,41 @@ impl ObjectReader {
         let format = self.format;
         let cut = move || {
             format.with_records(first, |records| {
-                let mut spans = records.split(&segment);
                 if ended {
-                    return Some(Cut { spans, consumed: segment.len(), lines: 0 });
+                    let (spans, unclosed) = records.split_end(&segment);
+                    return Some(Cut { spans, unclosed, consumed: segment.len(), lines: 0 });
                 }
+                let mut spans = records.split(&segment);
                 if spans.len() < 2 {
                     return None;
                 }
                 let last = spans.pop()?;
-                Some(Cut { spans, consumed: last.offset, lines: last.line - 1 })
+                Some(Cut { spans, unclosed: Vec::new(), consumed: last.offset, lines: last.line - 1 })
             })
         };
         tokio::task::spawn_blocking(cut).await.map_err(|e| DataFusionError::External(Box::new(e)))
     }
 
     /// Starts decoding the records at `spans` of `segment` on the blocking
-    /// pool, on `threads` threads.
+    /// pool, on `threads` threads; the `unclosed` ones are set aside as
+    /// they are.
     fn decode(
         &self,
         name: &str,
         segment: Bytes,
         spans: Vec<Span>,
+        unclosed: Vec<Unclosed>,
         place: Place,
         threads: usize,
     ) -> JoinHandle<Decoded> {
         let (format, schema, name) = (self.format, self.schema.clone(), name.to_string());
         tokio::task::spawn_blocking(move || {
             format.with_records(place.first, |records| {
-                let (batches, bad) = sort_spans(records, &schema, &segment, &spans, threads);
+                let (batches, mut bad) = sort_spans(records, &schema, &segment, &spans, threads);
+                if !unclosed.is_empty() {
+                    bad.extend(unclosed.iter().map(|record| (record.span, record.error(place.line))));
+                    bad.sort_by_key(|(span, _)| span.offset);
+                }
                 let rejected = bad
                     .into_iter()
                     .map(|(span, error)| Rejected {
@@ -376,7 +388,7 @@ impl ObjectReader {
 
 /// A failed read: the store's error as it is (a retry may help), anything
 /// else (a corrupt gzip stream) as the input's fault.
-fn read_error(name: &str, error: std::io::Error) -> DataFusionError {
+pub(crate) fn read_error(name: &str, error: std::io::Error) -> DataFusionError {
     match error.into_inner().map(|inner| inner.downcast::<object_store::Error>()) {
         Some(Ok(store)) => DataFusionError::ObjectStore(store),
         Some(Err(other)) => DataFusionError::Execution(format!("cannot read {name}: {other}")),
@@ -486,6 +498,37 @@ mod tests {
         std::fs::write(dir.path().join("big.csv.gz"), gzip.finish().expect("gzip")).expect("write");
         let (ids, rejected, _) = read_from(store, "big.csv.gz", format).await;
         assert_eq!((ids, rejected.len()), (good, bad_lines.len()), "the same, decompressed on the way");
+    }
+
+    #[tokio::test]
+    async fn an_unterminated_quote_before_several_segments_is_one_dead_letter_and_the_rest_is_read() {
+        // The open quote makes the rest of the object one record longer
+        // than a segment: the reader reads on to the object's end, where
+        // the quote is found unclosed.
+        let mut text = String::from("id,name\n1,a\n2,\"broken\n");
+        let mut good = vec![1];
+        for id in 3..200_000 {
+            text.push_str(&format!("{id},name {id} {}\n", "z".repeat(60)));
+            good.push(id);
+        }
+        assert!(text.len() > SEGMENT + SEGMENT / 2);
+        let format = TextFormat::Csv(CsvRecords { header: true, delimiter: b',' });
+        let (ids, rejected, rows) = read("open.csv", text.into_bytes(), format).await;
+        assert_eq!(ids, good);
+        assert_eq!(rows, Some(good.len() as u64));
+        assert_eq!(rejected.len(), 1);
+        assert_eq!((rejected[0].line, rejected[0].offset, rejected[0].raw.as_str()), (Some(3), Some(12), "2,\"broken"));
+        assert!(rejected[0].error.contains("opened on line 3"), "{}", rejected[0].error);
+    }
+
+    #[tokio::test]
+    async fn lines_of_a_csv_with_cr_line_ends_count_across_segments() {
+        let (text, good, bad_lines) = big_csv(200_000);
+        let text = text.replace('\n', "\r");
+        let format = TextFormat::Csv(CsvRecords { header: true, delimiter: b',' });
+        let (ids, rejected, _) = read("cr.csv", text.into_bytes(), format).await;
+        assert_eq!(ids, good);
+        assert_eq!(rejected.iter().filter_map(|r| r.line).collect::<Vec<_>>(), bad_lines);
     }
 
     #[tokio::test]

@@ -15,6 +15,8 @@ use arrow::array::RecordBatch;
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::error::ArrowError;
+
+use super::floats::reject_overflow;
 #[cfg(test)]
 use sluice_engine::source::Rejected;
 
@@ -34,8 +36,14 @@ pub(crate) struct Span {
 
 /// How the records of an object are cut and decoded.
 pub(crate) trait RecordFormat: Sync {
-    /// The records of `bytes`, in order, without a header.
+    /// The records of `bytes`, in order, without a header. The last one
+    /// may be cut short: more of the object may follow.
     fn split(&self, bytes: &[u8]) -> Vec<Span>;
+    /// The records of the last `bytes` of an object, which nothing follows,
+    /// and those whose quoted field is never closed.
+    fn split_end(&self, bytes: &[u8]) -> (Vec<Span>, Vec<Unclosed>) {
+        (self.split(bytes), Vec::new())
+    }
     /// Decodes records laid end to end in `bytes` (`rows` of them); room
     /// is left for one more, so that a span holding two records shows.
     fn decode(&self, schema: &SchemaRef, bytes: &[u8], rows: usize) -> Result<Option<RecordBatch>, ArrowError>;
@@ -48,18 +56,24 @@ pub(crate) struct CsvRecords {
     pub(crate) delimiter: u8,
 }
 
-impl RecordFormat for CsvRecords {
-    /// Finds where each record starts with the rules of the CSV reader
-    /// (csv-core's): a quote opens a quoted field only at a field's start,
-    /// `""` inside one is a quote, and `\n`, `\r` or `\r\n` outside quotes
-    /// end a record; empty lines are no record. Only the quotes and line
-    /// ends are looked at (memchr), so this costs a fraction of a full
-    /// parse: the decoder parses every field afterwards anyway.
-    fn split(&self, bytes: &[u8]) -> Vec<Span> {
+impl CsvRecords {
+    /// Finds where each record of `bytes` starts with the rules of the CSV
+    /// reader (csv-core's): a quote opens a quoted field only at a field's
+    /// start, `""` inside one is a quote, and `\n`, `\r` or `\r\n` outside
+    /// quotes end a record; empty lines are no record. Each of `\n`, `\r`
+    /// and `\r\n` ends a line, inside quotes too, as an editor counts them.
+    /// Only the quotes and line ends are looked at (memchr), so this costs a
+    /// fraction of a full parse: the decoder parses every field afterwards
+    /// anyway.
+    ///
+    /// The header is not taken off. When the last record still has a quote
+    /// open at the end of `bytes`, the quote is returned too.
+    fn scan(&self, bytes: &[u8]) -> (Vec<Span>, Option<OpenQuote>) {
         let mut spans = Vec::with_capacity(bytes.len() / 64 + 1);
         // The current record's first byte (once it has one) and line.
         let (mut begin, mut begin_line, mut line) = (0usize, 1u64, 1u64);
         let mut quoted = false;
+        let mut open = OpenQuote { at: 0, line: 1 };
         // A byte already dealt with: the second quote of `""`, the `\n` of `\r\n`.
         let mut skip = usize::MAX;
         for at in memchr::memchr3_iter(b'"', b'\n', b'\r', bytes) {
@@ -71,9 +85,14 @@ impl RecordFormat for CsvRecords {
                     Some(b'"') => skip = at + 1,
                     _ => quoted = false,
                 },
-                b'"' => quoted = at == begin || bytes[at - 1] == self.delimiter,
+                b'"' => {
+                    quoted = at == begin || bytes[at - 1] == self.delimiter;
+                    if quoted {
+                        open = OpenQuote { at, line };
+                    }
+                }
                 b'\n' if quoted => line += 1,
-                b'\r' if quoted => {}
+                b'\r' if quoted => line += u64::from(bytes.get(at + 1) != Some(&b'\n')),
                 end => {
                     if at > begin {
                         spans.push(Span { offset: begin, end: 0, line: begin_line });
@@ -83,9 +102,7 @@ impl RecordFormat for CsvRecords {
                         skip = next;
                         next += 1;
                     }
-                    if end == b'\n' || next == at + 2 {
-                        line += 1;
-                    }
+                    line += 1;
                     (begin, begin_line) = (next, line);
                 }
             }
@@ -101,21 +118,110 @@ impl RecordFormat for CsvRecords {
         if let Some(last) = spans.last_mut() {
             last.end = bytes.len();
         }
+        (spans, quoted.then_some(open))
+    }
+}
+
+/// A quote that opens a quoted field and is not closed before the end of
+/// the bytes looked at.
+#[derive(Debug, Clone, Copy)]
+struct OpenQuote {
+    /// Its byte offset.
+    at: usize,
+    /// Its line, from 1.
+    line: u64,
+}
+
+/// A record whose quoted field is never closed: what of it is set aside.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Unclosed {
+    /// The record's bytes up to the end of the line where the quote opens.
+    pub(crate) span: Span,
+    /// The line where the quote opens, from 1, counted like the span's.
+    pub(crate) quote_line: u64,
+}
+
+impl Unclosed {
+    /// The dead letter's error, the quote's line counted in the object
+    /// when the bytes cut start on its line `first_line`.
+    pub(crate) fn error(&self, first_line: u64) -> String {
+        let line = first_line + self.quote_line - 1;
+        format!("unterminated quote opened on line {line}: the record is set aside up to the end of that line")
+    }
+}
+
+/// The end of the line that `at` is on: past its `\n`, `\r` or `\r\n`, or
+/// the end of `bytes`.
+fn past_line_end(bytes: &[u8], at: usize) -> usize {
+    match memchr::memchr2(b'\n', b'\r', &bytes[at..]) {
+        Some(found) if bytes[at + found] == b'\r' && bytes.get(at + found + 1) == Some(&b'\n') => at + found + 2,
+        Some(found) => at + found + 1,
+        None => bytes.len(),
+    }
+}
+
+impl RecordFormat for CsvRecords {
+    /// The records that [`CsvRecords::scan`] finds, without the header.
+    fn split(&self, bytes: &[u8]) -> Vec<Span> {
+        let (mut spans, _) = self.scan(bytes);
         if self.header && !spans.is_empty() {
             spans.remove(0);
         }
         spans
     }
 
+    /// A quote still open at the end of the object is a malformed record,
+    /// as Spark and DuckDB report it, rather than a field that silently
+    /// swallows every record after it: the record is set aside up to the
+    /// end of the line where the quote opens, and cutting resumes on the
+    /// next line, so that the records after it are read. (The quote is
+    /// taken as the mistake: a stray `"` is far likelier than a quoted
+    /// field that runs to the end of a file.)
+    fn split_end(&self, bytes: &[u8]) -> (Vec<Span>, Vec<Unclosed>) {
+        let (mut spans, mut unclosed) = (Vec::new(), Vec::new());
+        let (mut from, mut lines_before) = (0usize, 0u64);
+        let mut header = self.header;
+        loop {
+            let (found, open) = self.scan(&bytes[from..]);
+            spans.extend(found.into_iter().map(|span| Span {
+                offset: from + span.offset,
+                end: from + span.end,
+                line: lines_before + span.line,
+            }));
+            let Some(quote) = open else { break };
+            // The open quote is in the last record found.
+            let Some(record) = spans.pop() else { break };
+            if spans.is_empty() && unclosed.is_empty() {
+                // The header itself is broken: it is set aside, and no
+                // later line is taken for it.
+                header = false;
+            }
+            let resume = past_line_end(bytes, from + quote.at);
+            let quote_line = lines_before + quote.line;
+            unclosed
+                .push(Unclosed { span: Span { offset: record.offset, end: resume, line: record.line }, quote_line });
+            (from, lines_before) = (resume, quote_line);
+        }
+        if header && !spans.is_empty() {
+            spans.remove(0);
+        }
+        (spans, unclosed)
+    }
+
+    /// A number too large for its float column is rejected
+    /// ([`floats`](super::floats)).
     fn decode(&self, schema: &SchemaRef, bytes: &[u8], rows: usize) -> Result<Option<RecordBatch>, ArrowError> {
-        let mut decoder = arrow::csv::ReaderBuilder::new(schema.clone())
-            .with_header(false)
-            .with_delimiter(self.delimiter)
-            .with_batch_size(rows + 1)
-            .build_decoder();
-        feed(bytes, |chunk| decoder.decode(chunk))?;
-        decoder.decode(&[])?;
-        decoder.flush()
+        let decode = |schema: &SchemaRef| {
+            let mut decoder = arrow::csv::ReaderBuilder::new(schema.clone())
+                .with_header(false)
+                .with_delimiter(self.delimiter)
+                .with_batch_size(rows + 1)
+                .build_decoder();
+            feed(bytes, |chunk| decoder.decode(chunk))?;
+            decoder.decode(&[])?;
+            decoder.flush()
+        };
+        reject_overflow(schema, decode(schema)?, decode)
     }
 }
 
@@ -140,37 +246,47 @@ impl RecordFormat for JsonLines {
 
     /// Integers are read as text and cast without loss: Arrow's JSON
     /// decoder would truncate `1.5` to `1`, and a value that does not fit
-    /// must be rejected instead.
+    /// must be rejected instead. A string holding an integer (`"10"`) is
+    /// that integer, as protobuf's JSON mapping and JavaScript producers
+    /// write 64-bit integers. A number too large for its float column is
+    /// rejected ([`floats`](super::floats)).
     fn decode(&self, schema: &SchemaRef, bytes: &[u8], rows: usize) -> Result<Option<RecordBatch>, ArrowError> {
-        let as_text = Arc::new(Schema::new(
-            schema
-                .fields()
-                .iter()
-                .map(|field| match field.data_type().is_integer() {
-                    true => Arc::new(field.as_ref().clone().with_data_type(DataType::Utf8)),
-                    false => field.clone(),
-                })
-                .collect::<Vec<_>>(),
-        ));
-        let mut decoder = arrow::json::ReaderBuilder::new(as_text)
-            .with_coerce_primitive(true)
-            .with_batch_size(rows + 1)
-            .build_decoder()?;
-        feed(bytes, |chunk| decoder.decode(chunk))?;
-        let Some(batch) = decoder.flush()? else { return Ok(None) };
-        let strict = CastOptions { safe: false, ..CastOptions::default() };
-        let columns = schema
+        let decode = |schema: &SchemaRef| decode_json(schema, bytes, rows);
+        reject_overflow(schema, decode(schema)?, decode)
+    }
+}
+
+/// Decodes JSON lines (`rows` of them) into `schema`, its integers read
+/// as text and cast without loss.
+fn decode_json(schema: &SchemaRef, bytes: &[u8], rows: usize) -> Result<Option<RecordBatch>, ArrowError> {
+    let as_text = Arc::new(Schema::new(
+        schema
             .fields()
             .iter()
-            .zip(batch.columns())
-            .map(|(field, column)| match field.data_type().is_integer() {
-                true => cast_with_options(column, field.data_type(), &strict)
-                    .map_err(|e| ArrowError::JsonError(format!("whilst decoding field '{}': {e}", field.name()))),
-                false => Ok(column.clone()),
+            .map(|field| match field.data_type().is_integer() {
+                true => Arc::new(field.as_ref().clone().with_data_type(DataType::Utf8)),
+                false => field.clone(),
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        RecordBatch::try_new(schema.clone(), columns).map(Some)
-    }
+            .collect::<Vec<_>>(),
+    ));
+    let mut decoder = arrow::json::ReaderBuilder::new(as_text)
+        .with_coerce_primitive(true)
+        .with_batch_size(rows + 1)
+        .build_decoder()?;
+    feed(bytes, |chunk| decoder.decode(chunk))?;
+    let Some(batch) = decoder.flush()? else { return Ok(None) };
+    let strict = CastOptions { safe: false, ..CastOptions::default() };
+    let columns = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(field, column)| match field.data_type().is_integer() {
+            true => cast_with_options(column, field.data_type(), &strict)
+                .map_err(|e| ArrowError::JsonError(format!("whilst decoding field '{}': {e}", field.name()))),
+            false => Ok(column.clone()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns).map(Some)
 }
 
 /// Hands `bytes` to a decoder until it has taken all of them (or takes no
@@ -197,9 +313,13 @@ pub(crate) fn sort_object(
     bytes: &[u8],
     threads: usize,
 ) -> (Vec<RecordBatch>, Vec<Rejected>) {
-    let spans = format.split(bytes);
+    let (spans, unclosed) = format.split_end(bytes);
     let (good, bad) = sort_spans(format, schema, bytes, &spans, threads);
-    (good, bad.into_iter().map(|(span, error)| reject(source, bytes, &span, error)).collect())
+    let mut rejected: Vec<Rejected> =
+        bad.into_iter().map(|(span, error)| reject(source, bytes, &span, error)).collect();
+    rejected.extend(unclosed.iter().map(|u| reject(source, bytes, &u.span, u.error(1))));
+    rejected.sort_by_key(|r| r.offset);
+    (good, rejected)
 }
 
 /// Decodes the records at `spans` of `bytes` on up to `threads` threads:
@@ -303,12 +423,11 @@ fn reject(source: &str, bytes: &[u8], span: &Span, error: String) -> Rejected {
     }
 }
 
-/// A record's bytes as the dead letter shows them: without its line end,
-/// lossily decoded as UTF-8.
+/// A record's bytes as the dead letter shows them: without its line end
+/// (nor the empty lines after it), lossily decoded as UTF-8.
 pub(crate) fn raw_text(raw: &[u8]) -> String {
-    let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
-    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-    String::from_utf8_lossy(raw).into_owned()
+    let end = raw.iter().rposition(|&b| b != b'\n' && b != b'\r').map_or(0, |at| at + 1);
+    String::from_utf8_lossy(&raw[..end]).into_owned()
 }
 
 /// Arrow's message without what only makes sense inside a chunk (its line
@@ -380,9 +499,9 @@ mod tests {
             "id,name,score\n1,a,1.5\n2,\"multi\nline\",2\nx,bad number,3\n4,d,4,extra\n5,e,5\n6,\"broken,6\n7,g,7\n";
         let format = CsvRecords { header: true, delimiter: b',' };
         let (good, bad) = sort_object(&format, &schema(), "in/a.csv", text.as_bytes(), 2);
-        assert_eq!(ids(&good), [1, 2, 5]);
+        assert_eq!(ids(&good), [1, 2, 5, 7], "the unclosed quote does not take the record after it");
         let found: Vec<(u64, &str)> = bad.iter().map(|r| (r.line.unwrap_or(0), r.raw.as_str())).collect();
-        assert_eq!(found, [(5, "x,bad number,3"), (6, "4,d,4,extra"), (8, "6,\"broken,6\n7,g,7")]);
+        assert_eq!(found, [(5, "x,bad number,3"), (6, "4,d,4,extra"), (8, "6,\"broken,6")]);
         assert_eq!(bad[0].error, "Error while parsing value 'x' as type 'Int64' for column id");
         assert!(!bad[0].error.contains("line"), "chunk line numbers are dropped: {}", bad[0].error);
         assert_eq!(bad[1].error, "incorrect number of fields: expected 3 got 4");
@@ -420,15 +539,17 @@ mod tests {
             let len = (next() % 48) as usize;
             let text: Vec<u8> = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
             // The reader starts a record before the empty lines it skips;
-            // `split` starts it at its first byte.
+            // `split` starts it at its first byte. The reader counts `\n`
+            // only; `split` counts a lone `\r` as a line end too.
             let expected: Vec<(usize, u64)> = reference_starts(&text)
                 .into_iter()
-                .map(|(mut at, mut line)| {
+                .map(|(mut at, _)| {
                     while matches!(text.get(at), Some(b'\n' | b'\r')) {
-                        line += u64::from(text[at] == b'\n');
                         at += 1;
                     }
-                    (at, line)
+                    let ends =
+                        (0..at).filter(|&i| text[i] == b'\n' || (text[i] == b'\r' && text.get(i + 1) != Some(&b'\n')));
+                    (at, 1 + ends.count() as u64)
                 })
                 .collect();
             let found: Vec<(usize, u64)> = format.split(&text).iter().map(|span| (span.offset, span.line)).collect();
@@ -442,6 +563,60 @@ mod tests {
         let spans = CsvRecords { header: true, delimiter: b',' }.split(text);
         let cut: Vec<(&[u8], u64)> = spans.iter().map(|s| (&text[s.offset..s.end], s.line)).collect();
         assert_eq!(cut, [(&b"1,\"a\r\nb\"\r\n\r\n"[..], 2), (&b"2,c\r\n"[..], 5), (&b"3,d"[..], 6)]);
+    }
+
+    fn sorted_csv(text: &str) -> (Vec<i64>, Vec<(u64, String, String)>) {
+        let format = CsvRecords { header: true, delimiter: b',' };
+        let (good, bad) = sort_object(&format, &schema(), "a.csv", text.as_bytes(), 2);
+        (ids(&good), bad.into_iter().map(|r| (r.line.unwrap_or(0), r.raw, r.error)).collect())
+    }
+
+    #[test]
+    fn a_quote_open_at_the_end_sets_its_line_aside_and_the_records_after_it_are_read() {
+        let (good, bad) = sorted_csv("id,name,score\n1,\"abc\n2,b,2\n3,c,3");
+        assert_eq!(good, [2, 3]);
+        assert_eq!(bad.len(), 1);
+        assert_eq!((bad[0].0, bad[0].1.as_str()), (2, "1,\"abc"));
+        assert!(bad[0].2.starts_with("unterminated quote opened on line 2"), "{}", bad[0].2);
+
+        // The quote opens on the record's second line: the record is set
+        // aside up to there.
+        let (good, bad) = sorted_csv("id,name,score\r\n1,\"x\r\ny\",\"open\r\n5,e,5\r\n");
+        assert_eq!(good, [5]);
+        assert_eq!((bad[0].0, bad[0].1.as_str()), (2, "1,\"x\r\ny\",\"open"));
+        assert!(bad[0].2.contains("line 3"), "{}", bad[0].2);
+
+        // One in the header: it is set aside, and no record is taken for it.
+        let (good, bad) = sorted_csv("id,\"name\n1,a,1\n2,b,2\n");
+        assert_eq!(good, [1, 2]);
+        assert_eq!(bad.iter().map(|b| b.0).collect::<Vec<_>>(), [1]);
+    }
+
+    #[test]
+    fn a_quote_closed_on_a_later_line_is_no_dead_letter() {
+        let (good, bad) = sorted_csv("id,name,score\n1,\"a\n\nb\",1\n2,\"\"\"\",2\n");
+        assert_eq!((good, bad), (vec![1, 2], vec![]));
+    }
+
+    #[test]
+    fn cr_line_ends_count_lines() {
+        let text = b"id,name\r1,\"a\rb\"\r\r2,c\r3,d";
+        let spans = CsvRecords { header: true, delimiter: b',' }.split(text);
+        let lines: Vec<u64> = spans.iter().map(|s| s.line).collect();
+        assert_eq!(lines, [2, 5, 6]);
+    }
+
+    #[test]
+    fn a_number_too_large_for_a_float_is_set_aside_and_the_spellings_of_infinity_are_read() {
+        let (good, bad) = sorted_csv("id,name,score\n1,a,1e309\n2,b,inf\n3,c,-Infinity\n4,d,NaN\n5,e,\n6,f,-2e308\n");
+        assert_eq!(good, [2, 3, 4, 5]);
+        assert_eq!(bad.iter().map(|b| b.0).collect::<Vec<_>>(), [2, 7]);
+        assert!(bad[0].2.contains("'1e309'") && bad[0].2.contains("column score"), "{}", bad[0].2);
+
+        let json = "{\"id\": 1, \"score\": 1e309}\n{\"id\": 2, \"score\": \"inf\"}\n{\"id\": 3, \"score\": 1.5}\n";
+        let (good, bad) = sort_object(&JsonLines, &schema(), "a.json", json.as_bytes(), 1);
+        assert_eq!(ids(&good), [2, 3]);
+        assert_eq!(bad.iter().filter_map(|r| r.line).collect::<Vec<_>>(), [1]);
     }
 
     #[test]
