@@ -10,6 +10,7 @@
 //! notifications.
 
 mod config;
+mod infer;
 mod partition;
 mod sink;
 mod source;

@@ -129,8 +129,10 @@ impl FilesSource {
         })
     }
 
-    /// DataFusion's reader of the format, for inferring a schema from an
-    /// object named `name` (compressed as its extension says).
+    /// DataFusion's reader of the format, for inferring a JSON schema from
+    /// an object named `name` (compressed as its extension says); CSV
+    /// schemas are inferred from the records the reader cuts
+    /// ([`super::infer`]).
     fn file_format(&self, name: Option<&str>) -> Arc<dyn FileFormat> {
         let compression = match name.map(Compression::of) {
             Some(Compression::Gzip) => FileCompressionType::GZIP,
@@ -196,6 +198,10 @@ impl FilesSource {
         }
         if objects.is_empty() {
             return Err(Error::Config("a batch without inputs has no schema to infer".into()));
+        }
+        if self.format == InputFormat::Csv {
+            let csv = CsvRecords { header: self.header, delimiter: self.delimiter };
+            return Ok(Arc::new(super::infer::csv_schema(self.store.as_ref(), objects, csv).await?));
         }
         let first = objects[0].location.filename();
         Ok(self.file_format(first).infer_schema(state, &self.store, objects).await?)
