@@ -63,13 +63,25 @@ pub enum Error {
     /// The message broker failed or could not be reached.
     #[error("broker: {0}")]
     Broker(String),
+    /// A batch set aside more malformed records than `[dead_letter]
+    /// max_records` allows: its input does not look like what the pipeline
+    /// expects, and trying again reads the same input.
+    #[error(
+        "more than {max_records} malformed records in this batch ([dead_letter] max_records = {max_records}): \
+         the input does not look like the pipeline expects; correct [source] (format, delimiter, schema) or raise \
+         [dead_letter] max_records, then run `sluice retry`"
+    )]
+    TooManyDeadLetters {
+        /// The limit passed.
+        max_records: u64,
+    },
 }
 
 impl Error {
     /// Whose fault the error is.
     pub fn domain(&self) -> Domain {
         match self {
-            Error::Config(_) | Error::InputChanged { .. } => Domain::User,
+            Error::Config(_) | Error::InputChanged { .. } | Error::TooManyDeadLetters { .. } => Domain::User,
             Error::Storage(_) | Error::LogContention { .. } | Error::Broker(_) => Domain::External,
             Error::DataFusion(e) => match e.find_root() {
                 DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => Domain::External,
@@ -84,5 +96,12 @@ impl Error {
     /// Whether trying the same operation again may succeed.
     pub fn is_retryable(&self) -> bool {
         self.domain() == Domain::External
+    }
+
+    /// Whether no later attempt at the same batch can succeed either, so
+    /// that the batch fails at once instead of after `[workers]
+    /// max_attempts`: its input is what it is.
+    pub fn fails_every_attempt(&self) -> bool {
+        matches!(self, Error::TooManyDeadLetters { .. })
     }
 }

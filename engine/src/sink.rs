@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Result;
 use crate::batch::BatchId;
+use crate::source::ReadTally;
 use crate::storage::StorageLocation;
 
 /// One attempt at a batch. Its staged outputs are kept apart from other
@@ -99,6 +100,20 @@ pub trait Sink: Send + Sync + fmt::Debug {
 
     /// Writes every row of `data` as the staged outputs of `attempt`.
     async fn stage(&self, attempt: &Attempt, data: SendableRecordBatchStream) -> Result<Staged>;
+
+    /// [`Sink::stage`], handing a row that this sink can never write (its
+    /// partition folder's name would be too long) to `dead_letters`
+    /// instead of failing the batch. Sinks that write every row keep the
+    /// default.
+    async fn stage_with_dead_letters(
+        &self,
+        attempt: &Attempt,
+        data: SendableRecordBatchStream,
+        dead_letters: &ReadTally,
+    ) -> Result<Staged> {
+        let _ = dead_letters;
+        self.stage(attempt, data).await
+    }
 
     /// Makes committed outputs visible under their final names.
     async fn publish(&self, staged: &Staged) -> Result<()>;

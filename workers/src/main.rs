@@ -148,7 +148,7 @@ async fn describe(spec: &PipelineSpec) -> anyhow::Result<Result<String, Diagnost
     if let Some(dispatch) = &spec.dispatch {
         writeln!(out, "  dispatch = {}\n  task_queue = {}", tasks::shown_url(&dispatch.url), dispatch.queue)?;
     }
-    writeln!(out, "[dead_letter]\n  url = {}", spec.dead_letter)?;
+    writeln!(out, "[dead_letter]\n  url = {}\n  max_records = {}", spec.dead_letter, spec.dead_letter_max_records)?;
 
     let ctx = sql::session(spec.concurrency);
     let (frame, input) = match sql::plan_pipeline(spec, &ctx, PlanOver::InputFiles).await {

@@ -21,7 +21,8 @@ use arrow::datatypes::{DataType, Field, Schema};
 use chrono::{DateTime, TimeDelta, Utc};
 use datafusion::catalog::TableProvider;
 use datafusion::common::stats::Precision;
-use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, StatisticsArgs, StatisticsContext, execute_stream};
 use datafusion::prelude::SessionContext;
 use sluice_engine::batch::Batch;
@@ -30,7 +31,7 @@ use sluice_engine::log::{
     Abandoned, Appended, CheckpointLog, Claim, Committed, Failed, Leased, Record, Refusal, claim, gives_up,
 };
 use sluice_engine::sink::{Attempt, Staged};
-use sluice_engine::source::{Input, Rejected, SourceConnector};
+use sluice_engine::source::{Input, ReadTally, Rejected, SourceConnector};
 use sluice_engine::spec::PipelineSpec;
 use sluice_engine::sql::{self, INPUT_TABLE};
 use sluice_engine::stream::{Message, StreamInputs};
@@ -350,8 +351,19 @@ fn committed_by(log: &CheckpointLog, batch: &Batch, attempt: &Attempt) -> bool {
         .is_some_and(|committed| committed.staged.token == attempt.token)
 }
 
+/// Dead-letter chunks (a slice of a segment's records each) waiting for
+/// their writer, at most.
+const DEAD_LETTERS_AHEAD: usize = 4;
+
 /// Reads the batch and stages its output, and its malformed records as
 /// dead letters.
+///
+/// The dead letters are staged while the batch runs: the read (and the
+/// sink, for rows it cannot write) hands them to the tally, the tally to a
+/// bounded channel, and the dead-letter sink writes them from there, so
+/// that memory stays bounded whatever their number. Past `[dead_letter]
+/// max_records` the read stops and the attempt fails with
+/// [`Error::TooManyDeadLetters`].
 async fn produce(
     spec: &PipelineSpec,
     batch: &Batch,
@@ -360,19 +372,35 @@ async fn produce(
 ) -> Result<Produced> {
     let ctx = sql::session(spec.concurrency);
     let input = read(spec, &ctx, batch, in_hand).await?;
-    let (staged, scanned) = stage(spec, &ctx, input.table, attempt).await?;
-    let rows_read = input.tally.rows().unwrap_or(scanned);
-    let malformed = input.tally.take_rejected();
-    let rejected = malformed.len() as u64;
-    let dead_letters = match rejected {
-        0 => None,
-        _ => {
-            tracing::warn!("{rejected} malformed record(s) go to the dead letters; the rest of the batch goes on");
-            let rows = dead_letter_stream(spec, batch, &malformed)?;
-            Some(spec.dead_letters.stage(attempt, rows).await?)
-        }
+    let tally = input.tally.clone();
+    let (outlet, letters) = tokio::sync::mpsc::channel(DEAD_LETTERS_AHEAD);
+    tally.stream_to(outlet, spec.dead_letter_max_records);
+    let output = async {
+        let staged = stage(spec, &ctx, input.table, attempt, &tally).await;
+        // Closes the channel, so that the dead letters' file ends.
+        let set_aside = tally.finish().await;
+        (staged, set_aside)
     };
-    Ok(Produced { staged, rows_in: rows_read + rejected, dead_letters, rows_dead_lettered: rejected })
+    let dead_letters = spec.dead_letters.stage(attempt, dead_letter_stream(spec, batch, letters));
+    let ((staged, set_aside), dead_letters) = tokio::join!(output, dead_letters);
+    // The most telling reason first: a failed read or write of the dead
+    // letters shows in the output's error only as a closed channel.
+    if let Some(too_many) = tally.limit_error() {
+        return Err(too_many);
+    }
+    let dead_letters = dead_letters?;
+    let (staged, scanned) = staged?;
+    let rejected = set_aside?;
+    let rows_read = tally.rows().unwrap_or(scanned);
+    if rejected > 0 {
+        tracing::warn!("{rejected} malformed record(s) went to the dead letters; the rest of the batch goes on");
+    }
+    Ok(Produced {
+        staged,
+        rows_in: rows_read + rejected - tally.rejected_by_output(),
+        dead_letters: (!dead_letters.outputs.is_empty()).then_some(dead_letters),
+        rows_dead_lettered: rejected,
+    })
 }
 
 /// The batch's input as a table: its files read, or its messages decoded
@@ -409,6 +437,7 @@ async fn stage(
     ctx: &SessionContext,
     table: Arc<dyn TableProvider>,
     attempt: &Attempt,
+    dead_letters: &ReadTally,
 ) -> Result<(Staged, u64)> {
     let plan = async {
         ctx.register_table(INPUT_TABLE, table)?;
@@ -418,16 +447,22 @@ async fn stage(
     .instrument(tracing::info_span!("transform"))
     .await?;
     let stream = execute_stream(plan.clone(), ctx.task_ctx())?;
-    let staged = spec.sink.stage(attempt, stream).instrument(tracing::info_span!("write")).await?;
+    let staged = spec
+        .sink
+        .stage_with_dead_letters(attempt, stream, dead_letters)
+        .instrument(tracing::info_span!("write"))
+        .await?;
     Ok((staged, scanned_rows(&plan)))
 }
 
-/// The dead letters as rows: one NDJSON object each once written.
+/// The dead letters as rows, a chunk at a time as they come: one NDJSON
+/// object each once written (`raw_base64` only when the bytes are not
+/// UTF-8; empty fields are left out).
 fn dead_letter_stream(
     spec: &PipelineSpec,
     batch: &Batch,
-    rejected: &[Rejected],
-) -> Result<datafusion::execution::SendableRecordBatchStream> {
+    letters: tokio::sync::mpsc::Receiver<Vec<Rejected>>,
+) -> SendableRecordBatchStream {
     let text = |name: &str| Field::new(name, DataType::Utf8, false);
     let schema = Arc::new(Schema::new(vec![
         text("source"),
@@ -437,25 +472,37 @@ fn dead_letter_stream(
         Field::new("message_id", DataType::Utf8, true),
         text("error"),
         text("raw"),
+        Field::new("raw_base64", DataType::Utf8, true),
         text("pipeline"),
         text("batch_id"),
     ]));
-    let n = rejected.len();
-    let rows = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(StringArray::from_iter_values(rejected.iter().map(|r| r.source.as_str()))),
-            Arc::new(UInt64Array::from_iter(rejected.iter().map(|r| r.line))),
-            Arc::new(UInt64Array::from_iter(rejected.iter().map(|r| r.offset))),
-            Arc::new(Int32Array::from_iter(rejected.iter().map(|r| r.partition))),
-            Arc::new(StringArray::from_iter(rejected.iter().map(|r| r.message_id.as_deref()))),
-            Arc::new(StringArray::from_iter_values(rejected.iter().map(|r| r.error.as_str()))),
-            Arc::new(StringArray::from_iter_values(rejected.iter().map(|r| r.raw.as_str()))),
-            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(spec.name.as_str(), n))),
-            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(batch.id.as_str(), n))),
-        ],
-    )?;
-    Ok(Box::pin(MemoryStream::try_new(vec![rows], schema, None)?))
+    let (pipeline, batch_id) = (spec.name.to_string(), batch.id.to_string());
+    let rows_schema = schema.clone();
+    let rows = futures::stream::unfold(letters, move |mut letters| {
+        let (schema, pipeline, batch_id) = (rows_schema.clone(), pipeline.clone(), batch_id.clone());
+        async move {
+            let rejected = letters.recv().await?;
+            let n = rejected.len();
+            let rows = RecordBatch::try_new(
+                schema,
+                vec![
+                    Arc::new(StringArray::from_iter_values(rejected.iter().map(|r| r.source.as_str()))),
+                    Arc::new(UInt64Array::from_iter(rejected.iter().map(|r| r.line))),
+                    Arc::new(UInt64Array::from_iter(rejected.iter().map(|r| r.offset))),
+                    Arc::new(Int32Array::from_iter(rejected.iter().map(|r| r.partition))),
+                    Arc::new(StringArray::from_iter(rejected.iter().map(|r| r.message_id.as_deref()))),
+                    Arc::new(StringArray::from_iter_values(rejected.iter().map(|r| r.error.as_str()))),
+                    Arc::new(StringArray::from_iter_values(rejected.iter().map(|r| r.raw.as_str()))),
+                    Arc::new(StringArray::from_iter(rejected.iter().map(|r| r.raw_base64.as_deref()))),
+                    Arc::new(StringArray::from_iter_values(std::iter::repeat_n(pipeline.as_str(), n))),
+                    Arc::new(StringArray::from_iter_values(std::iter::repeat_n(batch_id.as_str(), n))),
+                ],
+            )
+            .map_err(datafusion::error::DataFusionError::from);
+            Some((rows, letters))
+        }
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, rows))
 }
 
 /// Tries a few times to make a committed batch's files visible. A publish
@@ -512,7 +559,9 @@ async fn record_failure(
 ) -> Result<BatchOutcome> {
     let message = spec.file.redact(&error.to_string());
     let mut log = log.lock().await;
-    let gave_up = log.state().batch(&batch.id).is_some_and(|entry| gives_up(entry, spec.max_attempts));
+    // An error that every attempt would meet gives up at once.
+    let gave_up = error.fails_every_attempt()
+        || log.state().batch(&batch.id).is_some_and(|entry| gives_up(entry, spec.max_attempts));
     let record =
         Record::Failed(Failed { batch_id: batch.id.clone(), attempt, error: message.clone(), gave_up, at: Utc::now() });
     match log.append(record).await {

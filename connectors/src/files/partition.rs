@@ -1,5 +1,10 @@
 //! Hive-style partitioning: rows split by the values of some columns into
 //! folders named `column=value/`.
+//!
+//! A folder name longer than [`MAX_FOLDER_NAME`] bytes cannot be made on
+//! common file systems (and is refused by some stores): rows whose value
+//! would need one are set apart, for the dead letters, instead of failing
+//! the batch.
 
 use arrow::array::{Array, RecordBatch, UInt32Array};
 use arrow::compute::{cast, take_record_batch};
@@ -10,6 +15,21 @@ use std::sync::Arc;
 
 /// The folder name Hive and Spark use for a NULL partition value.
 pub(crate) const NULL_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
+
+/// The longest folder name, in bytes, that file systems make (ext4, XFS,
+/// APFS, NTFS: 255).
+pub(crate) const MAX_FOLDER_NAME: usize = 255;
+
+/// A batch split by partition.
+#[derive(Debug, Default)]
+pub(crate) struct Split {
+    /// `(folder, rows without the partition columns)` for each partition
+    /// the batch has rows of, in the order they first appear; the folder
+    /// is `""` when not partitioned.
+    pub(crate) parts: Vec<(String, RecordBatch)>,
+    /// Rows that no folder can hold, whole, with why: one entry a folder.
+    pub(crate) unwritable: Vec<(String, RecordBatch)>,
+}
 
 /// Splits batches by the values of the partition columns.
 #[derive(Debug, Clone)]
@@ -55,11 +75,11 @@ impl Partitioner {
         Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
     }
 
-    /// `(folder, rows)` for each partition the batch has rows of, in the
-    /// order they first appear; the folder is `""` when not partitioned.
-    pub(crate) fn split(&self, batch: &RecordBatch) -> Result<Vec<(String, RecordBatch)>, ArrowError> {
+    /// The batch's rows by partition folder, and those that no folder can
+    /// hold.
+    pub(crate) fn split(&self, batch: &RecordBatch) -> Result<Split, ArrowError> {
         if !self.is_partitioned() {
-            return Ok(vec![(String::new(), batch.clone())]);
+            return Ok(Split { parts: vec![(String::new(), batch.clone())], unwritable: Vec::new() });
         }
         let schema = batch.schema();
         let mut values = Vec::with_capacity(self.columns.len());
@@ -101,14 +121,29 @@ impl Partitioner {
         let keep: Vec<usize> =
             file_schema.fields().iter().map(|f| schema.index_of(f.name())).collect::<Result<_, _>>()?;
         let projected = batch.project(&keep)?;
-        order
-            .into_iter()
-            .map(|folder| {
-                let indices = UInt32Array::from(rows.remove(&folder).unwrap_or_default());
-                Ok((folder, take_record_batch(&projected, &indices)?))
-            })
-            .collect()
+        let mut split = Split::default();
+        for folder in order {
+            let indices = UInt32Array::from(rows.remove(&folder).unwrap_or_default());
+            match too_long(&folder) {
+                None => split.parts.push((folder, take_record_batch(&projected, &indices)?)),
+                Some(why) => split.unwritable.push((why, take_record_batch(batch, &indices)?)),
+            }
+        }
+        Ok(split)
     }
+}
+
+/// Why no folder can be named `folder` (`a=x/b=y`), if none can.
+fn too_long(folder: &str) -> Option<String> {
+    let name = folder.split('/').find(|name| name.len() > MAX_FOLDER_NAME)?;
+    let (column, _) = name.split_once('=').unwrap_or((name, ""));
+    let shown: String = name.chars().take(40).collect();
+    Some(format!(
+        "the partition folder for column {column} ({shown}...) would be named with {} bytes; a folder name holds at \
+         most {MAX_FOLDER_NAME}, so this row cannot be written; shorten the value in [transform] sql (e.g. \
+         left({column}, 100)) or partition by another column",
+        name.len()
+    ))
 }
 
 /// Escapes what cannot stand in a folder name, as Hive does.
@@ -154,7 +189,7 @@ mod tests {
         )
         .expect("batch");
         let partitioner = Partitioner::new(vec!["country".into()]);
-        let parts = partitioner.split(&batch).expect("splits");
+        let parts = partitioner.split(&batch).expect("splits").parts;
         let folders: Vec<&str> = parts.iter().map(|(f, _)| f.as_str()).collect();
         assert_eq!(folders, ["country=FR", "country=a%2Fb", "country=__HIVE_DEFAULT_PARTITION__"]);
         let fr = &parts[0].1;
@@ -163,5 +198,31 @@ mod tests {
         assert_eq!(ids.values(), &[1, 3]);
         assert!(partitioner.check(&schema).is_ok());
         assert!(Partitioner::new(vec!["nope".into()]).check(&schema).is_err());
+    }
+
+    #[test]
+    fn rows_whose_folder_name_would_be_too_long_are_set_apart_whole() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("tag", DataType::Utf8, true),
+        ]));
+        let long = "t".repeat(300);
+        // 250 slashes escape to 750 bytes.
+        let slashes = "/".repeat(250);
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2, 3, 4])),
+                Arc::new(StringArray::from(vec![Some("a"), Some(long.as_str()), Some(slashes.as_str()), Some("a")])),
+            ],
+        )
+        .expect("batch");
+        let split = Partitioner::new(vec!["tag".into()]).split(&batch).expect("splits");
+        assert_eq!(split.parts.len(), 1);
+        assert_eq!(split.parts[0].1.num_rows(), 2);
+        assert_eq!(split.unwritable.len(), 2);
+        let (why, rows) = &split.unwritable[0];
+        assert!(why.contains("column tag") && why.contains("304 bytes"), "{why}");
+        assert_eq!(rows.num_columns(), 2, "the whole row, partition column included");
     }
 }

@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::Schema;
 use async_trait::async_trait;
 use datafusion::execution::SendableRecordBatchStream;
@@ -26,6 +27,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
 use sluice_engine::sink::{Attempt, OutputObject, Sink, Staged};
+use sluice_engine::source::{ReadTally, Rejected};
 use sluice_engine::spec::{Component, Diagnostics};
 use sluice_engine::storage::StorageLocation;
 use sluice_engine::{Error, Result};
@@ -155,6 +157,59 @@ impl FilesSink {
         Some(parts.join("/"))
     }
 
+    /// Writes every row of `data` as the staged outputs of `attempt`; a row
+    /// that no folder can hold goes to `dead_letters`, or fails the batch
+    /// without them.
+    async fn stage_rows(
+        &self,
+        attempt: &Attempt,
+        mut data: SendableRecordBatchStream,
+        dead_letters: Option<&ReadTally>,
+    ) -> Result<Staged> {
+        let schema = data.schema();
+        self.check_schema(&schema).map_err(Error::Config)?;
+        let file_schema = self.partitioner.file_schema(&schema);
+        let extension = self.encoding.format.extension();
+        let file_name = format!("part-{}-0.{extension}", attempt.batch_id);
+
+        // One file per partition folder, in the order the folders appear.
+        let mut files: Vec<(String, Path, FileWriter)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        while let Some(batch) = data.next().await {
+            let batch = batch?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let split = self.partitioner.split(&batch)?;
+            set_apart(split.unwritable, dead_letters).await?;
+            for (folder, rows) in split.parts {
+                let at = match index.get(&folder) {
+                    Some(at) => *at,
+                    None => {
+                        let relative =
+                            if folder.is_empty() { file_name.clone() } else { format!("{folder}/{file_name}") };
+                        let path = self.staged_path(&attempt.token, &relative)?;
+                        let writer =
+                            FileWriter::new(self.store.clone(), path.clone(), file_schema.clone(), self.encoding)?;
+                        files.push((relative, path, writer));
+                        index.insert(folder, files.len() - 1);
+                        files.len() - 1
+                    }
+                };
+                files[at].2.write(&rows).await?;
+            }
+            sluice_engine::failpoint::hit("during_sink_write");
+        }
+
+        let mut outputs = Vec::with_capacity(files.len());
+        for (relative, path, writer) in files {
+            let rows = writer.finish().await?;
+            let bytes = self.store.head(&path).await?.size;
+            outputs.push(OutputObject { path: relative, rows, bytes });
+        }
+        Ok(Staged { token: attempt.token.clone(), outputs })
+    }
+
     /// Removes folders left empty below a local staging folder.
     fn tidy(&self, token: &str) {
         if let Some(local) = self.location.local_path() {
@@ -162,6 +217,34 @@ impl FilesSink {
             remove_empty_dirs(&root);
         }
     }
+}
+
+/// Hands rows that no folder can hold to the dead letters, each as a JSON
+/// object with why; without dead letters, the first fails the batch.
+async fn set_apart(unwritable: Vec<(String, RecordBatch)>, dead_letters: Option<&ReadTally>) -> Result<()> {
+    let Some((why, _)) = unwritable.first() else { return Ok(()) };
+    let Some(dead_letters) = dead_letters else { return Err(Error::Config(why.clone())) };
+    let mut rejected = Vec::new();
+    for (why, rows) in &unwritable {
+        let mut encoded = Vec::new();
+        let mut writer = arrow::json::LineDelimitedWriter::new(&mut encoded);
+        writer.write(rows)?;
+        writer.finish()?;
+        for row in String::from_utf8_lossy(&encoded).lines() {
+            rejected.push(Rejected {
+                source: "sink".into(),
+                line: None,
+                offset: None,
+                partition: None,
+                message_id: None,
+                error: why.clone(),
+                raw: row.to_string(),
+                raw_base64: None,
+            });
+        }
+    }
+    tracing::warn!("{} row(s) cannot be written and go to the dead letters: {why}", rejected.len());
+    dead_letters.set_aside_output(rejected).await
 }
 
 /// The object `relative` (with `/`, partition values already escaped)
@@ -217,47 +300,17 @@ impl Sink for FilesSink {
         self.partitioner.check(schema)
     }
 
-    async fn stage(&self, attempt: &Attempt, mut data: SendableRecordBatchStream) -> Result<Staged> {
-        let schema = data.schema();
-        self.check_schema(&schema).map_err(Error::Config)?;
-        let file_schema = self.partitioner.file_schema(&schema);
-        let extension = self.encoding.format.extension();
-        let file_name = format!("part-{}-0.{extension}", attempt.batch_id);
+    async fn stage(&self, attempt: &Attempt, data: SendableRecordBatchStream) -> Result<Staged> {
+        self.stage_rows(attempt, data, None).await
+    }
 
-        // One file per partition folder, in the order the folders appear.
-        let mut files: Vec<(String, Path, FileWriter)> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
-        while let Some(batch) = data.next().await {
-            let batch = batch?;
-            if batch.num_rows() == 0 {
-                continue;
-            }
-            for (folder, rows) in self.partitioner.split(&batch)? {
-                let at = match index.get(&folder) {
-                    Some(at) => *at,
-                    None => {
-                        let relative =
-                            if folder.is_empty() { file_name.clone() } else { format!("{folder}/{file_name}") };
-                        let path = self.staged_path(&attempt.token, &relative)?;
-                        let writer =
-                            FileWriter::new(self.store.clone(), path.clone(), file_schema.clone(), self.encoding)?;
-                        files.push((relative, path, writer));
-                        index.insert(folder, files.len() - 1);
-                        files.len() - 1
-                    }
-                };
-                files[at].2.write(&rows).await?;
-            }
-            sluice_engine::failpoint::hit("during_sink_write");
-        }
-
-        let mut outputs = Vec::with_capacity(files.len());
-        for (relative, path, writer) in files {
-            let rows = writer.finish().await?;
-            let bytes = self.store.head(&path).await?.size;
-            outputs.push(OutputObject { path: relative, rows, bytes });
-        }
-        Ok(Staged { token: attempt.token.clone(), outputs })
+    async fn stage_with_dead_letters(
+        &self,
+        attempt: &Attempt,
+        data: SendableRecordBatchStream,
+        dead_letters: &ReadTally,
+    ) -> Result<Staged> {
+        self.stage_rows(attempt, data, Some(dead_letters)).await
     }
 
     async fn publish(&self, staged: &Staged) -> Result<()> {

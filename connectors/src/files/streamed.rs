@@ -10,8 +10,19 @@
 //! GET ─► gunzip/unzstd ─► segment (8 MiB, cut at a record end; the rest carried)
 //!                              │ decode, `threads` segments at once (blocking pool)
 //!                              ▼
-//!                  batches, in order ─► channel (2) ─► SQL ─► sink      rejects ─► tally
+//!                  batches, in order ─► channel (2) ─► SQL ─► sink
+//!                  rejects, a slice of records at a time ─► tally ─► dead-letter writer
 //! ```
+//!
+//! Malformed records leave a segment a slice at a time, so that a segment
+//! of nothing but bad records holds a few thousand of them, never millions;
+//! once the batch has more than `[dead_letter] max_records`, decoding stops.
+//!
+//! A compressed object that breaks off (truncated, corrupt, not compressed
+//! at all) is the input's fault, not the batch's: the records before the
+//! break are read, and the rest of the object is one dead letter that says
+//! where and why it broke. A store's error while reading stays an error,
+//! which a retry may cure.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -34,7 +45,7 @@ use tokio::sync::mpsc::Sender;
 use tokio::task::JoinHandle;
 use tokio_util::io::StreamReader;
 
-use crate::formats::records::{CsvRecords, JsonLines, RecordFormat, Span, Unclosed, raw_text, sort_spans};
+use crate::formats::records::{CHUNK, CsvRecords, JsonLines, RecordFormat, Span, Unclosed, raw_parts, sort_spans};
 
 /// Bytes of an object decoded at once.
 pub(crate) const SEGMENT: usize = 8 << 20;
@@ -142,10 +153,9 @@ struct ObjectReader {
     tally: ReadTally,
 }
 
-/// A segment decoded: its batches and rejects.
+/// A segment decoded: its batches (its rejects went to the tally).
 struct Decoded {
     batches: Vec<RecordBatch>,
-    rejected: Vec<Rejected>,
 }
 
 /// The records of a segment, cut at the last whole one.
@@ -267,7 +277,7 @@ impl ObjectReader {
         tx: &Sender<datafusion::error::Result<RecordBatch>>,
     ) -> Result<bool, DataFusionError> {
         let mut body = Body::open(self.store.as_ref(), name, path).await?;
-        let mut decoding: VecDeque<JoinHandle<Decoded>> = VecDeque::new();
+        let mut decoding: VecDeque<JoinHandle<Result<Decoded, DataFusionError>>> = VecDeque::new();
         let mut buffer = BytesMut::new();
         let (mut place, mut want, mut ended) = (Place { first: true, offset: 0, line: 1 }, SEGMENT, false);
         while !ended {
@@ -283,7 +293,17 @@ impl ObjectReader {
                     return Ok(false);
                 }
             }
-            ended = body.fill(&mut buffer, want).await.map_err(|e| read_error(name, e))?;
+            let broken = match body.fill(&mut buffer, want).await {
+                Ok(end) => {
+                    ended = end;
+                    None
+                }
+                Err(error) => Some(input_fault(name, error)?),
+            };
+            if let Some(cause) = broken {
+                self.broken_off(name, buffer.split().freeze(), place, &cause, &mut decoding).await?;
+                break;
+            }
             if buffer.is_empty() {
                 break;
             }
@@ -309,16 +329,54 @@ impl ObjectReader {
         Ok(true)
     }
 
+    /// Ends an object whose bytes broke off at `tail` (what was read since
+    /// the last cut, at `place`): its whole records are decoded, and the
+    /// rest, from the record at the break on, is one dead letter with the
+    /// decoder's `cause`.
+    async fn broken_off(
+        &self,
+        name: &str,
+        tail: Bytes,
+        place: Place,
+        cause: &str,
+        decoding: &mut VecDeque<JoinHandle<Result<Decoded, DataFusionError>>>,
+    ) -> Result<(), DataFusionError> {
+        let (mut consumed, mut lines) = (0, 0);
+        if !tail.is_empty()
+            && let Some(cut) = self.cut(tail.clone(), place.first, false).await?
+        {
+            (consumed, lines) = (cut.consumed, cut.lines);
+            decoding.push_back(self.decode(name, tail.clone(), cut.spans, cut.unclosed, place, 1));
+        }
+        let (line, offset) = (place.line + lines, place.offset + consumed as u64);
+        let (raw, raw_base64) = raw_parts(&tail[consumed..]);
+        let rejected = Rejected {
+            source: name.to_string(),
+            line: Some(line),
+            offset: Some(offset),
+            partition: None,
+            message_id: None,
+            error: format!(
+                "the compressed input breaks off after {offset} bytes decompressed: {cause}; the records before \
+                 line {line} were read, the rest of the object was not"
+            ),
+            raw,
+            raw_base64,
+        };
+        tracing::warn!(input = %name, "{}", rejected.error);
+        self.tally.set_aside(vec![rejected]).await.map_err(|e| DataFusionError::External(Box::new(e)))
+    }
+
     /// Counts a decoded segment and sends its batches; `false` once nobody
     /// reads any more.
     async fn forward(
         &self,
-        decoding: JoinHandle<Decoded>,
+        decoding: JoinHandle<Result<Decoded, DataFusionError>>,
         tx: &Sender<datafusion::error::Result<RecordBatch>>,
     ) -> Result<bool, DataFusionError> {
-        let decoded = decoding.await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let decoded = decoding.await.map_err(|e| DataFusionError::External(Box::new(e)))??;
         let rows = decoded.batches.iter().map(|batch| batch.num_rows() as u64).sum();
-        self.tally.add(rows, decoded.rejected);
+        self.tally.count_rows(rows);
         for batch in decoded.batches {
             if tx.send(Ok(batch)).await.is_err() {
                 return Ok(false);
@@ -349,8 +407,9 @@ impl ObjectReader {
     }
 
     /// Starts decoding the records at `spans` of `segment` on the blocking
-    /// pool, on `threads` threads; the `unclosed` ones are set aside as
-    /// they are.
+    /// pool, on `threads` threads. The malformed ones (the `unclosed` ones
+    /// as they are) go to the tally a slice of records at a time; past the
+    /// batch's limit of dead letters the rest is not decoded.
     fn decode(
         &self,
         name: &str,
@@ -359,36 +418,70 @@ impl ObjectReader {
         unclosed: Vec<Unclosed>,
         place: Place,
         threads: usize,
-    ) -> JoinHandle<Decoded> {
-        let (format, schema, name) = (self.format, self.schema.clone(), name.to_string());
+    ) -> JoinHandle<Result<Decoded, DataFusionError>> {
+        let (format, schema, name, tally) = (self.format, self.schema.clone(), name.to_string(), self.tally.clone());
         tokio::task::spawn_blocking(move || {
             format.with_records(place.first, |records| {
-                let (batches, mut bad) = sort_spans(records, &schema, &segment, &spans, threads);
+                let rejected_of = |bad: Vec<(Span, String)>| -> Vec<Rejected> {
+                    bad.into_iter()
+                        .map(|(span, error)| {
+                            let (raw, raw_base64) = raw_parts(&segment[span.offset..span.end]);
+                            Rejected {
+                                source: name.clone(),
+                                line: Some(place.line + span.line - 1),
+                                offset: Some(place.offset + span.offset as u64),
+                                partition: None,
+                                message_id: None,
+                                error,
+                                raw,
+                                raw_base64,
+                            }
+                        })
+                        .collect()
+                };
                 if !unclosed.is_empty() {
-                    bad.extend(unclosed.iter().map(|record| (record.span, record.error(place.line))));
-                    bad.sort_by_key(|(span, _)| span.offset);
+                    let bad = unclosed.iter().map(|record| (record.span, record.error(place.line))).collect();
+                    tally.set_aside_blocking(rejected_of(bad)).map_err(|e| DataFusionError::External(Box::new(e)))?;
                 }
-                let rejected = bad
-                    .into_iter()
-                    .map(|(span, error)| Rejected {
-                        source: name.clone(),
-                        line: Some(place.line + span.line - 1),
-                        offset: Some(place.offset + span.offset as u64),
-                        partition: None,
-                        message_id: None,
-                        error,
-                        raw: raw_text(&segment[span.offset..span.end]),
-                    })
-                    .collect();
-                Decoded { batches, rejected }
+                let mut batches = Vec::new();
+                for slice in spans.chunks(CHUNK * threads.max(1)) {
+                    if let Some(error) = tally.limit_error() {
+                        return Err(DataFusionError::External(Box::new(error)));
+                    }
+                    let (good, bad) = sort_spans(records, &schema, &segment, slice, threads);
+                    batches.extend(good);
+                    if bad.is_empty() {
+                        continue;
+                    }
+                    tally.set_aside_blocking(rejected_of(bad)).map_err(|e| DataFusionError::External(Box::new(e)))?;
+                }
+                Ok(Decoded { batches })
             })
         })
     }
 }
 
+/// Why reading an object failed, if it is the input's fault: a decoder's
+/// error (truncated or corrupt compressed bytes), as its text. The store's
+/// errors and the operating system's stay errors, which a retry may cure.
+fn input_fault(name: &str, error: std::io::Error) -> Result<String, DataFusionError> {
+    let from_store = error.get_ref().is_some_and(|inner| inner.is::<object_store::Error>());
+    let internal = error.get_ref().is_some_and(|inner| inner.is::<tokio::task::JoinError>());
+    if from_store || internal || error.raw_os_error().is_some() {
+        return Err(read_error(name, error));
+    }
+    Ok(error.to_string())
+}
+
 /// A failed read: the store's error as it is (a retry may help), anything
-/// else (a corrupt gzip stream) as the input's fault.
+/// else as an error naming the object.
 pub(crate) fn read_error(name: &str, error: std::io::Error) -> DataFusionError {
+    if error.get_ref().is_none() {
+        return match error.raw_os_error() {
+            Some(_) => DataFusionError::IoError(error),
+            None => DataFusionError::Execution(format!("cannot read {name}: {error}")),
+        };
+    }
     match error.into_inner().map(|inner| inner.downcast::<object_store::Error>()) {
         Some(Ok(store)) => DataFusionError::ObjectStore(store),
         Some(Err(other)) => DataFusionError::Execution(format!("cannot read {name}: {other}")),
@@ -439,7 +532,10 @@ mod tests {
             let column = batch.column(0).as_any().downcast_ref::<Int64Array>().expect("int64").clone();
             ids.extend((0..column.len()).map(|i| column.value(i)));
         }
-        (ids, tally.take_rejected(), tally.rows())
+        // Segments set their rejects aside as they are decoded, in any order.
+        let mut rejected = tally.take_rejected();
+        rejected.sort_by_key(|r| r.offset);
+        (ids, rejected, tally.rows())
     }
 
     /// A CSV of `rows` records over several segments, with a quoted
@@ -546,20 +642,66 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_corrupt_gzip_input_is_an_error_naming_it() {
+    async fn an_input_that_is_not_gzip_is_one_dead_letter_with_the_cause() {
+        let (ids, rejected, _) = read("a.csv.gz", b"not gzip at all".to_vec(), TextFormat::Json).await;
+        assert!(ids.is_empty());
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        assert_eq!((rejected[0].source.as_str(), rejected[0].line, rejected[0].offset), ("a.csv.gz", Some(1), Some(0)));
+        assert!(rejected[0].error.contains("gzip header"), "the decoder's cause: {}", rejected[0].error);
+    }
+
+    #[tokio::test]
+    async fn a_truncated_gzip_input_keeps_the_records_before_the_break() {
+        let text: String = (0..2000).map(|id| format!("{{\"id\": {id}, \"name\": \"n{id}\"}}\n")).collect();
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gzip.write_all(text.as_bytes()).expect("gzip");
+        let whole = gzip.finish().expect("gzip");
+        let (ids, rejected, _) = read("a.json.gz", whole[..whole.len() - 40].to_vec(), TextFormat::Json).await;
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        let broke = &rejected[0];
+        let line = broke.line.expect("a line") as usize;
+        assert_eq!(ids, (0..line as i64 - 1).collect::<Vec<_>>(), "every record before the break, once");
+        assert!(text[broke.offset.expect("an offset") as usize..].starts_with(&broke.raw), "the rest is the raw");
+        assert!(broke.error.contains("breaks off") && broke.error.contains("end of file"), "{}", broke.error);
+    }
+
+    #[tokio::test]
+    async fn decoding_stops_once_a_batch_has_too_many_dead_letters() {
+        let text: String = (0..100_000).map(|_| "x,bad\n").collect();
         let store = Arc::new(InMemory::new());
-        store.put(&Path::from("a.csv.gz"), PutPayload::from_static(b"not gzip at all")).await.expect("put");
+        store.put(&Path::from("a.csv"), PutPayload::from(text.into_bytes())).await.expect("put");
+        let tally = ReadTally::counting();
+        let (outlet, mut letters) = tokio::sync::mpsc::channel(2);
+        tally.stream_to(outlet, 1000);
         let partition = ObjectsPartition {
             store,
-            objects: vec![("a.csv.gz".into(), Path::from("a.csv.gz"))],
-            format: TextFormat::Json,
+            objects: vec![("a.csv".into(), Path::from("a.csv"))],
+            format: TextFormat::Csv(CsvRecords { header: false, delimiter: b',' }),
             schema: schema(),
             threads: 1,
-            tally: ReadTally::counting(),
+            tally: tally.clone(),
         };
+        let received = tokio::spawn(async move {
+            let mut received = 0;
+            while let Some(chunk) = letters.recv().await {
+                received += chunk.len();
+            }
+            received
+        });
         let mut stream = partition.execute(Arc::new(TaskContext::default()));
-        let error = stream.next().await.expect("an item").expect_err("fails");
-        assert!(error.to_string().contains("cannot read a.csv.gz"), "{error}");
+        let error = loop {
+            match stream.next().await {
+                Some(Ok(_)) => {}
+                Some(Err(error)) => break error,
+                None => panic!("the read should fail"),
+            }
+        };
+        assert!(error.to_string().contains("max_records"), "{error}");
+        assert!(tally.is_over_limit());
+        drop(stream);
+        drop(partition);
+        drop(tally);
+        assert!(received.await.expect("receiver") <= 1000, "nothing past the limit is sent");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use sluice_engine::{Error, Result};
 use toml::Spanned;
 
 use super::memory_table;
-use super::records::{CsvRecords, JsonLines, RecordFormat, Span, raw_text, sort_spans};
+use super::records::{CsvRecords, JsonLines, RecordFormat, Span, raw_parts, sort_spans};
 
 /// The column a `raw` message's body is in.
 pub(crate) const RAW_COLUMN: &str = "value";
@@ -198,7 +198,7 @@ fn raw_schema() -> SchemaRef {
 
 /// The dead letter of a message: where it came from, why, and its body.
 pub(crate) fn rejected(message: &Message, error: String) -> Rejected {
-    let raw = raw_text(&message.payload);
+    let (raw, raw_base64) = raw_parts(&message.payload);
     match &message.origin {
         Origin::Kafka { topic, partition, offset } => Rejected {
             source: topic.clone(),
@@ -208,6 +208,7 @@ pub(crate) fn rejected(message: &Message, error: String) -> Rejected {
             message_id: None,
             error,
             raw,
+            raw_base64,
         },
         Origin::Amqp { queue, message_id } => Rejected {
             source: queue.clone(),
@@ -217,6 +218,7 @@ pub(crate) fn rejected(message: &Message, error: String) -> Rejected {
             message_id: message_id.clone(),
             error,
             raw,
+            raw_base64,
         },
     }
 }

@@ -21,7 +21,7 @@ use super::floats::reject_overflow;
 use sluice_engine::source::Rejected;
 
 /// Records decoded at once while no error is found.
-const CHUNK: usize = 8192;
+pub(crate) const CHUNK: usize = 8192;
 
 /// One record of an object: where it starts, and its bytes.
 #[derive(Debug, Clone, Copy)]
@@ -412,6 +412,7 @@ fn sort_chunk(format: &dyn RecordFormat, schema: &SchemaRef, bytes: &[u8], spans
 
 #[cfg(test)]
 fn reject(source: &str, bytes: &[u8], span: &Span, error: String) -> Rejected {
+    let (raw, raw_base64) = raw_parts(&bytes[span.offset..span.end]);
     Rejected {
         source: source.to_string(),
         line: Some(span.line),
@@ -419,15 +420,25 @@ fn reject(source: &str, bytes: &[u8], span: &Span, error: String) -> Rejected {
         partition: None,
         message_id: None,
         error,
-        raw: raw_text(&bytes[span.offset..span.end]),
+        raw,
+        raw_base64,
     }
 }
 
-/// A record's bytes as the dead letter shows them: without its line end
-/// (nor the empty lines after it), lossily decoded as UTF-8.
-pub(crate) fn raw_text(raw: &[u8]) -> String {
+/// A record's bytes as the dead letter shows them, without its line end
+/// (nor the empty lines after it): as text (lossily decoded as UTF-8), and
+/// in base64 too when they are not valid UTF-8, so that the original bytes
+/// are never lost.
+pub(crate) fn raw_parts(raw: &[u8]) -> (String, Option<String>) {
+    use base64::Engine as _;
     let end = raw.iter().rposition(|&b| b != b'\n' && b != b'\r').map_or(0, |at| at + 1);
-    String::from_utf8_lossy(&raw[..end]).into_owned()
+    let raw = &raw[..end];
+    match std::str::from_utf8(raw) {
+        Ok(text) => (text.to_string(), None),
+        Err(_) => {
+            (String::from_utf8_lossy(raw).into_owned(), Some(base64::engine::general_purpose::STANDARD.encode(raw)))
+        }
+    }
 }
 
 /// Arrow's message without what only makes sense inside a chunk (its line
@@ -648,6 +659,16 @@ mod tests {
         let lines: Vec<u64> = bad.iter().filter_map(|r| r.line).collect();
         assert_eq!(lines, [3, 4, 5], "1.5 does not fit an int64: it is not truncated");
         assert!(bad[2].error.contains("'id'") && bad[2].error.contains("1.5"), "{}", bad[2].error);
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_kept_in_base64() {
+        use base64::Engine as _;
+        assert_eq!(raw_parts(b"1,caf\xc3\xa9\r\n"), ("1,caf\u{e9}".to_string(), None));
+        let (text, base64) = raw_parts(b"1,\xff\xfe\n");
+        assert_eq!(text, "1,\u{fffd}\u{fffd}");
+        let decoded = base64::engine::general_purpose::STANDARD.decode(base64.expect("base64")).expect("decodes");
+        assert_eq!(decoded, b"1,\xff\xfe");
     }
 
     #[test]

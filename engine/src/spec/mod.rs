@@ -194,7 +194,16 @@ struct WorkersSection {
 struct DeadLetterSection {
     /// Where malformed records go; default `<checkpoint url>/dead_letters`.
     url: Option<Spanned<String>>,
+    /// Most dead letters one batch may set aside; past them it fails.
+    max_records: Option<Spanned<u64>>,
 }
+
+/// Dead letters one batch may set aside, by default: more than scattered
+/// bad records in the largest default batch (256 MiB, some 2.5 million
+/// rows of 100 bytes, 4 % of them bad), while a pipeline whose input is
+/// wholly unlike it (wrong delimiter, format or schema) stops after tens of
+/// megabytes of dead letters instead of one for every row of its input.
+pub const DEFAULT_DEAD_LETTER_MAX_RECORDS: u64 = 100_000;
 
 /// Attempts of a batch that may end in an error, by default.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -243,6 +252,8 @@ pub struct PipelineSpec {
     pub dispatch: Option<Dispatch>,
     /// `[dead_letter] url`, resolved.
     pub dead_letter: StorageLocation,
+    /// `[dead_letter] max_records`: a batch with more dead letters fails.
+    pub dead_letter_max_records: u64,
     /// Where malformed records go, with the same staging and publishing
     /// as outputs.
     pub dead_letters: Arc<dyn Sink>,
@@ -480,6 +491,10 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
         }),
     };
 
+    let dead_letter_max_records = dead_letter
+        .as_ref()
+        .and_then(|d| d.max_records.as_ref())
+        .map_or(DEFAULT_DEAD_LETTER_MAX_RECORDS, |max| *max.get_ref());
     let dead_letter_location = match dead_letter.as_ref().and_then(|d| d.url.as_ref()) {
         Some(url) => file
             .location(url.get_ref())
@@ -537,6 +552,7 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
         lease_timeout,
         dispatch,
         dead_letter,
+        dead_letter_max_records,
         dead_letters,
         sql_span,
     })
