@@ -63,6 +63,9 @@ pub enum Error {
     /// The message broker failed or could not be reached.
     #[error("broker: {0}")]
     Broker(String),
+    /// A batch's run panicked: a bug, caught so that the process goes on.
+    #[error("the batch's run panicked: {0}")]
+    Panicked(String),
 }
 
 impl Error {
@@ -77,7 +80,7 @@ impl Error {
                 _ => Domain::User,
             },
             Error::Arrow(_) => Domain::User,
-            Error::Output(_) | Error::CorruptLog { .. } | Error::Refused(_) => Domain::Internal,
+            Error::Output(_) | Error::CorruptLog { .. } | Error::Refused(_) | Error::Panicked(_) => Domain::Internal,
         }
     }
 

@@ -10,6 +10,7 @@
 //! notifications.
 
 mod config;
+mod footer;
 mod partition;
 mod sink;
 mod source;
