@@ -75,6 +75,9 @@ pub enum Error {
         /// The limit passed.
         max_records: u64,
     },
+    /// A batch's run panicked: a bug, caught so that the process goes on.
+    #[error("the batch's run panicked: {0}")]
+    Panicked(String),
 }
 
 impl Error {
@@ -89,7 +92,7 @@ impl Error {
                 _ => Domain::User,
             },
             Error::Arrow(_) => Domain::User,
-            Error::Output(_) | Error::CorruptLog { .. } | Error::Refused(_) => Domain::Internal,
+            Error::Output(_) | Error::CorruptLog { .. } | Error::Refused(_) | Error::Panicked(_) => Domain::Internal,
         }
     }
 

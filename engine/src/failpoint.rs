@@ -7,7 +7,9 @@
 //! aborts the third time. With `SLUICE_FAILPOINT_ACTION=stop` the process
 //! stops itself there instead (SIGSTOP: every thread, as a stalled machine
 //! would) until it is sent SIGCONT: a test of a worker that wakes up after
-//! its lease ran out. The variables are read once; without them, a
+//! its lease ran out. With `SLUICE_FAILPOINT_ACTION=panic` it panics
+//! there, as a bug would; `step:*` panics (or aborts) at every hit. The
+//! variables are read once; without them, a
 //! failpoint costs one relaxed atomic load.
 
 use std::sync::OnceLock;
@@ -28,6 +30,7 @@ struct Armed {
     step: String,
     nth: u64,
     stop: bool,
+    panic: bool,
     hits: AtomicU64,
 }
 
@@ -37,15 +40,18 @@ fn armed() -> Option<&'static Armed> {
         .get_or_init(|| {
             let value = std::env::var("SLUICE_FAILPOINT").ok()?;
             let (step, nth) = match value.split_once(':') {
-                Some((step, nth)) => (step, nth.parse().unwrap_or(1)),
+                // `*`: every hit, counted as hit 0.
+                Some((step, "*")) => (step, 0),
+                Some((step, nth)) => (step, nth.parse::<u64>().unwrap_or(1).max(1)),
                 None => (value.as_str(), 1),
             };
             if !STEPS.contains(&step) {
                 eprintln!("sluice: SLUICE_FAILPOINT={value} names no step; steps: {}", STEPS.join(", "));
                 std::process::exit(2);
             }
-            let stop = std::env::var("SLUICE_FAILPOINT_ACTION").is_ok_and(|action| action == "stop");
-            Some(Armed { step: step.to_string(), nth: nth.max(1), stop, hits: AtomicU64::new(0) })
+            let action = std::env::var("SLUICE_FAILPOINT_ACTION").unwrap_or_default();
+            let (stop, panic) = (action == "stop", action == "panic");
+            Some(Armed { step: step.to_string(), nth, stop, panic, hits: AtomicU64::new(0) })
         })
         .as_ref()
 }
@@ -55,7 +61,10 @@ fn armed() -> Option<&'static Armed> {
 pub fn hit(step: &'static str) {
     debug_assert!(STEPS.contains(&step), "unknown failpoint {step}");
     let Some(armed) = armed() else { return };
-    if armed.step == step && armed.hits.fetch_add(1, Ordering::Relaxed) + 1 == armed.nth {
+    if armed.step == step && (armed.nth == 0 || armed.hits.fetch_add(1, Ordering::Relaxed) + 1 == armed.nth) {
+        if armed.panic {
+            panic!("failpoint {step} reached: panicking");
+        }
         if armed.stop {
             eprintln!("sluice: failpoint {step} reached: stopping until SIGCONT");
             let stopped = std::process::Command::new("kill")

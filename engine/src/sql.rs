@@ -96,6 +96,16 @@ pub async fn plan_pipeline(
                 .read(&ctx.state(), &found)
                 .await
                 .map_err(|e| located(format!("cannot read the input files: {e}")))?;
+            // A file set aside whole (a corrupt Parquet footer) is named
+            // here; records that do not fit are found only when read.
+            let unreadable = input.tally.take_rejected();
+            if over == PlanOver::InputFiles && !unreadable.is_empty() {
+                let causes: Vec<String> = unreadable.iter().map(|r| format!("{}: {}", r.source, r.error)).collect();
+                return Err(located(format!(
+                    "cannot read the input files; a batch sets these aside as dead letters: {}",
+                    causes.join("; ")
+                )));
+            }
             (input.table, PlannedInput::Files(found.len()))
         }
     };

@@ -214,7 +214,14 @@ async fn handle(
             let started = Instant::now();
             let refreshed = log.lock().await.refresh().await;
             let outcome = match refreshed {
-                Ok(_) => run_batch(spec, log, &task.batch, owner, None).await,
+                // Spawned, so that a panic ends this attempt and not the
+                // task: the task is then rejected, never left unsettled.
+                Ok(_) => {
+                    let (spec, log, batch, owner) = (spec.clone(), log.clone(), task.batch.clone(), owner.to_string());
+                    tokio::spawn(async move { run_batch(&spec, &log, &batch, &owner, None).await }.in_current_span())
+                        .await
+                        .unwrap_or_else(|error| Err(Error::Panicked(crate::controller::panic_message(error))))
+                }
                 Err(error) => Err(error),
             };
             match outcome {
@@ -282,6 +289,9 @@ async fn handle(
                     );
                     return Ran::Settled(settled);
                 }
+                Err(panicked @ Error::Panicked(_)) => {
+                    return Ran::Unknown(spec.file.redact(&panicked.to_string()));
+                }
                 Err(error) => {
                     failures += 1;
                     let message = spec.file.redact(&error.to_string());
@@ -331,7 +341,7 @@ enum Ran {
     Settled(BatchOutcome),
     /// Stopping, or the store keeps failing: back to the queue.
     Stopped,
-    /// The log does not know the batch: to the dead queue.
+    /// The log does not know the batch, or its run panicked: to the dead queue.
     Unknown(String),
 }
 

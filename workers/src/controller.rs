@@ -138,19 +138,19 @@ async fn run_here(
                 let span = batch_span(&spec, &batch, &owner);
                 // Spawned, so that batches run at once on every core, not
                 // taking turns on the thread that drives this loop.
+                let (spawned, spawned_span) = (batch.clone(), span.clone());
                 let running = tokio::spawn(async move {
                     let started = Instant::now();
                     let outcome = run_batch(&spec, &log, &batch, &owner, None).instrument(span.clone()).await;
                     (batch, outcome, started.elapsed(), span)
                 });
                 async move {
-                    match running.await {
-                        Ok(ran) => ran,
-                        Err(error) => match error.try_into_panic() {
-                            Ok(panic) => std::panic::resume_unwind(panic),
-                            Err(error) => unreachable!("a batch is never cancelled: {error}"),
-                        },
-                    }
+                    // A panic ends the attempt, never the process: its lease
+                    // runs out and the batch is tried again.
+                    running.await.unwrap_or_else(|error| {
+                        let outcome = Err(Error::Panicked(panic_message(error)));
+                        (spawned, outcome, Duration::ZERO, spawned_span)
+                    })
                 }
             })
             .buffer_unordered(spec.concurrency.max(1));
@@ -422,5 +422,17 @@ mod tests {
         let seq = |batch: &Batch| ours.state().batch(&batch.id).expect("planned").planned_seq;
         assert_eq!((seq(&batches[1]), seq(&batches[0]), seq(&batches[2])), (Seq(0), Seq(1), Seq(1)));
         assert!(plan_new(found, ours.state(), limits, &name, 1).is_empty(), "nothing planned twice");
+    }
+}
+
+/// What a spawned batch's panic said, for its failure message.
+pub(crate) fn panic_message(error: tokio::task::JoinError) -> String {
+    match error.try_into_panic() {
+        Ok(panic) => panic
+            .downcast_ref::<&str>()
+            .map(ToString::to_string)
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into()),
+        Err(error) => error.to_string(),
     }
 }

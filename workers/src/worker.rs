@@ -25,6 +25,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, StatisticsArgs, StatisticsContext, execute_stream};
 use datafusion::prelude::SessionContext;
+use futures::FutureExt;
 use sluice_engine::batch::Batch;
 use sluice_engine::failpoint;
 use sluice_engine::log::{
@@ -115,18 +116,30 @@ pub async fn run_batch(
     let fenced = Arc::new(AtomicBool::new(false));
     let renewal = Renewal::start(spec, log.clone(), batch, owner, attempt_no, fenced.clone());
 
-    let mut tries = 1;
-    let result = loop {
-        match attempt(spec, log, batch, attempt_no, &fenced, in_hand).await {
-            Err(error) if error.is_retryable() && tries < TRANSIENT_TRIES => {
-                let wait = Duration::from_millis(500 << tries);
-                tracing::warn!("retrying in {wait:?}: {}", spec.file.redact(&error.to_string()));
-                tokio::time::sleep(wait).await;
-                tries += 1;
+    let tries = async {
+        let mut tries = 1;
+        loop {
+            match attempt(spec, log, batch, attempt_no, &fenced, in_hand).await {
+                Err(error) if error.is_retryable() && tries < TRANSIENT_TRIES => {
+                    let wait = Duration::from_millis(500 << tries);
+                    tracing::warn!("retrying in {wait:?}: {}", spec.file.redact(&error.to_string()));
+                    tokio::time::sleep(wait).await;
+                    tries += 1;
+                }
+                other => break other,
             }
-            other => break other,
         }
     };
+    // A panic is a failed attempt, recorded like any other error, so that
+    // a batch that panics every time ends failed after max_attempts.
+    let result = std::panic::AssertUnwindSafe(tries).catch_unwind().await.unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(ToString::to_string)
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        Err(Error::Panicked(message))
+    });
     renewal.stop();
     match result {
         Ok(outcome) => Ok(outcome),
@@ -151,10 +164,24 @@ async fn lease(
 ) -> Result<Result<u32, BatchOutcome>> {
     let mut log = log.lock().await;
     let now = Utc::now();
-    let (attempt, taken_from) = match claim(log.state(), &batch.id, owner, now) {
+    let (attempt, taken_from) = match claim(log.state(), &batch.id, owner, now, spec.max_attempts) {
         Claim::Start { attempt } | Claim::Resume { attempt } => (attempt, None),
         Claim::TakeOver { attempt, from } => (attempt, Some(from)),
         Claim::Wait { until, .. } => return Ok(Err(BatchOutcome::Busy { until })),
+        Claim::GiveUp { attempt, error } => {
+            let record = Record::Failed(Failed {
+                batch_id: batch.id.clone(),
+                attempt,
+                error: error.clone(),
+                gave_up: true,
+                at: now,
+            });
+            return Ok(Err(match log.append(record).await? {
+                Appended::Written(_) => BatchOutcome::Failed { error, gave_up: true },
+                Appended::Refused(Refusal::Leased { expires, .. }) => BatchOutcome::Busy { until: expires },
+                Appended::Refused(_) => settled(log.state(), batch),
+            }));
+        }
         Claim::Settled => return Ok(Err(settled(log.state(), batch))),
     };
     let record = Record::Leased(Leased {

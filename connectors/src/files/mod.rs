@@ -10,6 +10,7 @@
 //! notifications.
 
 mod config;
+mod footer;
 mod infer;
 mod partition;
 mod sink;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::streaming::StreamingTable;
+use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
@@ -19,12 +20,13 @@ use globset::{GlobBuilder, GlobMatcher};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use sluice_engine::batch::InputObject;
-use sluice_engine::source::{Input, ReadTally, Source, Watch};
+use sluice_engine::source::{Input, ReadTally, Rejected, Source, Watch};
 use sluice_engine::spec::{Component, Diagnostics};
 use sluice_engine::storage::StorageLocation;
 use sluice_engine::{Error, Result};
 
 use super::config::{FilesSourceConfig, InputFormat};
+use super::footer;
 use super::streamed::{Compression, ObjectsPartition, TextFormat};
 use crate::formats::records::CsvRecords;
 
@@ -240,6 +242,59 @@ impl FilesSource {
         Ok(Input { table: Arc::new(StreamingTable::try_new(schema, streams)?), tally })
     }
 
+    /// Parquet inputs as a table read by DataFusion. Each file's footer is
+    /// checked first: one that cannot be read, or whose columns do not fit
+    /// `[source.schema]`, is set aside whole as a dead letter, and the
+    /// table reads the others.
+    async fn read_parquet(
+        &self,
+        state: &SessionState,
+        inputs: &[InputObject],
+        objects: Vec<ObjectMeta>,
+    ) -> Result<Input> {
+        let mut readable = Vec::new();
+        let mut rejected = Vec::new();
+        for (input, meta) in inputs.iter().zip(objects) {
+            let cause = match footer::parquet_schema(self.store.as_ref(), &meta).await? {
+                Ok(file) => self.schema.as_ref().and_then(|declared| footer::misfit(&file, declared)),
+                Err(cause) => Some(cause),
+            };
+            match cause {
+                Some(error) => {
+                    tracing::warn!(file = %input.path, "the file goes to the dead letters whole: {error}");
+                    rejected.push(Rejected {
+                        source: input.path.clone(),
+                        line: None,
+                        offset: None,
+                        partition: None,
+                        message_id: None,
+                        error,
+                        raw: String::new(),
+                        raw_base64: None,
+                    });
+                }
+                None => readable.push((input, meta)),
+            }
+        }
+        let tally = ReadTally::of(rejected);
+        if readable.is_empty() {
+            let Some(schema) = &self.schema else {
+                let causes =
+                    tally.take_rejected().iter().map(|r| format!("{}: {}", r.source, r.error)).collect::<Vec<_>>();
+                return Err(Error::Config(format!("no input file of the batch can be read: {}", causes.join("; "))));
+            };
+            return Ok(Input { table: Arc::new(MemTable::try_new(schema.clone(), vec![vec![]])?), tally });
+        }
+        let metas: Vec<ObjectMeta> = readable.iter().map(|(_, meta)| meta.clone()).collect();
+        let schema = self.schema_of(state, &metas).await?;
+        // DataFusion reads the files through this source's store.
+        state.runtime_env().register_object_store(self.location.url(), self.store.clone());
+        let urls = readable.iter().map(|(input, _)| self.input_url(input)).collect::<Result<Vec<_>, _>>()?;
+        let options = ListingOptions::new(self.file_format(None)).with_file_extension("");
+        let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
+        Ok(Input { table: Arc::new(ListingTable::try_new(config)?), tally })
+    }
+
     /// The input an object below the prefix is, unless it is hidden (a
     /// part of its name starts with `_` or `.`) or does not match the
     /// pattern.
@@ -293,24 +348,15 @@ impl Source for FilesSource {
 
     async fn read(&self, state: &SessionState, inputs: &[InputObject]) -> Result<Input> {
         let objects = self.check_unchanged(inputs).await?;
-        let schema = self.schema_of(state, &objects).await?;
         // CSV and JSON are decoded here, every column of every record, so
         // that each malformed record is found and set aside whichever
         // columns the SQL reads. Parquet is typed already.
         let format = match self.format {
             InputFormat::Csv => TextFormat::Csv(CsvRecords { header: self.header, delimiter: self.delimiter }),
             InputFormat::Json => TextFormat::Json,
-            InputFormat::Parquet => {
-                // DataFusion reads the files through this source's store.
-                state.runtime_env().register_object_store(self.location.url(), self.store.clone());
-                let urls = inputs.iter().map(|input| self.input_url(input)).collect::<Result<Vec<_>, _>>()?;
-                let options = ListingOptions::new(self.file_format(None)).with_file_extension("");
-                let config =
-                    ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
-                let table = Arc::new(ListingTable::try_new(config)?);
-                return Ok(Input { table, tally: ReadTally::default() });
-            }
+            InputFormat::Parquet => return self.read_parquet(state, inputs, objects).await,
         };
+        let schema = self.schema_of(state, &objects).await?;
         self.stream_records(inputs, format, schema, state.config().target_partitions())
     }
 

@@ -43,16 +43,35 @@ pub enum Claim {
         /// When their lease runs out unless renewed.
         until: DateTime<Utc>,
     },
+    /// Its holder's lease ran out and it was the last attempt allowed:
+    /// that attempt died without recording why (killed, panicked, out of
+    /// memory), and the batch is failed instead of taken over again.
+    GiveUp {
+        /// The attempt that died, whose failure is recorded.
+        attempt: u32,
+        /// Why the batch fails.
+        error: String,
+    },
     /// Nothing to run: it is committed, failed, abandoned or unknown.
     Settled,
 }
 
-/// Decides what `owner` does with batch `id` at `now`.
-pub fn claim(state: &LogState, id: &BatchId, owner: &str, now: DateTime<Utc>) -> Claim {
+/// Decides what `owner` does with batch `id` at `now`, when a batch has
+/// `max_attempts` attempts: a lease that ran out is taken over while
+/// attempts remain, and fails the batch once none does.
+pub fn claim(state: &LogState, id: &BatchId, owner: &str, now: DateTime<Utc>, max_attempts: u32) -> Claim {
     let Some(entry) = state.batch(id).filter(|entry| entry.is_pending()) else { return Claim::Settled };
     match &entry.lease {
         Some(lease) if lease.owner == owner => Claim::Resume { attempt: lease.attempt },
         Some(lease) if lease.expires > now => Claim::Wait { owner: lease.owner.clone(), until: lease.expires },
+        Some(lease) if entry.attempts.saturating_sub(entry.attempts_at_retry) >= max_attempts.max(1) => Claim::GiveUp {
+            attempt: lease.attempt,
+            error: format!(
+                "attempt {} ended without recording why (killed, panicked or out of memory), \
+                 the last of {max_attempts} allowed",
+                lease.attempt
+            ),
+        },
         Some(lease) => Claim::TakeOver { attempt: entry.attempts + 1, from: lease.owner.clone() },
         None => Claim::Start { attempt: entry.attempts + 1 },
     }
@@ -178,22 +197,22 @@ mod tests {
     #[test]
     fn start_a_batch_nobody_holds() {
         let log = Log::planned();
-        assert_eq!(claim(&log.0, &id(), "w", at(1)), Claim::Start { attempt: 1 });
+        assert_eq!(claim(&log.0, &id(), "w", at(1), 3), Claim::Start { attempt: 1 });
     }
 
     #[test]
     fn resume_a_batch_this_worker_holds() {
         let mut log = Log::planned();
         log.lease(1, "w", 0, 10);
-        assert_eq!(claim(&log.0, &id(), "w", at(5)), Claim::Resume { attempt: 1 });
-        assert_eq!(claim(&log.0, &id(), "v", at(5)), Claim::Wait { owner: "w".into(), until: at(10) });
+        assert_eq!(claim(&log.0, &id(), "w", at(5), 3), Claim::Resume { attempt: 1 });
+        assert_eq!(claim(&log.0, &id(), "v", at(5), 3), Claim::Wait { owner: "w".into(), until: at(10) });
     }
 
     #[test]
     fn take_over_a_lease_that_ran_out() {
         let mut log = Log::planned();
         log.lease(1, "w", 0, 10);
-        assert_eq!(claim(&log.0, &id(), "v", at(10)), Claim::TakeOver { attempt: 2, from: "w".into() });
+        assert_eq!(claim(&log.0, &id(), "v", at(10), 3), Claim::TakeOver { attempt: 2, from: "w".into() });
     }
 
     #[test]
@@ -211,15 +230,15 @@ mod tests {
             at: at(12),
         });
         assert_eq!(log.0.admits(&late), Err(Refusal::Fenced));
-        assert_eq!(claim(&log.0, &id(), "w", at(12)), Claim::Wait { owner: "v".into(), until: at(20) });
+        assert_eq!(claim(&log.0, &id(), "w", at(12), 3), Claim::Wait { owner: "v".into(), until: at(20) });
     }
 
     #[test]
     fn settled_batches_are_not_run() {
         let mut log = Log::planned();
         log.lease(1, "w", 0, 10).commit(1, "b1-w");
-        assert_eq!(claim(&log.0, &id(), "v", at(11)), Claim::Settled);
-        assert_eq!(claim(&log.0, &BatchId::from_string("nope".into()), "v", at(11)), Claim::Settled);
+        assert_eq!(claim(&log.0, &id(), "v", at(11), 3), Claim::Settled);
+        assert_eq!(claim(&log.0, &BatchId::from_string("nope".into()), "v", at(11), 3), Claim::Settled);
     }
 
     #[test]
@@ -229,9 +248,23 @@ mod tests {
         let entry = log.0.batch(&id()).expect("planned");
         assert!(!gives_up(entry, 3));
         assert!(gives_up(entry, 2));
-        assert_eq!(claim(&log.0, &id(), "v", at(2)), Claim::Start { attempt: 2 }, "a failure releases the lease");
+        assert_eq!(claim(&log.0, &id(), "v", at(2), 3), Claim::Start { attempt: 2 }, "a failure releases the lease");
         log.lease(2, "v", 2, 12).fail(2, true);
-        assert_eq!(claim(&log.0, &id(), "v", at(3)), Claim::Settled);
+        assert_eq!(claim(&log.0, &id(), "v", at(3), 3), Claim::Settled);
+    }
+
+    #[test]
+    fn a_lease_that_ran_out_is_taken_over_while_attempts_remain_then_fails_the_batch() {
+        let mut log = Log::planned();
+        log.lease(1, "w", 0, 10);
+        assert_eq!(claim(&log.0, &id(), "v", at(10), 2), Claim::TakeOver { attempt: 2, from: "w".into() });
+        log.lease(2, "v", 10, 20);
+        assert_eq!(claim(&log.0, &id(), "u", at(15), 2), Claim::Wait { owner: "v".into(), until: at(20) });
+        let Claim::GiveUp { attempt, error } = claim(&log.0, &id(), "u", at(20), 2) else { panic!("not given up") };
+        assert_eq!(attempt, 2);
+        assert!(error.starts_with("attempt 2 ended without recording why"), "{error}");
+        log.fail(2, true);
+        assert_eq!(claim(&log.0, &id(), "u", at(21), 2), Claim::Settled, "the give-up is admitted");
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub struct BatchEntry {
     /// Attempts that ended in an error since it was planned or retried.
     #[serde(default)]
     pub failures: u32,
+    /// `attempts` when it was last retried: the attempts counted against
+    /// `[workers] max_attempts` are those after it.
+    #[serde(default)]
+    pub attempts_at_retry: u32,
     /// The latest attempt's error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
@@ -58,6 +62,7 @@ impl BatchEntry {
             attempts: 0,
             lease: None,
             failures: 0,
+            attempts_at_retry: 0,
             last_error: None,
             failed: None,
             committed: None,
@@ -218,6 +223,7 @@ impl LogState {
             Record::Retried(_) => {
                 entry.failed = None;
                 entry.failures = 0;
+                entry.attempts_at_retry = entry.attempts;
                 for id in message_ids(entry) {
                     self.unsettled_ids.insert(id.clone(), entry.planned.batch_id.clone());
                 }
