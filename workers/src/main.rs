@@ -175,6 +175,16 @@ async fn describe(spec: &PipelineSpec) -> anyhow::Result<Result<String, Diagnost
         let nullable = if field.is_nullable() { "" } else { " not null" };
         writeln!(out, "  {} {}{nullable}", field.name(), field.data_type())?;
     }
+    // A plan folds constants: `upper('${env:X}')` is shown as the
+    // upper-cased secret, which redaction cannot recognise.
+    if spec.sql.as_deref().is_some_and(|sql| spec.file.holds_secret(sql)) {
+        writeln!(
+            out,
+            "\nThe logical and physical plans are not shown: [transform] sql holds a value from the environment, \
+             and a plan shows constants computed from it."
+        )?;
+        return Ok(Ok(out));
+    }
     let logical = frame.clone().into_optimized_plan()?;
     writeln!(out, "\nlogical plan:\n{}", logical.display_indent())?;
     let physical = frame.create_physical_plan().await?;
@@ -221,6 +231,15 @@ async fn worker(options: WorkerOptions) -> anyhow::Result<ExitCode> {
 
 async fn run(path: &Path, options: RunOptions) -> anyhow::Result<ExitCode> {
     let Some(spec) = load_or_report(path).map(Arc::new) else { return Ok(ExitCode::FAILURE) };
+    // SQL that cannot plan over the declared schema would fail every batch
+    // it is given: refuse it before anything is planned, as `validate` does.
+    if spec.source.declared_schema().is_some() {
+        let ctx = sql::session(spec.concurrency);
+        if let Err(problems) = sql::plan_pipeline(&spec, &ctx, PlanOver::DeclaredSchema).await {
+            eprintln!("{problems}");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
     let started = Instant::now();
     let stop_rx = stop_on_signal();
     let summary = controller::run(spec.clone(), options, stop_rx)

@@ -125,6 +125,12 @@ impl SpecFile {
         self.secrets.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Whether `text` holds a value that came from the environment (of
+    /// three characters or more, as [`SpecFile::redact`] counts them).
+    pub fn holds_secret(&self, text: &str) -> bool {
+        self.secrets().iter().any(|(value, _)| value.len() >= 3 && text.contains(value.as_str()))
+    }
+
     /// Replaces every value that came from the environment with the
     /// `${env:NAME}` it came from, so that no secret reaches a log. A value
     /// shown percent-encoded (inside a URL) is found too. Values of one or
@@ -155,7 +161,14 @@ impl SpecFile {
                 serde_json::to_string(debug.trim_matches('"')).unwrap_or_default(),
                 debug,
             ];
-            let variants = escaped.iter().map(|quoted| quoted.trim_matches('"')).chain([bare]);
+            // A value that a URL parser cut at a delimiter (a raw `@` or `/`
+            // in a password) is shown in pieces: each long piece is hidden.
+            // The parts before and after each delimiter, the longest first.
+            let cuts = value.match_indices(['@', '/', '?', '#', ':']).map(|(at, _)| at);
+            let mut pieces: Vec<&str> = cuts.flat_map(|at| [&value[..at], &value[at + 1..]]).collect();
+            pieces.retain(|piece| piece.len() >= 4);
+            pieces.sort_by_key(|piece| std::cmp::Reverse(piece.len()));
+            let variants = escaped.iter().map(|quoted| quoted.trim_matches('"')).chain([bare]).chain(pieces);
             for variant in variants {
                 if variant.len() >= 3 && variant != value {
                     out = out.replace(variant, &placeholder);
@@ -262,5 +275,9 @@ mod tests {
         assert_eq!(file.redact(r#"{"message":"x pa\"ss\\word"}"#), r#"{"message":"x ${env:QUOTED}"}"#);
         // A Debug field inside a JSON line: escaped twice.
         assert_eq!(file.redact(r#"{"files":"[\"pa\\\"ss\\\\word\"]"}"#), r#"{"files":"[\"${env:QUOTED}\"]"}"#);
+        // A password that a URL parser cut at its raw `@` or `/`.
+        file.remember_secret("s3cr@t/Pw#Q?Z:9x".into(), "CUT".into());
+        assert!(!file.redact("amqp://user:***@t/Pw#Q?Z:9x@host").contains("Pw#Q"));
+        assert!(file.holds_secret("SELECT 's3cr@t/Pw#Q?Z:9x'"));
     }
 }

@@ -646,6 +646,11 @@ fn check_source_kind(file: &SpecFile, stream: bool, trigger_keys: &[String], dis
 /// Checks that `raw` is an AMQP URL; the message never shows the URL,
 /// which may hold a password.
 pub fn check_broker_url(raw: &str) -> Result<(), String> {
+    // A raw `@` in a password ends the user info early: the URL parses, with
+    // the rest of the password as its host and path, and is shown that way.
+    if raw.split_once("://").is_some_and(|(_, rest)| rest.matches('@').count() > 1) {
+        return Err("holds `@` more than once: percent-encode an `@` in the user name or password as %40".into());
+    }
     let url = url::Url::parse(raw).map_err(|e| format!("is not a valid URL: {e}"))?;
     match url.scheme() {
         "amqp" | "amqps" if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),

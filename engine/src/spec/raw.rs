@@ -243,6 +243,16 @@ fn expand(text: &str) -> Result<Expanded, (String, String)> {
         };
         match std::env::var(name) {
             Ok(value) => {
+                if in_user_info(&out) && value.contains(['@', '/', '?', '#']) {
+                    return Err((
+                        format!(
+                            "the value of ${{env:{name}}} sits in a URL's user info and holds `@`, `/`, `?` or `#`, \
+                             which would end the user info early and leave the rest of the value in the URL's host \
+                             or path"
+                        ),
+                        format!("percent-encode the value of {name} (`@` as %40, `/` as %2F, `?` as %3F, `#` as %23)"),
+                    ));
+                }
                 out.push_str(&value);
                 secrets.push((value, name.to_string()));
             }
@@ -256,7 +266,32 @@ fn expand(text: &str) -> Result<Expanded, (String, String)> {
         rest = &after[end + 1..];
     }
     out.push_str(rest);
+    if let Some(after_scheme) = broker_authority(&out)
+        && after_scheme.matches('@').count() > 1
+    {
+        return Err((
+            "the URL holds `@` more than once: a user name or password with a raw `@` cannot be \
+             read as meant"
+                .into(),
+            "percent-encode an `@` in the user name or password as %40".into(),
+        ));
+    }
     Ok((out, secrets))
+}
+
+/// Whether text written so far ends inside the user info of a URL: after
+/// `scheme://` with no `/`, `?`, `#` or `@` since.
+fn in_user_info(before: &str) -> bool {
+    match before.rfind("://") {
+        Some(at) => !before[at + 3..].contains(['/', '?', '#', '@']),
+        None => false,
+    }
+}
+
+/// The part of an AMQP URL after `://`, where a password with a raw `@`
+/// shows as a second `@` (no host, vhost or queue name holds one).
+fn broker_authority(url: &str) -> Option<&str> {
+    url.strip_prefix("amqp://").or_else(|| url.strip_prefix("amqps://"))
 }
 
 /// The field names of a struct that derives `Deserialize`, read by asking
@@ -321,5 +356,7 @@ mod tests {
         assert!(expand("${env:SLUICE_SURELY_UNSET_VARIABLE}").is_err());
         assert!(expand("${nope}").is_err());
         assert!(expand("${env:PATH").is_err());
+        assert!(expand("amqp://u:p@ss@host:5672/%2f").is_err(), "a raw @ in a literal password");
+        assert!(expand("amqp://u:p%40ss@host:5672/%2f").is_ok());
     }
 }
