@@ -238,9 +238,9 @@ impl Body {
                 Ok(false)
             }
             Body::File { file, left } => {
-                let (Some(mut open), mut into, limit) = (file.take(), std::mem::take(buffer), *left) else {
-                    return Ok(true);
-                };
+                // Once ended, what `buffer` holds stays in it.
+                let Some(mut open) = file.take() else { return Ok(true) };
+                let (mut into, limit) = (std::mem::take(buffer), *left);
                 let read = tokio::task::spawn_blocking(move || {
                     let had = into.len();
                     let room = (want.saturating_sub(had) as u64).min(limit) as usize;
