@@ -27,6 +27,7 @@ fn planning(c: &mut Criterion) {
             size: 120_000 + n,
             etag: Some(format!("{n:x}-5e1f")),
             last_modified: Utc::now(),
+            ..InputObject::default()
         })
         .collect();
     let mut state = LogState::default();
@@ -97,6 +98,7 @@ concurrency = 2
             .and_then(|m| m.modified())
             .expect("mtime")
             .into(),
+        ..InputObject::default()
     };
     (spec, vec![input])
 }

@@ -26,6 +26,7 @@ pub fn batch_records(n: u64) -> [Record; 3] {
         size: 119_000_000,
         etag: Some(format!("{n:x}-17f3a-71c3e60")),
         last_modified: Utc::now(),
+        ..InputObject::default()
     }];
     let batch_id = BatchId::derive(&pipeline(), 1, &inputs);
     let planned = Record::Planned(Planned {

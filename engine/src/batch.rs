@@ -38,7 +38,7 @@ impl fmt::Display for PipelineName {
 
 /// One object of the source, as listed: enough to tell a new object or a
 /// changed one from one already processed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputObject {
     /// Path relative to the source location, with `/`.
     pub path: String,
@@ -49,6 +49,29 @@ pub struct InputObject {
     pub etag: Option<String>,
     /// Last modification time.
     pub last_modified: DateTime<Utc>,
+    /// Where reading begins: 0 for the whole object; for the appended part
+    /// of an object that grew after an earlier version was planned, that
+    /// version's size, so that only the new bytes are read.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub start: u64,
+    /// The SHA-256 (hex) of the object's last [`TAIL_BYTES`] bytes (all of
+    /// them when it is smaller), as planned: what tells a later version
+    /// that only grew from one that was rewritten. `None` when the source
+    /// cannot append (compressed or Parquet input, another `on_change`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail_sha256: Option<String>,
+}
+
+/// How many bytes at an object's end [`InputObject::tail_sha256`] covers.
+pub const TAIL_BYTES: u64 = 4096;
+
+/// The hex SHA-256 of `bytes`, as [`InputObject::tail_sha256`] holds it.
+pub fn tail_digest(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What identifies one version of one input object: a file replaced with
@@ -69,6 +92,17 @@ impl InputObject {
         };
         InputKey { path: self.path.clone(), size: self.size, version }
     }
+
+    /// The bytes of the object its [`InputObject::tail_sha256`] covers.
+    pub fn tail_range(&self) -> std::ops::Range<u64> {
+        self.size.saturating_sub(TAIL_BYTES)..self.size
+    }
+
+    /// Whether only a part of the object is read: it grew, and what came
+    /// before `start` was planned already.
+    pub fn is_appended_part(&self) -> bool {
+        self.start > 0
+    }
 }
 
 /// A batch's id: a hash of the pipeline's name and version and of the
@@ -81,17 +115,23 @@ pub struct BatchId(String);
 impl BatchId {
     /// The id of a batch of `inputs` of pipeline `name` at `version`.
     pub fn derive(name: &PipelineName, version: u32, inputs: &[InputObject]) -> Self {
-        let mut keys: Vec<InputKey> = inputs.iter().map(InputObject::key).collect();
+        // The appended part of an object and the whole object of the same
+        // version are different batches; a whole object hashes as it always
+        // has, so the ids of logs written before appends existed hold.
+        let mut keys: Vec<(InputKey, u64)> = inputs.iter().map(|input| (input.key(), input.start)).collect();
         keys.sort();
         let mut hasher = Sha256::new();
         hasher.update(b"sluice-batch-v1\0");
         hasher.update(name.as_str().as_bytes());
         hasher.update(format!("\0{version}\0").as_bytes());
-        for key in &keys {
+        for (key, start) in &keys {
             hasher.update(key.path.as_bytes());
             hasher.update(format!("\0{}\0", key.size).as_bytes());
             hasher.update(key.version.as_bytes());
             hasher.update(b"\0");
+            if *start > 0 {
+                hasher.update(format!("from {start}\0").as_bytes());
+            }
         }
         Self::from_digest(hasher)
     }
@@ -176,7 +216,7 @@ mod tests {
     use super::*;
 
     fn input(path: &str, size: u64, etag: &str) -> InputObject {
-        InputObject { path: path.into(), size, etag: Some(etag.into()), last_modified: DateTime::UNIX_EPOCH }
+        InputObject { path: path.into(), size, etag: Some(etag.into()), ..InputObject::default() }
     }
 
     #[test]
@@ -189,6 +229,19 @@ mod tests {
         let changed = [input("a.csv", 10, "9"), input("b.csv", 20, "2")];
         assert_ne!(BatchId::derive(&name, 1, &a), BatchId::derive(&name, 1, &changed));
         assert_eq!(BatchId::derive(&name, 1, &a).as_str().len(), 32);
+        let appended = [InputObject { start: 5, ..a[0].clone() }, a[1].clone()];
+        assert_ne!(BatchId::derive(&name, 1, &a), BatchId::derive(&name, 1, &appended), "a part is not the whole");
+        assert_eq!(BatchId::derive(&name, 1, &appended), BatchId::derive(&name, 1, &appended.clone()));
+    }
+
+    #[test]
+    fn inputs_of_older_logs_load_and_whole_inputs_keep_their_ids() {
+        let old = r#"{"path":"a.csv","size":10,"etag":"1","last_modified":"1970-01-01T00:00:00Z"}"#;
+        let input: InputObject = serde_json::from_str(old).expect("an older log's input loads");
+        assert_eq!((input.start, input.tail_sha256.as_deref()), (0, None));
+        assert_eq!(serde_json::to_string(&input).expect("encodes"), old, "a whole input is written as before");
+        let name = PipelineName::new("orders").expect("valid");
+        assert_eq!(BatchId::derive(&name, 1, &[input]).as_str(), "3982304f1cdd7743dde251f9e96cac66");
     }
 
     #[test]

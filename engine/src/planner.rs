@@ -1,8 +1,13 @@
-//! Planning: which discovered inputs are new, and how they are cut into
-//! batches. Pure: it reads the log's state and writes nothing.
+//! Planning: which discovered inputs are new, which are new versions of
+//! inputs the log holds already, and how they are cut into batches. Pure:
+//! it reads the log's state and writes nothing; what a changed input
+//! becomes is decided here from what the source found out about it.
+
+use std::collections::{HashMap, HashSet};
 
 use crate::batch::{Batch, BatchId, InputObject, PipelineName};
-use crate::log::LogState;
+use crate::log::{LogState, Seq};
+use crate::source::OnChange;
 
 /// How large a batch may grow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,8 +19,89 @@ pub struct BatchLimits {
     pub max_bytes: u64,
 }
 
-/// Cuts the inputs the log has not seen into batches, oldest first; an
-/// input found twice (two notifications of one object) counts once.
+/// An input whose path the log holds in an earlier version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changed {
+    /// The latest version of the path in a batch that was not abandoned.
+    pub before: InputObject,
+    /// The object as it is listed now.
+    pub now: InputObject,
+}
+
+/// What a listing holds that the log has not seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unseen {
+    /// Inputs at paths the log has never planned (or only in abandoned
+    /// batches).
+    pub new: Vec<InputObject>,
+    /// New versions of inputs the log holds.
+    pub changed: Vec<Changed>,
+}
+
+/// Splits the inputs of `discovered` that the log has not seen into new
+/// paths and new versions of planned ones; an input found twice (two
+/// notifications of one object) counts once.
+pub fn unseen(discovered: Vec<InputObject>, state: &LogState) -> Unseen {
+    let mut found = HashSet::new();
+    let fresh: Vec<InputObject> = discovered
+        .into_iter()
+        .filter(|input| {
+            let key = input.key();
+            !state.has_seen(&key) && found.insert(key)
+        })
+        .collect();
+    if fresh.is_empty() {
+        return Unseen::default();
+    }
+    // The latest planned version of each path listed: the log is read
+    // through only when something is new.
+    let paths: HashSet<&str> = fresh.iter().map(|input| input.path.as_str()).collect();
+    let mut latest: HashMap<&str, ((Seq, u32), &InputObject)> = HashMap::new();
+    for entry in state.batches().filter(|entry| entry.abandoned.is_none()) {
+        let at = (entry.planned_seq, entry.planned_index);
+        for input in entry.planned.inputs.iter().filter(|input| paths.contains(input.path.as_str())) {
+            let slot = latest.entry(input.path.as_str()).or_insert((at, input));
+            if at >= slot.0 {
+                *slot = (at, input);
+            }
+        }
+    }
+    let mut unseen = Unseen::default();
+    for input in fresh {
+        match latest.get(input.path.as_str()) {
+            Some((_, before)) => unseen.changed.push(Changed { before: (*before).clone(), now: input }),
+            None => unseen.new.push(input),
+        }
+    }
+    unseen
+}
+
+/// What planning does with a changed input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangePlan {
+    /// Read only the bytes added since the version planned before.
+    ReadAppended(InputObject),
+    /// Read the whole object as a new version.
+    ReadWhole(InputObject),
+    /// Leave it unread (`on_change = "ignore"`).
+    Leave(InputObject),
+}
+
+/// What `on_change` makes of `changed`, given whether the source found it
+/// to be its earlier version with bytes appended.
+pub fn resolve_change(on_change: OnChange, changed: Changed, appended: bool) -> ChangePlan {
+    match on_change {
+        OnChange::Ignore => ChangePlan::Leave(changed.now),
+        OnChange::Append if appended => {
+            ChangePlan::ReadAppended(InputObject { start: changed.before.size, ..changed.now })
+        }
+        OnChange::Append | OnChange::NewVersion => ChangePlan::ReadWhole(changed.now),
+    }
+}
+
+/// Cuts the inputs the log has not seen into batches, oldest first, a
+/// changed input read whole as a new version; an input found twice counts
+/// once.
 pub fn plan_new(
     discovered: Vec<InputObject>,
     state: &LogState,
@@ -23,27 +109,32 @@ pub fn plan_new(
     pipeline: &PipelineName,
     version: u32,
 ) -> Vec<Batch> {
-    let mut found = std::collections::HashSet::new();
-    let mut new: Vec<InputObject> = discovered
-        .into_iter()
-        .filter(|input| {
-            let key = input.key();
-            !state.has_seen(&key) && found.insert(key)
-        })
-        .collect();
+    let Unseen { mut new, changed } = unseen(discovered, state);
+    new.extend(changed.into_iter().map(|changed| changed.now));
+    cut_batches(new, limits, pipeline, version)
+}
+
+/// Cuts `inputs` into batches, oldest first.
+pub fn cut_batches(
+    mut new: Vec<InputObject>,
+    limits: BatchLimits,
+    pipeline: &PipelineName,
+    version: u32,
+) -> Vec<Batch> {
     new.sort_by(|a, b| a.last_modified.cmp(&b.last_modified).then_with(|| a.path.cmp(&b.path)));
 
     let mut batches = Vec::new();
     let mut current: Vec<InputObject> = Vec::new();
     let mut current_bytes = 0u64;
     for input in new {
+        let bytes = input.size - input.start.min(input.size);
         let full = current.len() >= limits.max_files.max(1)
-            || (!current.is_empty() && current_bytes + input.size > limits.max_bytes);
+            || (!current.is_empty() && current_bytes + bytes > limits.max_bytes);
         if full {
             batches.push(std::mem::take(&mut current));
             current_bytes = 0;
         }
-        current_bytes += input.size;
+        current_bytes += bytes;
         current.push(input);
     }
     if !current.is_empty() {
@@ -65,6 +156,7 @@ mod tests {
             size,
             etag: Some(format!("{path}-{size}")),
             last_modified: DateTime::UNIX_EPOCH + Duration::seconds(age),
+            ..InputObject::default()
         }
     }
 
@@ -104,6 +196,43 @@ mod tests {
         let batches = plan_new(vec![replaced.clone()], &state, limits, &name(), 1);
         assert_eq!(batches.len(), 1);
         assert_eq!(batches[0].inputs, vec![replaced]);
+    }
+
+    #[test]
+    fn a_changed_input_is_told_from_a_new_one_against_its_latest_planned_version() {
+        let mut state = LogState::default();
+        let first = input("a.csv", 10, 1);
+        let second = InputObject { start: 10, ..input("a.csv", 20, 2) };
+        for (seq, old) in [first.clone(), second.clone()].into_iter().enumerate() {
+            state.apply(
+                Seq(seq as u64),
+                Record::Planned(Planned {
+                    batch_id: BatchId::derive(&name(), 1, std::slice::from_ref(&old)),
+                    pipeline: name(),
+                    version: 1,
+                    inputs: vec![old],
+                    stream: None,
+                    at: DateTime::UNIX_EPOCH,
+                }),
+            );
+        }
+        let grown = input("a.csv", 30, 3);
+        let found = unseen(vec![second.clone(), grown.clone(), input("b.csv", 5, 3)], &state);
+        assert_eq!(found.new, vec![input("b.csv", 5, 3)]);
+        assert_eq!(found.changed, vec![Changed { before: second.clone(), now: grown.clone() }]);
+
+        let changed = found.changed[0].clone();
+        let part = InputObject { start: 20, ..grown.clone() };
+        assert_eq!(resolve_change(OnChange::Append, changed.clone(), true), ChangePlan::ReadAppended(part.clone()));
+        assert_eq!(resolve_change(OnChange::Append, changed.clone(), false), ChangePlan::ReadWhole(grown.clone()));
+        assert_eq!(resolve_change(OnChange::NewVersion, changed.clone(), true), ChangePlan::ReadWhole(grown.clone()));
+        assert_eq!(resolve_change(OnChange::Ignore, changed, true), ChangePlan::Leave(grown.clone()));
+
+        // The part is its own batch, and counts only its own bytes.
+        let limits = BatchLimits { max_files: 16, max_bytes: 10 };
+        let batches = cut_batches(vec![part.clone(), input("c.csv", 10, 4)], limits, &name(), 1);
+        assert_eq!(batches.len(), 2, "10 new bytes each");
+        assert_ne!(batches[0].id, cut_batches(vec![grown], limits, &name(), 1)[0].id);
     }
 
     #[test]

@@ -11,6 +11,8 @@ use async_trait::async_trait;
 use datafusion::catalog::TableProvider;
 use datafusion::execution::context::SessionState;
 
+use serde::Deserialize;
+
 use crate::Result;
 use crate::batch::InputObject;
 use crate::stream::StreamSource;
@@ -35,6 +37,34 @@ pub struct Rejected {
     /// The record's bytes in base64 when they are not valid UTF-8 (so
     /// that `raw` lost some); `None` otherwise.
     pub raw_base64: Option<String>,
+}
+
+/// `[source] on_change`: what becomes of an input the log holds in an
+/// earlier version when the object at its path has changed since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnChange {
+    /// An object that grew and whose planned bytes are unchanged is read
+    /// from where the planned version ended: only the new bytes. Any other
+    /// change (rewritten, shrunk, compressed or Parquet) is a new version,
+    /// read whole.
+    #[default]
+    Append,
+    /// Any change is a new version, read whole.
+    NewVersion,
+    /// A path once planned is never read again.
+    Ignore,
+}
+
+impl OnChange {
+    /// The setting as the pipeline file spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnChange::Append => "append",
+            OnChange::NewVersion => "new_version",
+            OnChange::Ignore => "ignore",
+        }
+    }
 }
 
 /// A pipeline's `[source]`, as its connector built it.
@@ -285,6 +315,11 @@ fn outlet_gone() -> crate::Error {
 /// - A record that does not parse or does not fit the schema is never
 ///   dropped, turned into NULL or truncated: `read` returns it as
 ///   [`Rejected`], and the rest of the batch goes on.
+/// - An input whose `start` is not 0 is the appended part of an object
+///   that grew: `read` reads its bytes from `start` to `size` and nothing
+///   else, and an object that grew further since, its bytes up to `size`
+///   unchanged (as [`InputObject::tail_sha256`] tells), is still the
+///   planned version.
 /// - Neither keeps state between calls, so any worker can serve any batch.
 #[async_trait]
 pub trait Source: Send + Sync + fmt::Debug {
@@ -299,6 +334,28 @@ pub trait Source: Send + Sync + fmt::Debug {
     /// versions planned, so that one replaced while it was being read is
     /// never committed. Sources whose inputs cannot change keep the default.
     async fn verify(&self, inputs: &[InputObject]) -> Result<()> {
+        let _ = inputs;
+        Ok(())
+    }
+
+    /// `[source] on_change`; sources whose inputs cannot change keep the
+    /// default.
+    fn on_change(&self) -> OnChange {
+        OnChange::NewVersion
+    }
+
+    /// Whether `now` is `before` with bytes added at its end and nothing
+    /// else changed: larger, and its bytes where `before` ended hash to
+    /// `before`'s [`InputObject::tail_sha256`]. Reads those bytes only.
+    /// `false` for what cannot be appended to (compressed, Parquet).
+    async fn appended_to(&self, before: &InputObject, now: &InputObject) -> Result<bool> {
+        let _ = (before, now);
+        Ok(false)
+    }
+
+    /// Records the [`InputObject::tail_sha256`] of each input about to be
+    /// planned that could later be appended to; leaves the rest alone.
+    async fn fingerprint(&self, inputs: &mut [InputObject]) -> Result<()> {
         let _ = inputs;
         Ok(())
     }

@@ -23,13 +23,14 @@ use sluice_engine::batch::{Batch, BatchId, PipelineName};
 use sluice_engine::log::{
     Appended, CheckpointLog, Committed, LogState, Planned, PlannedBatches, Record, commits_to_replay,
 };
-use sluice_engine::planner::plan_new;
+use sluice_engine::planner::cut_batches;
 use sluice_engine::sink::{Sink, Staged};
 use sluice_engine::spec::PipelineSpec;
 use sluice_engine::{Error, Result, failpoint};
 use tokio::sync::{Mutex, watch};
 use tracing::Instrument;
 
+use crate::changes;
 use crate::metrics::{self, CommittedBatch};
 use crate::progress::Progress;
 use crate::wake::Wake;
@@ -281,8 +282,8 @@ async fn prepare(spec: &PipelineSpec, log: &Mutex<CheckpointLog>, wake: &mut Wak
 
     let source = spec.source.objects().ok_or_else(|| Error::Config("a stream has no files to list".into()))?;
     let mut found = wake.discover(source.as_ref()).await?;
-    let batches =
-        plan_new(std::mem::take(&mut found.inputs), log.state(), spec.trigger.limits(), &spec.name, spec.version);
+    let inputs = changes::inputs_to_plan(source.as_ref(), std::mem::take(&mut found.inputs), log.state()).await?;
+    let batches = cut_batches(inputs, spec.trigger.limits(), &spec.name, spec.version);
     let planned = plan(&spec.name, spec.version, &mut log, batches).await;
     // Notifications are acknowledged once what they name is in the log.
     wake.settle(found, planned.is_ok()).await;
@@ -386,17 +387,16 @@ pub fn elapsed_since(start: Instant) -> f64 {
 mod tests {
     use std::sync::Arc;
 
-    use chrono::DateTime;
     use object_store::local::LocalFileSystem;
     use object_store::path::Path;
     use sluice_engine::batch::InputObject;
     use sluice_engine::log::Seq;
-    use sluice_engine::planner::BatchLimits;
+    use sluice_engine::planner::{BatchLimits, plan_new};
 
     use super::*;
 
     fn input(path: &str) -> InputObject {
-        InputObject { path: path.into(), size: 1, etag: None, last_modified: DateTime::UNIX_EPOCH }
+        InputObject { path: path.into(), size: 1, ..InputObject::default() }
     }
 
     #[tokio::test]

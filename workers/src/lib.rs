@@ -3,6 +3,7 @@
 //! worker` that takes it from there, and the commands of the `sluice`
 //! binary.
 
+mod changes;
 pub mod cli;
 pub mod consumer;
 pub mod controller;

@@ -3,8 +3,9 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sluice_engine::Result;
-use sluice_engine::log::CheckpointLog;
-use sluice_engine::source::SourceConnector;
+use sluice_engine::log::{CheckpointLog, LogState};
+use sluice_engine::planner::unseen;
+use sluice_engine::source::{OnChange, SourceConnector};
 use sluice_engine::spec::PipelineSpec;
 
 /// One pipeline's state, as `sluice status` shows it.
@@ -30,6 +31,15 @@ pub struct PipelineStatus {
     pub abandoned_batches: u64,
     /// Input files the source has that no batch holds yet.
     pub new_files: u64,
+    /// Inputs planned as the appended part of a file that grew after an
+    /// earlier version was planned: only the new bytes are read.
+    pub appended_inputs: u64,
+    /// Inputs planned whole as a new version of a file planned before
+    /// that was rewritten (or changed in a way other than growing).
+    pub rewritten_inputs: u64,
+    /// Files listed now that changed since they were planned and that
+    /// `on_change = "ignore"` leaves unread.
+    pub ignored_inputs: u64,
     /// Input not yet committed, in `lag_unit`: new files and those of
     /// pending, running and failed batches; for a stream, messages on the
     /// broker after the log's positions (AMQP: ready in the queue).
@@ -95,6 +105,9 @@ pub async fn pipeline_status(spec: &PipelineSpec) -> Result<PipelineStatus> {
         failed: Vec::new(),
         abandoned_batches: 0,
         new_files: 0,
+        appended_inputs: 0,
+        rewritten_inputs: 0,
+        ignored_inputs: 0,
         lag: 0,
         lag_unit: "files",
         positions: Vec::new(),
@@ -133,10 +146,15 @@ pub async fn pipeline_status(spec: &PipelineSpec) -> Result<PipelineStatus> {
             },
         }
     }
+    (status.appended_inputs, status.rewritten_inputs) = changed_inputs(state);
     match &spec.source {
         SourceConnector::Objects(source) => {
-            let discovered = source.discover().await?;
-            status.new_files = discovered.iter().filter(|input| !state.has_seen(&input.key())).count() as u64;
+            let found = unseen(source.discover().await?, state);
+            let changed = found.changed.len() as u64;
+            match source.on_change() {
+                OnChange::Ignore => (status.new_files, status.ignored_inputs) = (found.new.len() as u64, changed),
+                OnChange::Append | OnChange::NewVersion => status.new_files = found.new.len() as u64 + changed,
+            }
             status.lag = status.new_files + state.files_waiting() as u64;
         }
         SourceConnector::Stream(source) => {
@@ -156,11 +174,27 @@ pub async fn pipeline_status(spec: &PipelineSpec) -> Result<PipelineStatus> {
     Ok(status)
 }
 
+/// Inputs of batches not abandoned that are appended parts, and those read
+/// whole at a path with an earlier version read whole.
+fn changed_inputs(state: &LogState) -> (u64, u64) {
+    let mut whole_paths = std::collections::HashSet::new();
+    let (mut appended, mut rewritten) = (0, 0);
+    let inputs = state.batches().filter(|entry| entry.abandoned.is_none()).flat_map(|entry| &entry.planned.inputs);
+    for input in inputs {
+        if input.is_appended_part() {
+            appended += 1;
+        } else if !whole_paths.insert(input.path.as_str()) {
+            rewritten += 1;
+        }
+    }
+    (appended, rewritten)
+}
+
 impl PipelineStatus {
     /// The readable form: one `key  value` line each.
     pub fn to_text(&self) -> String {
         let last = self.last_commit_at.map_or_else(|| "never".to_string(), |at| at.to_rfc3339());
-        let rows: [(&str, String); 17] = [
+        let rows: [(&str, String); 20] = [
             ("pipeline", self.pipeline.clone()),
             ("version", self.version.to_string()),
             ("checkpoint", self.checkpoint.clone()),
@@ -170,6 +204,9 @@ impl PipelineStatus {
             ("failed_batches", self.failed_batches.to_string()),
             ("abandoned_batches", self.abandoned_batches.to_string()),
             ("new_files", self.new_files.to_string()),
+            ("appended_inputs", self.appended_inputs.to_string()),
+            ("rewritten_inputs", self.rewritten_inputs.to_string()),
+            ("ignored_inputs", self.ignored_inputs.to_string()),
             ("lag", format!("{} {}", self.lag, self.lag_unit)),
             ("files_committed", self.files_committed.to_string()),
             ("rows_read", self.rows_read.to_string()),

@@ -1,6 +1,7 @@
 //! The `[source]` and `[sink]` keys of `type = "files"`.
 
 use serde::Deserialize;
+use sluice_engine::source::OnChange;
 use sluice_engine::spec::schema::SchemaSpec;
 use toml::Spanned;
 
@@ -52,6 +53,12 @@ pub struct FilesSourceConfig {
     pub delimiter: Option<Spanned<String>>,
     /// Column names and types in file order; inferred when absent.
     pub schema: Option<Spanned<SchemaSpec>>,
+    /// What becomes of a file read before that changes: `append` (default:
+    /// one that only grew is read from where it ended, any other change is
+    /// read whole), `new_version` (read whole) or `ignore` (never read
+    /// again).
+    #[serde(default)]
+    pub on_change: OnChange,
 }
 
 fn default_pattern() -> Spanned<String> {

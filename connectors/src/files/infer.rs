@@ -92,7 +92,7 @@ async fn first_records(
     let name = object.location.as_ref();
     let records = CsvRecords { header: false, ..csv };
     let least = 1 + usize::from(csv.header);
-    let mut body = Body::open(store, name, &object.location).await?;
+    let mut body = Body::open(store, name, &object.location, 0..object.size).await?;
     let (mut buffer, mut want) = (BytesMut::new(), FIRST_READ);
     loop {
         let ended = body.fill(&mut buffer, want).await.map_err(|e| read_error(name, e))?;

@@ -1,6 +1,7 @@
 //! The files source: lists objects matching a glob, reads a batch of them
 //! as one DataFusion table.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -18,9 +19,9 @@ use datafusion::physical_plan::streaming::PartitionStream;
 use futures::TryStreamExt;
 use globset::{GlobBuilder, GlobMatcher};
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
-use sluice_engine::batch::InputObject;
-use sluice_engine::source::{Input, ReadTally, Rejected, Source, Watch};
+use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt};
+use sluice_engine::batch::{InputObject, tail_digest};
+use sluice_engine::source::{Input, OnChange, ReadTally, Rejected, Source, Watch};
 use sluice_engine::spec::{Component, Diagnostics};
 use sluice_engine::storage::StorageLocation;
 use sluice_engine::{Error, Result};
@@ -41,6 +42,7 @@ pub struct FilesSource {
     header: bool,
     delimiter: u8,
     schema: Option<SchemaRef>,
+    on_change: OnChange,
 }
 
 impl FilesSource {
@@ -128,7 +130,36 @@ impl FilesSource {
             header: config.header.is_none_or(|h| *h.get_ref()),
             delimiter,
             schema,
+            on_change: config.on_change,
         })
+    }
+
+    /// Whether an object at `path` can be appended to meaningfully: CSV or
+    /// NDJSON as it is. A compressed stream or a Parquet file that grew is
+    /// a new file.
+    fn appendable(&self, path: &str) -> bool {
+        self.format != InputFormat::Parquet && Compression::of(path) == Compression::None
+    }
+
+    /// The SHA-256 of the bytes `range` of the object at `relative`, as
+    /// long as it is still the version `etag`; `None` once it is not (or
+    /// is gone).
+    async fn digest(&self, relative: &str, range: Range<u64>, etag: Option<&str>) -> Result<Option<String>> {
+        let path = self.object_path(relative)?;
+        let options = GetOptions {
+            range: (!range.is_empty()).then_some(GetRange::Bounded(range)),
+            if_match: etag.map(String::from),
+            ..GetOptions::default()
+        };
+        let got = match self.store.get_opts(&path, options).await {
+            Ok(got) => got.bytes().await,
+            Err(error) => Err(error),
+        };
+        match got {
+            Ok(bytes) => Ok(Some(tail_digest(&bytes))),
+            Err(object_store::Error::NotFound { .. } | object_store::Error::Precondition { .. }) => Ok(None),
+            Err(other) => Err(other.into()),
+        }
     }
 
     /// DataFusion's reader of the format, for inferring a JSON schema from
@@ -171,13 +202,22 @@ impl FilesSource {
             Err(other) => return Err(other.into()),
         };
         let same_etag = input.etag.is_none() || meta.e_tag == input.etag;
-        if meta.size != input.size || !same_etag {
-            return Err(Error::InputChanged {
-                path: input.path.clone(),
-                detail: format!("it was {} bytes, it is {} bytes now (or was rewritten)", input.size, meta.size),
-            });
+        if meta.size == input.size && same_etag {
+            return Ok(meta);
         }
-        Ok(meta)
+        // An object that only grew since is still the planned version up
+        // to its planned size, which is all that is read of it.
+        if let Some(planned) = &input.tail_sha256
+            && meta.size > input.size
+            && self.appendable(&input.path)
+            && self.digest(&input.path, input.tail_range(), meta.e_tag.as_deref()).await?.as_ref() == Some(planned)
+        {
+            return Ok(ObjectMeta { size: input.size, ..meta });
+        }
+        Err(Error::InputChanged {
+            path: input.path.clone(),
+            detail: format!("it was {} bytes, it is {} bytes now (or was rewritten)", input.size, meta.size),
+        })
     }
 
     /// The URL of an input, each name percent-encoded so that `#`, `?` or
@@ -222,9 +262,10 @@ impl FilesSource {
     ) -> Result<Input> {
         let tally = ReadTally::counting();
         let partitions = threads.min(inputs.len()).max(1);
-        let mut shares: Vec<Vec<(String, Path)>> = vec![Vec::new(); partitions];
+        let mut shares: Vec<Vec<(String, Path, Range<u64>)>> = vec![Vec::new(); partitions];
         for (i, input) in inputs.iter().enumerate() {
-            shares[i % partitions].push((input.path.clone(), self.object_path(&input.path)?));
+            let range = input.start.min(input.size)..input.size;
+            shares[i % partitions].push((input.path.clone(), self.object_path(&input.path)?, range));
         }
         let streams: Vec<Arc<dyn PartitionStream>> = shares
             .into_iter()
@@ -308,7 +349,13 @@ impl FilesSource {
         if !self.pattern.is_match(&relative) {
             return None;
         }
-        Some(InputObject { path: relative, size: meta.size, etag: meta.e_tag, last_modified: meta.last_modified })
+        Some(InputObject {
+            path: relative,
+            size: meta.size,
+            etag: meta.e_tag,
+            last_modified: meta.last_modified,
+            ..InputObject::default()
+        })
     }
 
     fn object_path(&self, relative: &str) -> Result<Path> {
@@ -364,6 +411,32 @@ impl Source for FilesSource {
         self.check_unchanged(inputs).await.map(|_| ())
     }
 
+    fn on_change(&self) -> OnChange {
+        self.on_change
+    }
+
+    async fn appended_to(&self, before: &InputObject, now: &InputObject) -> Result<bool> {
+        let Some(planned) = &before.tail_sha256 else { return Ok(false) };
+        if now.size <= before.size || !self.appendable(&now.path) {
+            return Ok(false);
+        }
+        if before.size == 0 {
+            return Ok(true);
+        }
+        Ok(self.digest(&now.path, before.tail_range(), now.etag.as_deref()).await?.as_ref() == Some(planned))
+    }
+
+    async fn fingerprint(&self, inputs: &mut [InputObject]) -> Result<()> {
+        if self.on_change != OnChange::Append {
+            return Ok(());
+        }
+        // One small ranged GET an object; planning is rare next to reading.
+        for input in inputs.iter_mut().filter(|input| self.appendable(&input.path)) {
+            input.tail_sha256 = self.digest(&input.path, input.tail_range(), input.etag.as_deref()).await?;
+        }
+        Ok(())
+    }
+
     fn declared_schema(&self) -> Option<SchemaRef> {
         self.schema.clone()
     }
@@ -381,6 +454,7 @@ impl Source for FilesSource {
             ("url", self.location.to_string()),
             ("pattern", self.pattern.glob().glob().to_string()),
             ("format", format!("{:?}", self.format).to_lowercase()),
+            ("on_change", self.on_change.as_str().to_string()),
         ];
         if self.format == InputFormat::Csv {
             lines.push(("header", self.header.to_string()));

@@ -25,6 +25,7 @@
 //! which a retry may cure.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -37,8 +38,10 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
 use datafusion::physical_plan::streaming::PartitionStream;
 use futures::TryStreamExt;
+#[cfg(test)]
+use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use object_store::{GetResultPayload, ObjectStore, ObjectStoreExt};
+use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore};
 use sluice_engine::source::{ReadTally, Rejected};
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncSeekExt, BufReader};
 use tokio::sync::mpsc::Sender;
@@ -109,8 +112,10 @@ impl TextFormat {
 #[derive(Debug)]
 pub(crate) struct ObjectsPartition {
     pub(crate) store: Arc<dyn ObjectStore>,
-    /// `(name in the dead letters, object path)`.
-    pub(crate) objects: Vec<(String, Path)>,
+    /// `(name in the dead letters, object path, bytes to read)`: all of
+    /// an object's bytes as planned, or those appended since an earlier
+    /// version.
+    pub(crate) objects: Vec<(String, Path, Range<u64>)>,
     pub(crate) format: TextFormat,
     pub(crate) schema: SchemaRef,
     pub(crate) threads: usize,
@@ -134,8 +139,8 @@ impl PartitionStream for ObjectsPartition {
         };
         let objects = self.objects.clone();
         builder.spawn(async move {
-            for (name, path) in objects {
-                if !reader.read(&name, &path, &tx).await? {
+            for (name, path, range) in objects {
+                if !reader.read(&name, &path, range, &tx).await? {
                     break;
                 }
             }
@@ -177,7 +182,9 @@ struct Cut {
 struct Place {
     first: bool,
     offset: u64,
-    line: u64,
+    /// Unknown in the appended part of an object: the lines before it
+    /// were not read.
+    line: Option<u64>,
 }
 
 /// An object's bytes, as they are read.
@@ -192,13 +199,25 @@ pub(crate) enum Body {
 }
 
 impl Body {
-    /// Starts reading the object at `path`, decompressed as `name` says.
-    pub(crate) async fn open(store: &dyn ObjectStore, name: &str, path: &Path) -> Result<Self, DataFusionError> {
-        let got = store.get(path).await.map_err(|e| DataFusionError::ObjectStore(Box::new(e)))?;
+    /// Starts reading the bytes `range` of the object at `path` (all of it
+    /// when `range` is empty), decompressed as `name` says: no more, even
+    /// if it has grown since it was planned.
+    pub(crate) async fn open(
+        store: &dyn ObjectStore,
+        name: &str,
+        path: &Path,
+        range: Range<u64>,
+    ) -> Result<Self, DataFusionError> {
+        let options =
+            GetOptions { range: (!range.is_empty()).then_some(GetRange::Bounded(range)), ..GetOptions::default() };
+        let got = store.get_opts(path, options).await.map_err(|e| DataFusionError::ObjectStore(Box::new(e)))?;
         let (start, len) = (got.range.start, got.range.end - got.range.start);
         let compression = Compression::of(name);
         let bytes: Pin<Box<dyn AsyncBufRead + Send>> = match got.payload {
-            GetResultPayload::File(file, _) if compression == Compression::None && start == 0 => {
+            GetResultPayload::File(mut file, _) if compression == Compression::None => {
+                if start > 0 {
+                    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start)).map_err(|e| read_error(name, e))?;
+                }
                 return Ok(Body::File { file: Some(file), left: len });
             }
             GetResultPayload::File(file, _) => {
@@ -234,9 +253,9 @@ impl Body {
                 Ok(false)
             }
             Body::File { file, left } => {
-                let (Some(mut open), mut into, limit) = (file.take(), std::mem::take(buffer), *left) else {
-                    return Ok(true);
-                };
+                // Once ended, what `buffer` holds stays in it.
+                let Some(mut open) = file.take() else { return Ok(true) };
+                let (mut into, limit) = (std::mem::take(buffer), *left);
                 let read = tokio::task::spawn_blocking(move || {
                     let had = into.len();
                     let room = (want.saturating_sub(had) as u64).min(limit) as usize;
@@ -274,12 +293,20 @@ impl ObjectReader {
         &self,
         name: &str,
         path: &Path,
+        range: Range<u64>,
         tx: &Sender<datafusion::error::Result<RecordBatch>>,
     ) -> Result<bool, DataFusionError> {
-        let mut body = Body::open(self.store.as_ref(), name, path).await?;
-        let mut decoding: VecDeque<JoinHandle<Result<Decoded, DataFusionError>>> = VecDeque::new();
         let mut buffer = BytesMut::new();
-        let (mut place, mut want, mut ended) = (Place { first: true, offset: 0, line: 1 }, SEGMENT, false);
+        let (mut place, mut want, mut ended) = (Place { first: true, offset: 0, line: Some(1) }, SEGMENT, false);
+        let mut body = if range.start == 0 {
+            Body::open(self.store.as_ref(), name, path, range).await?
+        } else {
+            let mut body = Body::open(self.store.as_ref(), name, path, range.start - 1..range.end).await?;
+            let skipped = self.skip_cut_record(name, &mut body, &mut buffer, range.start).await?;
+            place = Place { first: false, offset: range.start + skipped, line: None };
+            body
+        };
+        let mut decoding: VecDeque<JoinHandle<Result<Decoded, DataFusionError>>> = VecDeque::new();
         while !ended {
             // Hand on what is decoded already; wait for the oldest while
             // more than `threads` segments are being decoded, so that
@@ -318,7 +345,11 @@ impl ObjectReader {
             // An object of one segment is decoded on every thread.
             let threads = if place.first && ended { self.threads } else { 1 };
             decoding.push_back(self.decode(name, segment, cut.spans, cut.unclosed, place, threads));
-            place = Place { first: false, offset: place.offset + cut.consumed as u64, line: place.line + cut.lines };
+            place = Place {
+                first: false,
+                offset: place.offset + cut.consumed as u64,
+                line: place.line.map(|line| line + cut.lines),
+            };
             want = SEGMENT;
         }
         while let Some(oldest) = decoding.pop_front() {
@@ -348,23 +379,75 @@ impl ObjectReader {
             (consumed, lines) = (cut.consumed, cut.lines);
             decoding.push_back(self.decode(name, tail.clone(), cut.spans, cut.unclosed, place, 1));
         }
-        let (line, offset) = (place.line + lines, place.offset + consumed as u64);
+        let (line, offset) = (place.line.map(|line| line + lines), place.offset + consumed as u64);
         let (raw, raw_base64) = raw_parts(&tail[consumed..]);
         let rejected = Rejected {
             source: name.to_string(),
-            line: Some(line),
+            line,
             offset: Some(offset),
             partition: None,
             message_id: None,
             error: format!(
                 "the compressed input breaks off after {offset} bytes decompressed: {cause}; the records before \
-                 line {line} were read, the rest of the object was not"
+                 this one were read, the rest of the object was not"
             ),
             raw,
             raw_base64,
         };
         tracing::warn!(input = %name, "{}", rejected.error);
         self.tally.set_aside(vec![rejected]).await.map_err(|e| DataFusionError::External(Box::new(e)))
+    }
+
+    /// Reads the byte before `start`, where an appended part begins. When
+    /// it ends a line, the part begins with a record. Otherwise the object
+    /// ended in the middle of a record when its earlier version was read
+    /// (its writer was mid-line): that record's start was read then, and
+    /// the rest of it, up to the first line end, is set aside as a dead
+    /// letter here rather than read as a record of its own (only a line
+    /// end is nothing to set aside). Returns the bytes of the part taken;
+    /// what follows them is left in `buffer`.
+    async fn skip_cut_record(
+        &self,
+        name: &str,
+        body: &mut Body,
+        buffer: &mut BytesMut,
+        start: u64,
+    ) -> Result<u64, DataFusionError> {
+        let mut ended = body.fill(buffer, 1).await.map_err(|e| read_error(name, e))?;
+        if buffer.is_empty() {
+            return Ok(0);
+        }
+        if buffer.split_to(1)[0] == b'\n' {
+            return Ok(0);
+        }
+        let rest = loop {
+            if let Some(end) = memchr::memchr(b'\n', buffer) {
+                break buffer.split_to(end + 1);
+            }
+            if ended {
+                break buffer.split();
+            }
+            let want = buffer.len() * 2 + (64 << 10);
+            ended = body.fill(buffer, want).await.map_err(|e| read_error(name, e))?;
+        };
+        if rest.iter().any(|b| !matches!(b, b'\r' | b'\n')) {
+            let (raw, raw_base64) = raw_parts(&rest);
+            let rejected = Rejected {
+                source: name.to_string(),
+                line: None,
+                offset: Some(start),
+                partition: None,
+                message_id: None,
+                error: format!(
+                    "the rest of a record cut off at byte {start}, where {name} ended when it was read before; \
+                     the record's start was read then"
+                ),
+                raw,
+                raw_base64,
+            };
+            self.tally.set_aside(vec![rejected]).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+        }
+        Ok(rest.len() as u64)
     }
 
     /// Counts a decoded segment and sends its batches; `false` once nobody
@@ -428,7 +511,7 @@ impl ObjectReader {
                             let (raw, raw_base64) = raw_parts(&segment[span.offset..span.end]);
                             Rejected {
                                 source: name.clone(),
-                                line: Some(place.line + span.line - 1),
+                                line: place.line.map(|line| line + span.line - 1),
                                 offset: Some(place.offset + span.offset as u64),
                                 partition: None,
                                 message_id: None,
@@ -440,7 +523,17 @@ impl ObjectReader {
                         .collect()
                 };
                 if !unclosed.is_empty() {
-                    let bad = unclosed.iter().map(|record| (record.span, record.error(place.line))).collect();
+                    let bad = unclosed
+                        .iter()
+                        .map(|record| {
+                            (record.span, match place.line {
+                            Some(first_line) => record.error(first_line),
+                            None => "unterminated quote: the record is set aside up to the end of the line where the \
+                                     quote opened"
+                                .to_string(),
+                        })
+                        })
+                        .collect();
                     tally.set_aside_blocking(rejected_of(bad)).map_err(|e| DataFusionError::External(Box::new(e)))?;
                 }
                 let mut batches = Vec::new();
@@ -516,10 +609,20 @@ mod tests {
         name: &str,
         format: TextFormat,
     ) -> (Vec<i64>, Vec<Rejected>, Option<u64>) {
+        let size = store.head(&Path::from(name)).await.expect("head").size;
+        read_part(store, name, 0..size, format).await
+    }
+
+    async fn read_part(
+        store: Arc<dyn ObjectStore>,
+        name: &str,
+        range: Range<u64>,
+        format: TextFormat,
+    ) -> (Vec<i64>, Vec<Rejected>, Option<u64>) {
         let tally = ReadTally::counting();
         let partition = ObjectsPartition {
             store,
-            objects: vec![(name.to_string(), Path::from(name))],
+            objects: vec![(name.to_string(), Path::from(name), range)],
             format,
             schema: schema(),
             threads: 2,
@@ -675,7 +778,7 @@ mod tests {
         tally.stream_to(outlet, 1000);
         let partition = ObjectsPartition {
             store,
-            objects: vec![("a.csv".into(), Path::from("a.csv"))],
+            objects: vec![("a.csv".into(), Path::from("a.csv"), 0..600_000)],
             format: TextFormat::Csv(CsvRecords { header: false, delimiter: b',' }),
             schema: schema(),
             threads: 1,
@@ -702,6 +805,48 @@ mod tests {
         drop(partition);
         drop(tally);
         assert!(received.await.expect("receiver") <= 1000, "nothing past the limit is sent");
+    }
+
+    #[tokio::test]
+    async fn an_appended_part_is_read_from_its_start_without_a_header_and_only_to_its_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let before = "id,name\n1,a\n2,b\n";
+        let text = format!("{before}3,c\nx,bad\n4,d\n5,later\n");
+        std::fs::write(dir.path().join("a.csv"), &text).expect("write");
+        let local = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).expect("store"));
+        let memory = Arc::new(InMemory::new());
+        memory.put(&Path::from("a.csv"), PutPayload::from(text.clone().into_bytes())).await.expect("put");
+        let format = TextFormat::Csv(CsvRecords { header: true, delimiter: b',' });
+        let end = (text.len() - "5,later\n".len()) as u64;
+        for store in [local as Arc<dyn ObjectStore>, memory] {
+            let (ids, rejected, rows) = read_part(store, "a.csv", before.len() as u64..end, format).await;
+            assert_eq!((ids, rows), (vec![3, 4], Some(2)), "no header taken, nothing past the planned end");
+            assert_eq!(rejected.len(), 1);
+            assert_eq!(rejected[0].line, None, "the lines before the part were not counted");
+            assert_eq!(rejected[0].offset, Some(text.find("x,bad").expect("there") as u64));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_rest_of_a_record_cut_off_by_the_earlier_read_is_a_dead_letter() {
+        let store = Arc::new(InMemory::new());
+        let text = "{\"id\": 1, \"name\": \"a\"}\n{\"id\": 2, \"na";
+        let full = format!("{text}me\": \"b\"}}\n{{\"id\": 3, \"name\": \"c\"}}\n");
+        store.put(&Path::from("a.json"), PutPayload::from(full.clone().into_bytes())).await.expect("put");
+        let part = text.len() as u64..full.len() as u64;
+        let (ids, rejected, _) = read_part(store.clone(), "a.json", part, TextFormat::Json).await;
+        assert_eq!(ids, [3]);
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].raw.trim_end(), "me\": \"b\"}");
+        assert_eq!(rejected[0].offset, Some(text.len() as u64));
+
+        // Only the line end was missing: nothing is set aside.
+        let text = "{\"id\": 1}";
+        let full = format!("{text}\n{{\"id\": 2}}\n");
+        store.put(&Path::from("b.json"), PutPayload::from(full.clone().into_bytes())).await.expect("put");
+        let (ids, rejected, _) =
+            read_part(store, "b.json", text.len() as u64..full.len() as u64, TextFormat::Json).await;
+        assert_eq!((ids, rejected.len()), (vec![2], 0));
     }
 
     #[test]

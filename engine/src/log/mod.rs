@@ -359,8 +359,13 @@ mod tests {
 
     fn planned(path: &str) -> Record {
         let pipeline = PipelineName::new("orders").expect("valid");
-        let inputs =
-            vec![InputObject { path: path.into(), size: 3, etag: Some("e".into()), last_modified: Utc::now() }];
+        let inputs = vec![InputObject {
+            path: path.into(),
+            size: 3,
+            etag: Some("e".into()),
+            last_modified: Utc::now(),
+            ..InputObject::default()
+        }];
         Record::Planned(Planned {
             batch_id: BatchId::derive(&pipeline, 1, &inputs),
             pipeline,

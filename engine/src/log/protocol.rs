@@ -153,7 +153,12 @@ mod tests {
                 batch_id: id(),
                 pipeline: PipelineName::new("p").expect("valid"),
                 version: 1,
-                inputs: vec![InputObject { path: "1.csv".into(), size: 1, etag: None, last_modified: at(0) }],
+                inputs: vec![InputObject {
+                    path: "1.csv".into(),
+                    size: 1,
+                    last_modified: at(0),
+                    ..InputObject::default()
+                }],
                 stream: None,
                 at: at(0),
             }));

@@ -515,7 +515,7 @@ mod tests {
             batch_id: id(batch),
             pipeline: PipelineName::new("p").expect("valid"),
             version: 1,
-            inputs: vec![InputObject { path: path.into(), size: 1, etag: None, last_modified: DateTime::UNIX_EPOCH }],
+            inputs: vec![InputObject { path: path.into(), size: 1, ..InputObject::default() }],
             stream: None,
             at: DateTime::UNIX_EPOCH,
         })
@@ -669,7 +669,7 @@ mod tests {
     fn an_abandoned_batch_frees_its_inputs_and_cannot_commit() {
         let abandon = Record::Abandoned(Abandoned { batch_id: id("a"), reason: "changed".into(), at: at(0) });
         let state = log(vec![planned("a", "1.csv"), leased("a", 1, "w", 0, 10), abandon.clone()]);
-        let key = InputObject { path: "1.csv".into(), size: 1, etag: None, last_modified: DateTime::UNIX_EPOCH }.key();
+        let key = InputObject { path: "1.csv".into(), size: 1, ..InputObject::default() }.key();
         assert!(!state.has_seen(&key), "1.csv may be planned again");
         assert!(state.pending().is_empty());
         assert_eq!(state.admits(&committed("a", 1)), Err(Refusal::Abandoned));
