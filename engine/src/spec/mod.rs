@@ -210,6 +210,20 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// How long a lease lasts unless renewed, by default.
 pub const DEFAULT_LEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The shortest `[trigger] poll_interval`: a hundred listings a second at
+/// most, so that a typo such as "1ns" cannot turn an idle controller into
+/// a loop that lists the source as fast as it can.
+pub const MIN_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+/// The shortest `[trigger] reconcile_interval`: the listing it forces is a
+/// safety net for a missed notification, never the way input is found.
+pub const MIN_RECONCILE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+/// The shortest `[trigger] max_wait`: below a millisecond a micro-batch
+/// closes after every message.
+pub const MIN_MAX_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
+/// The shortest `[workers] lease_timeout`: a lease is renewed every third
+/// of it, and a renewal is a write to the checkpoint log.
+pub const MIN_LEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The task queue that default `[workers] task_queue` names.
 pub const DEFAULT_TASK_QUEUE: &str = "sluice.tasks";
 
@@ -390,21 +404,35 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
     let trigger: Option<TriggerSpec> =
         collect(parse_table(&file, "trigger", &section("trigger").unwrap_or_else(empty)), &mut problems);
     if let Some(trigger) = &trigger {
-        if trigger.poll_interval.0.is_zero() {
-            problems.0.push(file.diagnostic(
-                locate_key(file.text(), "trigger.poll_interval"),
+        let floors = [
+            (
                 "trigger.poll_interval",
-                "must be more than 0",
-                Some("an idle controller lists the source this often; \"1s\" is the default".into()),
-            ));
-        }
-        if trigger.reconcile_interval.0.is_zero() {
-            problems.0.push(file.diagnostic(
-                locate_key(file.text(), "trigger.reconcile_interval"),
+                trigger.poll_interval.0,
+                MIN_POLL_INTERVAL,
+                "an idle controller lists the source this often; \"1s\" is the default",
+            ),
+            (
                 "trigger.reconcile_interval",
-                "must be more than 0",
-                Some("a watched folder is listed this often anyway; \"60s\" is the default".into()),
-            ));
+                trigger.reconcile_interval.0,
+                MIN_RECONCILE_INTERVAL,
+                "a watched folder is listed this often anyway; \"60s\" is the default",
+            ),
+            (
+                "trigger.max_wait",
+                trigger.max_wait.0,
+                MIN_MAX_WAIT,
+                "a micro-batch stays open this long after its first message; \"1s\" is the default",
+            ),
+        ];
+        for (path, value, floor, hint) in floors {
+            if value < floor {
+                problems.0.push(file.diagnostic(
+                    locate_key(file.text(), path),
+                    path,
+                    format!("must be at least {}", HumanDuration(floor)),
+                    Some(hint.into()),
+                ));
+            }
         }
         if let Some(url) = &trigger.notifications
             && let Err(message) = split_queue_url(url.get_ref())
@@ -432,11 +460,7 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
                 None,
             ));
         }
-        let zero_stream_limits = [
-            ("max_records", trigger.max_records == 0),
-            ("max_wait", trigger.max_wait.0.is_zero()),
-            ("max_bytes", trigger.max_bytes.0 == 0),
-        ];
+        let zero_stream_limits = [("max_records", trigger.max_records == 0), ("max_bytes", trigger.max_bytes.0 == 0)];
         for (key, zero) in zero_stream_limits {
             if zero {
                 let path = format!("trigger.{key}");
@@ -467,11 +491,11 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
         None => DEFAULT_MAX_ATTEMPTS,
     };
     let lease_timeout = match workers.as_ref().and_then(|w| w.lease_timeout.as_ref()) {
-        Some(lease) if lease.get_ref().0 < std::time::Duration::from_millis(100) => {
+        Some(lease) if lease.get_ref().0 < MIN_LEASE_TIMEOUT => {
             problems.0.push(file.diagnostic(
                 lease.span(),
                 "workers.lease_timeout",
-                "must be at least 100ms",
+                format!("must be at least {}", HumanDuration(MIN_LEASE_TIMEOUT)),
                 Some("a lease is renewed every third of it; \"30s\" is the default".into()),
             ));
             DEFAULT_LEASE_TIMEOUT
