@@ -207,3 +207,39 @@ fn every_truncation_and_mutation_of_the_example_pipelines_is_refused_with_a_loca
     }
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// `sluice validate` on `text`: exit 1 and each of `wanted` (after the
+/// file's path) in stderr.
+fn assert_validate_refuses(text: &str, wanted: &[&str]) {
+    let ws = common::Workspace::new();
+    let pipeline = ws.pipeline(text);
+    let output = common::run(&["validate", &pipeline]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{}", common::printed(&output));
+    for want in wanted {
+        assert!(stderr.contains(&format!("{pipeline}:{want}")), "`{want}` missing in:\n{stderr}");
+    }
+}
+
+#[test]
+fn a_poll_interval_of_a_nanosecond_is_refused() {
+    assert_validate_refuses(
+        "[pipeline]\nname = \"spin\"\n\n[trigger]\npoll_interval = \"1ns\"\nreconcile_interval = \"1ms\"\n\n\
+         [source]\ntype = \"files\"\nurl = \"inbox\"\nformat = \"csv\"\n\n[source.schema]\nid = \"int64\"\n\n\
+         [sink]\ntype = \"files\"\nurl = \"out\"\n",
+        &[
+            "5:1: trigger.poll_interval: must be at least 10ms",
+            "6:1: trigger.reconcile_interval: must be at least 100ms",
+        ],
+    );
+}
+
+#[test]
+fn a_max_wait_under_a_millisecond_is_refused() {
+    assert_validate_refuses(
+        "[pipeline]\nname = \"spin\"\n\n[source]\ntype = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\n\
+         topic = \"orders\"\nformat = \"json\"\n\n[source.schema]\nid = \"int64\"\n\n\
+         [trigger]\nmax_wait = \"1ns\"\n\n[sink]\ntype = \"files\"\nurl = \"out\"\n",
+        &["14:1: trigger.max_wait: must be at least 1ms"],
+    );
+}
