@@ -289,5 +289,7 @@ fn json_logs_at_debug_level_never_show_a_secret_even_escaped() {
     for shown in [secret, escaped.trim_matches('"'), &format!("{secret:?}")] {
         assert!(!stderr.contains(shown.trim_matches('"')), "the secret leaked as {shown}");
     }
-    assert!(stderr.contains("${env:SLUICE_TEST_TOKEN}"), "shown by name instead");
+    // DataFusion's debug lines, which printed the SQL and its plans, are
+    // never written (a plan folds constants into forms no redaction knows).
+    assert!(!stderr.contains("Optimized") && !stderr.contains("SELECT id, amount"), "no plan in the log: {stderr}");
 }

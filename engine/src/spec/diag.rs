@@ -31,9 +31,12 @@ impl fmt::Display for Diagnostic {
         if !self.key_path.is_empty() {
             write!(f, "{}: ", self.key_path)?;
         }
-        write!(f, "{}", self.message)?;
+        // A message of several lines (DataFusion's often are) goes on
+        // indented, so that every line that starts at the margin names a
+        // place in a file.
+        write!(f, "{}", self.message.trim_end().replace('\n', "\n  "))?;
         if let Some(hint) = &self.hint {
-            write!(f, "\n  hint: {hint}")?;
+            write!(f, "\n  hint: {}", hint.trim_end().replace('\n', "\n  "))?;
         }
         Ok(())
     }
@@ -256,6 +259,13 @@ mod tests {
         assert_eq!(file.locate(0), (1, 1));
         assert_eq!(file.locate(6), (2, 1));
         assert_eq!(file.locate(8), (2, 2));
+    }
+
+    #[test]
+    fn indents_the_lines_after_the_first() {
+        let file = SpecFile::new("p.toml", "a = 1\n");
+        let shown = file.diagnostic(0..0, "a", "first\nsecond\n", Some("do\nthis".into())).to_string();
+        assert_eq!(shown, "p.toml:1:1: a: first\n  second\n  hint: do\n  this");
     }
 
     #[test]

@@ -210,6 +210,20 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// How long a lease lasts unless renewed, by default.
 pub const DEFAULT_LEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The shortest `[trigger] poll_interval`: a hundred listings a second at
+/// most, so that a typo such as "1ns" cannot turn an idle controller into
+/// a loop that lists the source as fast as it can.
+pub const MIN_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+/// The shortest `[trigger] reconcile_interval`: the listing it forces is a
+/// safety net for a missed notification, never the way input is found.
+pub const MIN_RECONCILE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+/// The shortest `[trigger] max_wait`: below a millisecond a micro-batch
+/// closes after every message.
+pub const MIN_MAX_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
+/// The shortest `[workers] lease_timeout`: a lease is renewed every third
+/// of it, and a renewal is a write to the checkpoint log.
+pub const MIN_LEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The task queue that default `[workers] task_queue` names.
 pub const DEFAULT_TASK_QUEUE: &str = "sluice.tasks";
 
@@ -275,18 +289,72 @@ impl PipelineSpec {
 
 /// Reads, checks and builds the pipeline in the file at `path`.
 pub fn load(path: &Path, registry: &dyn ConnectorRegistry) -> Result<PipelineSpec, Diagnostics> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let unreadable = |message: String, hint: Option<String>| {
         Diagnostics(vec![Diagnostic {
             file: path.to_path_buf(),
             line: 1,
             column: 1,
             key_path: String::new(),
-            message: format!("cannot read the pipeline file: {e}"),
-            hint: None,
+            message,
+            hint,
+        }])
+    };
+    // The metadata comes first so that a device, a FIFO or a directory is
+    // never opened: reading `/dev/zero` grows without end and opening a
+    // FIFO blocks until something writes to it.
+    let metadata =
+        std::fs::metadata(path).map_err(|e| unreadable(format!("cannot read the pipeline file: {e}"), None))?;
+    if !metadata.is_file() {
+        return Err(unreadable(
+            format!("{} is not a regular file; a pipeline file must be a regular file", path.display()),
+            Some("name the .toml file itself, not a directory, device or pipe".into()),
+        ));
+    }
+    if metadata.len() > MAX_PIPELINE_FILE_BYTES {
+        return Err(unreadable(
+            format!(
+                "{} is {} bytes; a pipeline file may be at most 1 MiB ({MAX_PIPELINE_FILE_BYTES} bytes)",
+                path.display(),
+                metadata.len()
+            ),
+            None,
+        ));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| {
+            // The file may have grown since its metadata was read: one byte
+            // past the limit is enough to tell.
+            std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_PIPELINE_FILE_BYTES + 1), &mut bytes)
+        })
+        .map_err(|e| unreadable(format!("cannot read the pipeline file: {e}"), None))?;
+    if bytes.len() as u64 > MAX_PIPELINE_FILE_BYTES {
+        return Err(unreadable(
+            format!("{} is over 1 MiB; a pipeline file may be at most 1 MiB", path.display()),
+            None,
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        // Point at the first byte that is not UTF-8, counted as the
+        // diagnostics count: lines, then characters.
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let valid = std::str::from_utf8(valid).unwrap_or_default();
+        let line_start = valid.rfind('\n').map_or(0, |i| i + 1);
+        Diagnostics(vec![Diagnostic {
+            file: path.to_path_buf(),
+            line: valid.matches('\n').count() + 1,
+            column: valid[line_start..].chars().count() + 1,
+            key_path: String::new(),
+            message: "the pipeline file is not valid UTF-8".into(),
+            hint: Some("save it as UTF-8 text".into()),
         }])
     })?;
     parse(SpecFile::new(path, text), registry)
 }
+
+/// The largest pipeline file `load` reads: far more than any pipeline
+/// needs, small enough that a wrong path cannot fill memory.
+pub const MAX_PIPELINE_FILE_BYTES: u64 = 1 << 20;
 
 /// Reads, checks and builds the pipeline in `file`.
 pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<PipelineSpec, Diagnostics> {
@@ -336,21 +404,35 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
     let trigger: Option<TriggerSpec> =
         collect(parse_table(&file, "trigger", &section("trigger").unwrap_or_else(empty)), &mut problems);
     if let Some(trigger) = &trigger {
-        if trigger.poll_interval.0.is_zero() {
-            problems.0.push(file.diagnostic(
-                locate_key(file.text(), "trigger.poll_interval"),
+        let floors = [
+            (
                 "trigger.poll_interval",
-                "must be more than 0",
-                Some("an idle controller lists the source this often; \"1s\" is the default".into()),
-            ));
-        }
-        if trigger.reconcile_interval.0.is_zero() {
-            problems.0.push(file.diagnostic(
-                locate_key(file.text(), "trigger.reconcile_interval"),
+                trigger.poll_interval.0,
+                MIN_POLL_INTERVAL,
+                "an idle controller lists the source this often; \"1s\" is the default",
+            ),
+            (
                 "trigger.reconcile_interval",
-                "must be more than 0",
-                Some("a watched folder is listed this often anyway; \"60s\" is the default".into()),
-            ));
+                trigger.reconcile_interval.0,
+                MIN_RECONCILE_INTERVAL,
+                "a watched folder is listed this often anyway; \"60s\" is the default",
+            ),
+            (
+                "trigger.max_wait",
+                trigger.max_wait.0,
+                MIN_MAX_WAIT,
+                "a micro-batch stays open this long after its first message; \"1s\" is the default",
+            ),
+        ];
+        for (path, value, floor, hint) in floors {
+            if value < floor {
+                problems.0.push(file.diagnostic(
+                    locate_key(file.text(), path),
+                    path,
+                    format!("must be at least {}", HumanDuration(floor)),
+                    Some(hint.into()),
+                ));
+            }
         }
         if let Some(url) = &trigger.notifications
             && let Err(message) = split_queue_url(url.get_ref())
@@ -378,11 +460,7 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
                 None,
             ));
         }
-        let zero_stream_limits = [
-            ("max_records", trigger.max_records == 0),
-            ("max_wait", trigger.max_wait.0.is_zero()),
-            ("max_bytes", trigger.max_bytes.0 == 0),
-        ];
+        let zero_stream_limits = [("max_records", trigger.max_records == 0), ("max_bytes", trigger.max_bytes.0 == 0)];
         for (key, zero) in zero_stream_limits {
             if zero {
                 let path = format!("trigger.{key}");
@@ -413,11 +491,11 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
         None => DEFAULT_MAX_ATTEMPTS,
     };
     let lease_timeout = match workers.as_ref().and_then(|w| w.lease_timeout.as_ref()) {
-        Some(lease) if lease.get_ref().0 < std::time::Duration::from_millis(100) => {
+        Some(lease) if lease.get_ref().0 < MIN_LEASE_TIMEOUT => {
             problems.0.push(file.diagnostic(
                 lease.span(),
                 "workers.lease_timeout",
-                "must be at least 100ms",
+                format!("must be at least {}", HumanDuration(MIN_LEASE_TIMEOUT)),
                 Some("a lease is renewed every third of it; \"30s\" is the default".into()),
             ));
             DEFAULT_LEASE_TIMEOUT
