@@ -30,6 +30,10 @@ pub struct PipelineStatus {
     pub abandoned_batches: u64,
     /// Input files the source has that no batch holds yet.
     pub new_files: u64,
+    /// Names in the source folder passed over because they cannot be
+    /// read (not UTF-8, a tab or newline, a symbolic link that loops or
+    /// leads out of the folder); each is named in a warning.
+    pub skipped_names: u64,
     /// Input not yet committed, in `lag_unit`: new files and those of
     /// pending, running and failed batches; for a stream, messages on the
     /// broker after the log's positions (AMQP: ready in the queue).
@@ -95,6 +99,7 @@ pub async fn pipeline_status(spec: &PipelineSpec) -> Result<PipelineStatus> {
         failed: Vec::new(),
         abandoned_batches: 0,
         new_files: 0,
+        skipped_names: 0,
         lag: 0,
         lag_unit: "files",
         positions: Vec::new(),
@@ -137,6 +142,7 @@ pub async fn pipeline_status(spec: &PipelineSpec) -> Result<PipelineStatus> {
         SourceConnector::Objects(source) => {
             let discovered = source.discover().await?;
             status.new_files = discovered.iter().filter(|input| !state.has_seen(&input.key())).count() as u64;
+            status.skipped_names = source.skipped_names();
             status.lag = status.new_files + state.files_waiting() as u64;
         }
         SourceConnector::Stream(source) => {
@@ -160,7 +166,7 @@ impl PipelineStatus {
     /// The readable form: one `key  value` line each.
     pub fn to_text(&self) -> String {
         let last = self.last_commit_at.map_or_else(|| "never".to_string(), |at| at.to_rfc3339());
-        let rows: [(&str, String); 17] = [
+        let rows: [(&str, String); 18] = [
             ("pipeline", self.pipeline.clone()),
             ("version", self.version.to_string()),
             ("checkpoint", self.checkpoint.clone()),
@@ -170,6 +176,7 @@ impl PipelineStatus {
             ("failed_batches", self.failed_batches.to_string()),
             ("abandoned_batches", self.abandoned_batches.to_string()),
             ("new_files", self.new_files.to_string()),
+            ("skipped_names", self.skipped_names.to_string()),
             ("lag", format!("{} {}", self.lag, self.lag_unit)),
             ("files_committed", self.files_committed.to_string()),
             ("rows_read", self.rows_read.to_string()),

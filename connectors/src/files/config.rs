@@ -52,6 +52,10 @@ pub struct FilesSourceConfig {
     pub delimiter: Option<Spanned<String>>,
     /// Column names and types in file order; inferred when absent.
     pub schema: Option<Spanned<SchemaSpec>>,
+    /// Local folders only: follow symbolic links whose target lies outside
+    /// the folder (default false: such a link is skipped with a warning;
+    /// links within the folder are always followed).
+    pub follow_symlinks: Option<Spanned<bool>>,
 }
 
 fn default_pattern() -> Spanned<String> {

@@ -10,6 +10,7 @@
 //! notifications.
 
 mod config;
+mod listing;
 mod partition;
 mod sink;
 mod source;
