@@ -375,6 +375,14 @@ pub trait Source: Send + Sync + fmt::Debug {
     /// `(key, value)` lines that `sluice explain` shows; no secrets.
     fn describe(&self) -> Vec<(&'static str, String)>;
 
+    /// How many names the last [`Source::discover`] passed over because
+    /// they cannot be read (not UTF-8, a control character, a link that
+    /// loops or leads out of the source), each with a warning, while it
+    /// listed the rest. Sources that skip nothing keep the default.
+    fn skipped_names(&self) -> u64 {
+        0
+    }
+
     /// Starts watching the source for new input, where the store can tell
     /// (a local folder's file-system notifications). `None`: it cannot, and
     /// the controller lists it every `[trigger] poll_interval`.

@@ -5,6 +5,63 @@ use datafusion::prelude::DataFrame;
 
 use crate::Result;
 
+/// The stack of every thread that plans or runs a transform. Planning
+/// and running recurse once for each level an expression nests (a chain
+/// `a OR b OR c ...` nests once a term), so the stack bounds how deep
+/// the SQL may be: [`MAX_SQL_DEPTH`] levels fit with room to spare. Only
+/// the pages a thread touches are ever mapped in.
+pub const STACK_SIZE: usize = 64 * 1024 * 1024;
+
+/// How deep an expression of the transform may nest once its chains of
+/// `OR` and `AND` are balanced (see [`plan_transform`]): a chain such as
+/// `a + b + ...` of this many terms still plans and runs on a
+/// [`STACK_SIZE`] stack, with a wide margin.
+pub const MAX_SQL_DEPTH: usize = 5_000;
+
+/// Refuses SQL that nests deeper than [`MAX_SQL_DEPTH`]: planning it
+/// could overflow the stack. SQL that does not parse passes here, and is
+/// reported where it is planned.
+pub fn check_depth(sql: &str) -> std::result::Result<(), String> {
+    use std::ops::ControlFlow;
+
+    use datafusion::sql::parser::{DFParser, Statement};
+    use datafusion::sql::sqlparser::ast::{Expr, Visit, Visitor};
+
+    /// The current and the deepest nesting of expressions seen.
+    struct Depth {
+        now: usize,
+        deepest: usize,
+    }
+    impl Visitor for Depth {
+        type Break = ();
+        fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+            self.now += 1;
+            self.deepest = self.deepest.max(self.now);
+            // Deeper than this is refused anyway: no need to walk on.
+            if self.now > MAX_SQL_DEPTH { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        }
+        fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+            self.now -= 1;
+            ControlFlow::Continue(())
+        }
+    }
+    let Ok(mut statements) = DFParser::parse_sql(sql) else { return Ok(()) };
+    let mut depth = Depth { now: 0, deepest: 0 };
+    for statement in &mut statements {
+        if let Statement::Statement(statement) = statement {
+            let _ = datafusion::sql::sqlparser::ast::VisitMut::visit(statement.as_mut(), &mut ChainBalancer);
+            let _ = statement.visit(&mut depth);
+        }
+    }
+    match depth.deepest > MAX_SQL_DEPTH {
+        true => Err(format!(
+            "an expression nests more than {MAX_SQL_DEPTH} levels deep (a chain of that many terms such as \
+             `a + b + ...`), more than a worker can plan"
+        )),
+        false => Ok(()),
+    }
+}
+
 /// The name of the table the transform reads.
 pub const INPUT_TABLE: &str = "input";
 
@@ -27,8 +84,85 @@ pub fn query_only() -> SQLOptions {
 }
 
 /// Plans the transform over the table `input` already registered in `ctx`.
+///
+/// Long chains of `OR` or of `AND` are planned as balanced trees of the
+/// same terms in the same order (`a OR b OR c OR d` as `(a OR b) OR (c OR
+/// d)`), which gives the same rows: DataFusion's planning is recursive and
+/// quadratic in how deep an expression nests, so a chain of 4,000 terms
+/// would take minutes to plan and a deep stack to run.
 pub async fn plan_transform(ctx: &SessionContext, sql: Option<&str>) -> Result<DataFrame> {
-    Ok(ctx.sql_with_options(sql.unwrap_or(IDENTITY_SQL), query_only()).await?)
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let mut statement = state.sql_to_statement(sql.unwrap_or(IDENTITY_SQL), &dialect)?;
+    if let datafusion::sql::parser::Statement::Statement(inner) = &mut statement {
+        let _ = datafusion::sql::sqlparser::ast::VisitMut::visit(inner.as_mut(), &mut ChainBalancer);
+    }
+    let plan = state.statement_to_plan(statement).await?;
+    query_only().verify_plan(&plan)?;
+    Ok(ctx.execute_logical_plan(plan).await?)
+}
+
+/// Chains shorter than this are left as written.
+const SHORTEST_CHAIN_BALANCED: usize = 64;
+
+/// Rebuilds each long chain of one of `OR` and `AND` as a balanced tree.
+struct ChainBalancer;
+
+impl datafusion::sql::sqlparser::ast::VisitorMut for ChainBalancer {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, expr: &mut SqlExpr) -> std::ops::ControlFlow<()> {
+        if let SqlExpr::BinaryOp { op: op @ (BinaryOperator::Or | BinaryOperator::And), .. } = expr {
+            let op = op.clone();
+            let mut terms = Vec::new();
+            chain_terms(std::mem::replace(expr, SqlExpr::value(Value::Null)), &op, &mut terms);
+            *expr = match terms.len() < SHORTEST_CHAIN_BALANCED {
+                true => left_deep(terms, &op),
+                false => balanced(terms, &op),
+            };
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+}
+
+use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr as SqlExpr, Value};
+
+/// The terms of the chain of `op` that `expr` is, in order, without
+/// recursing down the chain (a chain is left-deep as parsed).
+fn chain_terms(expr: SqlExpr, op: &BinaryOperator, terms: &mut Vec<SqlExpr>) {
+    let mut rights = Vec::new();
+    let mut left = expr;
+    loop {
+        match left {
+            SqlExpr::BinaryOp { left: l, op: o, right } if &o == op => {
+                rights.push(*right);
+                left = *l;
+            }
+            other => {
+                terms.push(other);
+                break;
+            }
+        }
+    }
+    // A right operand may be a chain of its own (`a OR (b OR c)` is
+    // parsed with `Nested`, so only a chain built by hand gets here).
+    terms.extend(rights.into_iter().rev());
+}
+
+/// `terms` joined by `op` as the parser builds them: left-deep.
+fn left_deep(terms: Vec<SqlExpr>, op: &BinaryOperator) -> SqlExpr {
+    let mut terms = terms.into_iter();
+    let first = terms.next().unwrap_or(SqlExpr::value(Value::Null));
+    terms.fold(first, |left, right| SqlExpr::BinaryOp { left: Box::new(left), op: op.clone(), right: Box::new(right) })
+}
+
+/// `terms` joined by `op` as a balanced tree, in order.
+fn balanced(mut terms: Vec<SqlExpr>, op: &BinaryOperator) -> SqlExpr {
+    if terms.len() <= 1 {
+        return terms.pop().unwrap_or(SqlExpr::value(Value::Null));
+    }
+    let right = terms.split_off(terms.len() / 2);
+    SqlExpr::BinaryOp { left: Box::new(balanced(terms, op)), op: op.clone(), right: Box::new(balanced(right, op)) }
 }
 
 use std::sync::Arc;

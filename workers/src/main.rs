@@ -21,14 +21,26 @@ use tokio::sync::watch;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format.unwrap_or_else(LogFormat::detect));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let stack = sql::STACK_SIZE;
+    let runtime = match tokio::runtime::Builder::new_multi_thread().thread_stack_size(stack).enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    // The commands run on a thread of their own, not on `main`: validate
+    // and explain plan the SQL there, and planning recurses as deep as the
+    // SQL nests, so it needs the stack every runtime thread has.
+    let commands = std::thread::Builder::new()
+        .name("sluice".into())
+        .stack_size(stack)
+        .spawn(move || runtime.block_on(dispatch(cli.command)));
+    let outcome = match commands {
+        Ok(handle) => handle.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the command panicked"))),
+        Err(error) => Err(anyhow::Error::new(error).context("cannot start the command's thread")),
+    };
+    match outcome {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -40,6 +40,10 @@ pub struct PipelineStatus {
     /// Files listed now that changed since they were planned and that
     /// `on_change = "ignore"` leaves unread.
     pub ignored_inputs: u64,
+    /// Names in the source folder passed over because they cannot be
+    /// read (not UTF-8, a tab or newline, a symbolic link that loops or
+    /// leads out of the folder); each is named in a warning.
+    pub skipped_names: u64,
     /// Input not yet committed, in `lag_unit`: new files and those of
     /// pending, running and failed batches; for a stream, messages on the
     /// broker after the log's positions (AMQP: ready in the queue).
@@ -108,6 +112,7 @@ pub async fn pipeline_status(spec: &PipelineSpec) -> Result<PipelineStatus> {
         appended_inputs: 0,
         rewritten_inputs: 0,
         ignored_inputs: 0,
+        skipped_names: 0,
         lag: 0,
         lag_unit: "files",
         positions: Vec::new(),
@@ -150,6 +155,7 @@ pub async fn pipeline_status(spec: &PipelineSpec) -> Result<PipelineStatus> {
     match &spec.source {
         SourceConnector::Objects(source) => {
             let found = unseen(source.discover().await?, state);
+            status.skipped_names = source.skipped_names();
             let changed = found.changed.len() as u64;
             match source.on_change() {
                 OnChange::Ignore => (status.new_files, status.ignored_inputs) = (found.new.len() as u64, changed),
@@ -194,7 +200,7 @@ impl PipelineStatus {
     /// The readable form: one `key  value` line each.
     pub fn to_text(&self) -> String {
         let last = self.last_commit_at.map_or_else(|| "never".to_string(), |at| at.to_rfc3339());
-        let rows: [(&str, String); 20] = [
+        let rows: [(&str, String); 21] = [
             ("pipeline", self.pipeline.clone()),
             ("version", self.version.to_string()),
             ("checkpoint", self.checkpoint.clone()),
@@ -207,6 +213,7 @@ impl PipelineStatus {
             ("appended_inputs", self.appended_inputs.to_string()),
             ("rewritten_inputs", self.rewritten_inputs.to_string()),
             ("ignored_inputs", self.ignored_inputs.to_string()),
+            ("skipped_names", self.skipped_names.to_string()),
             ("lag", format!("{} {}", self.lag, self.lag_unit)),
             ("files_committed", self.files_committed.to_string()),
             ("rows_read", self.rows_read.to_string()),

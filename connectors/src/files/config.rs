@@ -59,6 +59,10 @@ pub struct FilesSourceConfig {
     /// again).
     #[serde(default)]
     pub on_change: OnChange,
+    /// Local folders only: follow symbolic links whose target lies outside
+    /// the folder (default false: such a link is skipped with a warning;
+    /// links within the folder are always followed).
+    pub follow_symlinks: Option<Spanned<bool>>,
 }
 
 fn default_pattern() -> Spanned<String> {

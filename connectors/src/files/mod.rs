@@ -12,6 +12,7 @@
 mod config;
 mod footer;
 mod infer;
+mod listing;
 mod partition;
 mod sink;
 mod source;

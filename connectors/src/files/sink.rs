@@ -2,13 +2,19 @@
 //! and moves them to their final names once the batch is committed.
 //!
 //! ```text
-//! <sink>/_sluice/staging/<token>.part-<batch id>-0.parquet              staged (invisible)
-//! <sink>/_sluice/staging/<token>/country=FR/part-<batch id>-0.parquet   staged, partitioned
+//! <sink>/_sluice/staging/<token>.part-<batch id>-0.parquet.staged              staged (invisible)
+//! <sink>/_sluice/staging/<token>/country=FR/part-<batch id>-0.parquet.staged   staged, partitioned
 //!                      │ publish, after the commit record
 //!                      ▼
-//! <sink>/part-<batch id>-0.parquet                                     final
+//! <sink>/part-<batch id>-0.parquet                                            final
 //! <sink>/country=FR/part-<batch id>-0.parquet
 //! ```
+//!
+//! A staged name ends in `.staged`, so that no reader's glob for the data
+//! (`out/**/*.parquet` in DuckDB or Polars, which do not skip folders
+//! named `_sluice`) matches a file that is not committed. Files staged
+//! without the suffix, by earlier versions, are still published and
+//! discarded.
 //!
 //! A file at the sink's top is staged beside the others, its name prefixed
 //! with the token, not in a folder of its own: on a local disk a folder
@@ -38,6 +44,9 @@ use super::writer::{Encoding, FileWriter, io_error};
 
 /// The folder below the sink that holds what is not yet committed.
 const STAGING: &str = "_sluice/staging";
+
+/// What a staged file's name ends in: no data glob matches it.
+const STAGED_SUFFIX: &str = ".staged";
 
 /// The compressions a Parquet sink accepts.
 const COMPRESSIONS: &str = "zstd, snappy, gzip, lz4, brotli, none";
@@ -138,10 +147,27 @@ impl FilesSink {
 
     /// Where an attempt stages its output `relative`.
     fn staged_path(&self, token: &str, relative: &str) -> Result<Path> {
+        self.unsuffixed_staged_path(token, &format!("{relative}{STAGED_SUFFIX}"))
+    }
+
+    /// Where earlier versions staged the output `relative`: the same name
+    /// without the suffix.
+    fn unsuffixed_staged_path(&self, token: &str, relative: &str) -> Result<Path> {
         match relative.contains('/') {
             true => below(&self.staging_root(token), relative),
             false => below(&self.path(STAGING), &format!("{token}.{relative}")),
         }
+    }
+
+    /// The places the output `relative` of `token` may be staged at, the
+    /// current one first, then those of earlier versions: without the
+    /// suffix, and (a top-level file) in a folder of the token's own.
+    fn staged_candidates(&self, token: &str, relative: &str) -> Result<Vec<Path>> {
+        let mut candidates = vec![self.staged_path(token, relative)?, self.unsuffixed_staged_path(token, relative)?];
+        if !relative.contains('/') {
+            candidates.push(below(&self.staging_root(token), relative)?);
+        }
+        Ok(candidates)
     }
 
     fn path(&self, relative: &str) -> Path {
@@ -314,14 +340,14 @@ impl Sink for FilesSink {
     }
 
     async fn publish(&self, staged: &Staged) -> Result<()> {
-        let root = self.staging_root(&staged.token);
         for output in &staged.outputs {
-            let from = self.staged_path(&staged.token, &output.path)?;
             let to = below(&self.prefix, &output.path)?;
-            let mut moved = self.store.rename(&from, &to).await;
-            if matches!(moved, Err(object_store::Error::NotFound { .. })) && !output.path.contains('/') {
-                // Staged in a folder of its own, as earlier versions staged every file.
-                moved = self.store.rename(&below(&root, &output.path)?, &to).await;
+            let mut moved = Err(object_store::Error::NotFound { path: to.to_string(), source: "not staged".into() });
+            for from in self.staged_candidates(&staged.token, &output.path)? {
+                moved = self.store.rename(&from, &to).await;
+                if !matches!(moved, Err(object_store::Error::NotFound { .. })) {
+                    break;
+                }
             }
             match moved {
                 Ok(()) => {}

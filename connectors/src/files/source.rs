@@ -3,6 +3,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
@@ -28,6 +29,7 @@ use sluice_engine::{Error, Result};
 
 use super::config::{FilesSourceConfig, InputFormat};
 use super::footer;
+use super::listing::{Warned, list_folder};
 use super::streamed::{Compression, ObjectsPartition, TextFormat};
 use crate::formats::records::CsvRecords;
 
@@ -43,6 +45,12 @@ pub struct FilesSource {
     delimiter: u8,
     schema: Option<SchemaRef>,
     on_change: OnChange,
+    /// `[source] follow_symlinks`: follow links out of a local folder.
+    follow_symlinks: bool,
+    /// The names the last listing skipped.
+    skipped: AtomicU64,
+    /// The skipped names warned about already.
+    warned: Warned,
 }
 
 impl FilesSource {
@@ -111,6 +119,13 @@ impl FilesSource {
             }
             None => None,
         };
+        if config.follow_symlinks.is_some() && location.as_ref().is_some_and(|location| !location.is_local()) {
+            problems.0.push(component.error(
+                "follow_symlinks",
+                "applies to a local folder only: an object store has no symbolic links",
+                Some("remove it".into()),
+            ));
+        }
         let opened = location.as_ref().and_then(|location| {
             location.open().map_err(|e| problems.0.push(component.error("url", e.to_string(), None))).ok()
         });
@@ -131,6 +146,9 @@ impl FilesSource {
             delimiter,
             schema,
             on_change: config.on_change,
+            follow_symlinks: config.follow_symlinks.is_some_and(|follow| *follow.get_ref()),
+            skipped: AtomicU64::new(0),
+            warned: Warned::default(),
         })
     }
 
@@ -374,8 +392,27 @@ impl Source for FilesSource {
                 folder.components().collect::<std::path::PathBuf>().display()
             )));
         }
-        let listed: Vec<ObjectMeta> = self.store.list(Some(&self.prefix)).try_collect().await?;
+        let listed: Vec<ObjectMeta> = match self.location.local_path() {
+            Some(folder) => {
+                let (prefix, follow) = (self.prefix.clone(), self.follow_symlinks);
+                let local_error = |source: Box<dyn std::error::Error + Send + Sync>| {
+                    Error::Storage(object_store::Error::Generic { store: "LocalFileSystem", source })
+                };
+                let listing = tokio::task::spawn_blocking(move || list_folder(&folder, &prefix, follow))
+                    .await
+                    .map_err(|e| local_error(e.into()))?
+                    .map_err(|e| local_error(e.into()))?;
+                self.warned.warn(&listing.skipped);
+                self.skipped.store(listing.skipped.len() as u64, Ordering::Relaxed);
+                listing.objects
+            }
+            None => self.store.list(Some(&self.prefix)).try_collect().await?,
+        };
         Ok(listed.into_iter().filter_map(|meta| self.input_of(meta)).collect())
+    }
+
+    fn skipped_names(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
     }
 
     async fn lookup(&self, bucket: &str, key: &str) -> Result<Option<InputObject>> {

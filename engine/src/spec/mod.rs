@@ -470,6 +470,16 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
     }
     let transform: Option<TransformSection> =
         collect(parse_table(&file, "transform", &section("transform").unwrap_or_else(empty)), &mut problems);
+    if let Some(sql) = transform.as_ref().and_then(|t| t.sql.as_ref())
+        && let Err(message) = crate::sql::check_depth(sql.get_ref())
+    {
+        problems.0.push(file.diagnostic(
+            sql.span(),
+            "transform.sql",
+            message,
+            Some("split the chain into parts, e.g. with parentheses or a subquery".into()),
+        ));
+    }
     let checkpoint: Option<CheckpointSection> =
         collect(parse_table(&file, "checkpoint", &section("checkpoint").unwrap_or_else(empty)), &mut problems);
     let workers: Option<WorkersSection> =
