@@ -184,7 +184,12 @@ fn two_controllers_racing_on_a_bucket_killed_four_times_land_every_row_once() {
     let s3 = S3::new("race");
     let ws = Workspace::new();
     let pipeline =
-        ws.pipeline(&pipeline(&s3, "[trigger]\nmax_files_per_batch = 1\n\n[workers]\nlease_timeout = \"1s\"\n"));
+        // A killed attempt counts toward max_attempts: eight kills may land
+        // on one batch's attempts, which must not fail it.
+        ws.pipeline(&pipeline(
+            &s3,
+            "[trigger]\nmax_files_per_batch = 1\n\n[workers]\nlease_timeout = \"1s\"\nmax_attempts = 40\n",
+        ));
     let mut rng = Rng::new();
     let rows = 400;
     let mut files = 0;
