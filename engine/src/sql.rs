@@ -256,3 +256,52 @@ pub async fn plan_pipeline(
     }
     Ok(Some((frame, input)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(op: &str, terms: usize) -> String {
+        let terms: Vec<String> = (0..terms).map(|i| format!("id = {i}")).collect();
+        format!("SELECT id FROM input WHERE {}", terms.join(op))
+    }
+
+    #[test]
+    fn a_chain_of_or_is_measured_once_balanced_and_a_chain_of_plus_as_written() {
+        assert_eq!(check_depth(&chain(" OR ", 50_000)), Ok(()));
+        assert_eq!(check_depth(&chain(" AND ", 50_000)), Ok(()));
+        let sum = vec!["id"; MAX_SQL_DEPTH + 10].join(" + ");
+        assert!(check_depth(&format!("SELECT {sum} FROM input")).is_err());
+        assert_eq!(check_depth("SELEC nonsense"), Ok(()), "reported where it is planned");
+    }
+
+    #[tokio::test]
+    async fn a_balanced_chain_keeps_the_rows_and_a_short_one_its_shape() {
+        let ctx = session(1);
+        let table = datafusion::datasource::MemTable::try_new(
+            Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+                "id",
+                arrow::datatypes::DataType::Int64,
+                false,
+            )])),
+            vec![vec![
+                arrow::record_batch::RecordBatch::try_new(
+                    Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+                        "id",
+                        arrow::datatypes::DataType::Int64,
+                        false,
+                    )])),
+                    vec![Arc::new(arrow::array::Int64Array::from_iter_values(0..1000))],
+                )
+                .expect("batch"),
+            ]],
+        )
+        .expect("table");
+        ctx.register_table(INPUT_TABLE, Arc::new(table)).expect("register");
+        let rows = plan_transform(&ctx, Some(&chain(" OR ", 300))).await.expect("plan").count().await.expect("run");
+        assert_eq!(rows, 300);
+        let short = plan_transform(&ctx, Some("SELECT id = 1 OR id = 2 OR id = 3 FROM input")).await.expect("plan");
+        let name = short.schema().field(0).name().clone();
+        assert_eq!(name, "input.id = Int64(1) OR input.id = Int64(2) OR input.id = Int64(3)");
+    }
+}
