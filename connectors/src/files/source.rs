@@ -17,7 +17,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::execution::context::SessionState;
 use datafusion::physical_plan::streaming::PartitionStream;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use globset::{GlobBuilder, GlobMatcher};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt};
@@ -32,6 +32,9 @@ use super::footer;
 use super::listing::{Warned, list_folder};
 use super::streamed::{Compression, ObjectsPartition, TextFormat};
 use crate::formats::records::CsvRecords;
+
+/// Tail digests read at once while planning.
+const DIGESTS_AT_ONCE: usize = 16;
 
 /// Reads files under a location.
 #[derive(Debug)]
@@ -467,9 +470,19 @@ impl Source for FilesSource {
         if self.on_change != OnChange::Append {
             return Ok(());
         }
-        // One small ranged GET an object; planning is rare next to reading.
-        for input in inputs.iter_mut().filter(|input| self.appendable(&input.path)) {
-            input.tail_sha256 = self.digest(&input.path, input.tail_range(), input.etag.as_deref()).await?;
+        // One small ranged GET an object, several at once: a backlog of
+        // thousands of new files is fingerprinted in one planning pass.
+        let wanted: Vec<usize> = (0..inputs.len()).filter(|&i| self.appendable(&inputs[i].path)).collect();
+        let reads: Vec<_> = wanted
+            .iter()
+            .map(|&i| {
+                let input = &inputs[i];
+                self.digest(&input.path, input.tail_range(), input.etag.as_deref())
+            })
+            .collect();
+        let digests: Vec<Option<String>> = futures::stream::iter(reads).buffered(DIGESTS_AT_ONCE).try_collect().await?;
+        for (i, digest) in wanted.into_iter().zip(digests) {
+            inputs[i].tail_sha256 = digest;
         }
         Ok(())
     }
