@@ -87,13 +87,15 @@ def workspace(root, name, inbox, dispatch_queue):
 def env():
     e = dict(os.environ)
     e["SLUICE_LOG"] = "info"
+    # Controller and workers share a task key, as in production.
+    e["SLUICE_TASK_KEY"] = "bench-task-key-0123456789abcdef"
     return e
 
 
-def worker(sluice, queue, idle="1s"):
+def worker(sluice, queue, pipelines, idle="1s"):
     return subprocess.Popen([sluice, "--log-format", "json", "worker", "--tasks", BROKER, "--queue", queue,
-                             "--idle-timeout", idle], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=env(), text=True)
+                             "--pipelines", pipelines, "--idle-timeout", idle], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env(), text=True)
 
 
 def wait_for_line(stream, needle):
@@ -114,7 +116,7 @@ def cold_start(sluice, root):
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env(), text=True)
         wait_for_line(controller.stderr, "task sent")
         started = time.perf_counter()
-        w = worker(sluice, queue)
+        w = worker(sluice, queue, ws)
         wait_for_line(w.stderr, "batch committed")
         times.append(time.perf_counter() - started)
         w.stderr.read()
@@ -132,8 +134,8 @@ def throughput(sluice, root, inbox, workers, runs=3):
         ws, path = workspace(root, f"tp{workers}-{run}", inbox, queue)
         started = time.perf_counter()
         controller = subprocess.Popen([sluice, "run", path, "--until-caught-up"], stdout=subprocess.PIPE,
-                                      stderr=subprocess.DEVNULL, text=True)
-        pool = [worker(sluice, queue) for _ in range(workers)]
+                                      stderr=subprocess.DEVNULL, env=env(), text=True)
+        pool = [worker(sluice, queue, ws) for _ in range(workers)]
         out, _ = controller.communicate()
         times.append(time.perf_counter() - started)
         if controller.returncode != 0 or " 0 batches" in out:

@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 use sluice_engine::batch::{BatchId, InputObject, PipelineName};
-use sluice_engine::log::{CheckpointLog, Committed, Leased, Planned, Record};
+use sluice_engine::log::{CheckpointLog, Committed, Leased, Planned, RanBy, Record};
 use sluice_engine::sink::{OutputObject, Staged};
 use sluice_engine::storage::StorageLocation;
 
@@ -59,6 +59,11 @@ pub fn batch_records(n: u64) -> [Record; 3] {
         dead_letters: None,
         rows_dead_lettered: 0,
         source_positions: vec![],
+        ran_by: Some(RanBy {
+            worker: "bench-host:4242:0123456789abcdef".into(),
+            host: "bench-host".into(),
+            task_key: Some("0123456789abcdef".into()),
+        }),
         at: Utc::now(),
     });
     [planned, leased, committed]

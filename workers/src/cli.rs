@@ -72,19 +72,45 @@ pub enum Command {
         /// the files behind, labelled by pipeline.
         #[arg(long, value_name = "HOST:PORT")]
         metrics_addr: Option<SocketAddr>,
+        /// With [workers] dispatch: a file holding the task key that signs
+        /// each task (its first line), instead of SLUICE_TASK_KEY.
+        #[arg(long, value_name = "FILE")]
+        task_key_file: Option<PathBuf>,
     },
     /// Take batches from a task queue and run them: an ephemeral worker.
     ///
     /// A controller whose pipeline has [workers] dispatch = "amqp://..."
     /// publishes one task per batch; any number of `sluice worker`s, on any
     /// machines that reach the broker and the pipeline's storage, run them.
-    /// Each task carries its pipeline file, whose ${env:NAME} values come
-    /// from this worker's environment. A task is acknowledged once its
+    /// A task names a pipeline, the SHA-256 of its file and a batch, and is
+    /// signed with the task key. The worker runs it only if the signature
+    /// is made by one of its keys, the pipeline is one of the files in
+    /// --pipelines with that SHA-256, and that pipeline's own log planned
+    /// the batch with the same inputs; any other task goes to
+    /// `<queue>.dead`, the reason in its `sluice-refused` header. Settings,
+    /// storage and ${env:NAME} values all come from this worker's files and
+    /// environment, never from a task. A task is acknowledged once its
     /// batch is committed; a worker killed mid-batch leaves the task to
     /// another, which takes the batch over when the lease runs out. Exits
     /// 0 after --idle-timeout without a task: run it from a KEDA ScaledJob
     /// (deploy/ has one) and no worker exists while the queue is empty.
     Worker {
+        /// The folder (or s3://, gs://, az:// prefix) of the pipeline files
+        /// this worker may run: the same files the controller runs. Read
+        /// again when a task names one it does not have.
+        #[arg(long, env = "SLUICE_PIPELINES", value_name = "DIR_OR_URL")]
+        pipelines: String,
+        /// A file holding task keys, one a line (a Kubernetes or Docker
+        /// secret); may be given more than once. With SLUICE_TASK_KEY, the
+        /// keys a task's signature may be made with: give workers a new key
+        /// beside the old before switching the controller to it. Read again
+        /// when a task is signed with a key the worker does not know.
+        #[arg(long, value_name = "FILE")]
+        task_key_file: Vec<PathBuf>,
+        /// Run tasks that carry no signature (signed ones are still
+        /// checked). Only for a broker no one else can publish to.
+        #[arg(long)]
+        insecure_unsigned_tasks: bool,
         /// The broker, as amqp://USER:PASSWORD@HOST:PORT/VHOST (vhost `/`
         /// is `%2f`). Read from SLUICE_TASKS when not given, so that the
         /// password stays off the command line.

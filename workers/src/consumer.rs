@@ -3,11 +3,16 @@
 //! for its idle timeout.
 //!
 //! ```text
-//! consume (prefetch N) ─► task ─► load its pipeline (cached) ─► run_batch ─► committed ─► ack
-//!                          │ unreadable, or the pipeline does not load ─► reject: <queue>.dead
-//!                          └ held by another worker ─► wait for its lease, then take it over or skip
+//! consume (prefetch N) ─► task ─► signed with a task key? ─► a pipeline of --pipelines, same sha256?
+//!   ─► the batch pending in that pipeline's own log, with the same inputs? ─► run_batch ─► committed ─► ack
+//!   │ any check fails, or the pipeline does not load ─► moved to <queue>.dead, the reason in a header
+//!   └ held by another worker ─► wait for its lease, then take it over or skip
 //! no task for --idle-timeout ─► exit 0
 //! ```
+//!
+//! Nothing a task says reaches a setting: the worker takes the pipeline,
+//! its storage, its endpoints and its log from its own files, and from the
+//! task only which batch to run, which must be one that log planned.
 //!
 //! A task is acknowledged only once its batch is settled in the log:
 //! committed (by this worker or another), failed for good, or abandoned.
@@ -16,14 +21,13 @@
 //! runs out; the log keeps the output exactly once.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
+use lapin::options::{BasicAckOptions, BasicNackOptions};
 use sluice_connectors::Registry;
 use sluice_engine::log::CheckpointLog;
 use sluice_engine::spec::{PipelineSpec, SpecFile};
@@ -32,11 +36,13 @@ use tokio::sync::{Mutex, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::catalogue::Catalogue;
 use crate::controller::backoff;
 use crate::logging;
 use crate::metrics::{self, CommittedBatch};
-use crate::tasks::{Task, TaskQueue, dead_queue, shown_url};
-use crate::worker::{BatchOutcome, batch_span, owner_id, run_batch};
+use crate::task_keys::{KEY_ID_HEADER, KeySources, SIGNATURE_HEADER, TaskKey, Unsigned, verify};
+use crate::tasks::{Task, TaskQueue, dead_queue, header, shown_url};
+use crate::worker::{BatchOutcome, batch_span, owner_id, ran_by, run_batch};
 
 /// How `sluice worker` runs.
 #[derive(Debug, Clone)]
@@ -49,6 +55,12 @@ pub struct WorkerOptions {
     pub idle_timeout: Duration,
     /// Tasks held (and run) at once.
     pub prefetch: u16,
+    /// The folder or bucket prefix of the pipeline files it may run.
+    pub pipelines: String,
+    /// Where its task keys come from.
+    pub keys: KeySources,
+    /// Run tasks that carry no signature.
+    pub insecure_unsigned_tasks: bool,
 }
 
 /// What one `sluice worker` did.
@@ -74,8 +86,18 @@ pub struct WorkerSummary {
     pub rejected: u64,
 }
 
-/// Pipelines met so far, by file and text, each with its open log.
-type Pipelines = Arc<Mutex<HashMap<(PathBuf, String), Loaded>>>;
+/// What every task's handling shares.
+struct Shared {
+    /// The operator's pipeline files.
+    catalogue: Mutex<Catalogue>,
+    /// Pipelines loaded so far, by name and file SHA-256, each with its open log.
+    loaded: Mutex<HashMap<(String, String), Loaded>>,
+    /// The task keys, and where they come from.
+    keys: Mutex<Vec<TaskKey>>,
+    key_sources: KeySources,
+    insecure_unsigned_tasks: bool,
+    queue: TaskQueue,
+}
 
 #[derive(Clone)]
 struct Loaded {
@@ -96,14 +118,38 @@ pub async fn serve(options: WorkerOptions, mut stop: watch::Receiver<bool>) -> R
     sluice_engine::spec::check_broker_url(&options.tasks).map_err(|message| {
         Error::Config(format!("--tasks {message}; write it as amqp://USER:PASSWORD@HOST:5672/%2f"))
     })?;
+    if !options.keys.any() && !options.insecure_unsigned_tasks {
+        return Err(Error::Config(
+            "no task key: give the worker the controller's key in SLUICE_TASK_KEY or --task-key-file FILE \
+             (or start it with --insecure-unsigned-tasks to run unsigned tasks, on a broker only you can \
+             publish to)"
+                .into(),
+        ));
+    }
+    let keys = options.keys.load().map_err(Error::Config)?;
+    if options.insecure_unsigned_tasks {
+        tracing::warn!("--insecure-unsigned-tasks: tasks without a signature are run");
+    }
+    let catalogue = Catalogue::open(&options.pipelines).await.map_err(Error::Config)?;
+    if catalogue.is_empty() {
+        tracing::warn!("{} holds no pipeline file yet; every task will be refused until it does", options.pipelines);
+    }
     let owner = owner_id();
     let queue = TaskQueue::connect(&options.tasks, &options.queue).await?;
     let mut consumer = queue.consume(options.prefetch.max(1), &owner).await?;
     tracing::info!(
         queue = %options.queue, broker = %shown_url(&options.tasks), worker = %owner,
+        pipelines = catalogue.len(), task_keys = keys.len(),
         "waiting for tasks; exiting after {} without one", humantime::format_duration(options.idle_timeout)
     );
-    let pipelines: Pipelines = Arc::default();
+    let shared = Arc::new(Shared {
+        catalogue: Mutex::new(catalogue),
+        loaded: Mutex::default(),
+        keys: Mutex::new(keys),
+        key_sources: options.keys.clone(),
+        insecure_unsigned_tasks: options.insecure_unsigned_tasks,
+        queue,
+    });
     let mut running: JoinSet<Handled> = JoinSet::new();
     let mut summary = WorkerSummary::default();
     let idle = tokio::time::sleep(options.idle_timeout);
@@ -118,8 +164,8 @@ pub async fn serve(options: WorkerOptions, mut stop: watch::Receiver<bool>) -> R
                     summary.tasks += 1;
                     // Each task is its own worker in the log: two copies of
                     // one batch in this process never share a lease.
-                    let (pipelines, queue_name, stop) = (pipelines.clone(), options.queue.clone(), stop.clone());
-                    running.spawn(async move { handle(delivery, &pipelines, &owner_id(), &queue_name, stop).await });
+                    let (shared, stop) = (shared.clone(), stop.clone());
+                    running.spawn(async move { handle(delivery, &shared, stop).await });
                 }
                 Some(Err(error)) => {
                     // The connection is gone: the broker gives the tasks in
@@ -157,11 +203,11 @@ pub async fn serve(options: WorkerOptions, mut stop: watch::Receiver<bool>) -> R
         if !consuming && !cancelled {
             // No new task starts; tasks sent to this worker and not yet
             // started go back to the queue.
-            let _ = queue.cancel(&owner).await;
+            let _ = shared.queue.cancel(&owner).await;
             cancelled = true;
         }
     }
-    queue.close().await;
+    shared.queue.close().await;
     match failure {
         Some(error) => Err(error),
         None => Ok(summary),
@@ -182,32 +228,49 @@ fn count(summary: &mut WorkerSummary, outcome: Option<BatchOutcome>, files: usiz
     }
 }
 
-/// Runs one task to its end and acknowledges it, or rejects it into the
-/// dead queue if it cannot be run at all.
-async fn handle(
-    delivery: Delivery,
-    pipelines: &Pipelines,
-    owner: &str,
-    queue: &str,
-    mut stop: watch::Receiver<bool>,
-) -> Handled {
-    let message_id = delivery.properties.message_id().as_ref().map(ToString::to_string).unwrap_or_default();
+/// Runs one task to its end and acknowledges it, or moves it to the dead
+/// queue if any check fails or it cannot be run at all.
+async fn handle(delivery: Delivery, shared: &Shared, mut stop: watch::Receiver<bool>) -> Handled {
+    let message_id: String = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|id| id.as_str().chars().filter(|c| c.is_ascii_graphic()).take(64).collect())
+        .unwrap_or_default();
+    let task_key = match check_signature(&delivery, shared).await {
+        Ok(key) => key,
+        Err(reason) => return refuse(&delivery, shared, &message_id, &reason).await,
+    };
     let task = match Task::from_json(&delivery.data) {
         Ok(task) => task,
-        Err(reason) => return reject(&delivery, queue, &message_id, &reason).await,
+        Err(reason) => return refuse(&delivery, shared, &message_id, &reason).await,
     };
-    let loaded = match load(pipelines, &task).await {
+    let loaded = match load(shared, &task).await {
         Ok(loaded) => loaded,
-        Err(Unloadable::Pipeline(reason)) => return reject(&delivery, queue, &message_id, &reason).await,
+        Err(Unloadable::Pipeline(reason)) => return refuse(&delivery, shared, &message_id, &reason).await,
         Err(Unloadable::Log(reason)) => {
-            // Storage that fails for a while: another try, a little later.
+            // The operator's storage fails for a while: another try, a
+            // little later.
             tracing::warn!(message_id, "handing the task back to the queue in {REQUEUE_AFTER:?}: {reason}");
             tokio::time::sleep(REQUEUE_AFTER).await;
             return requeue(&delivery).await;
         }
     };
+    // The batch is run as this pipeline's own log planned it; the task
+    // only names it.
+    let planned = match planned_batch(&loaded, &task).await {
+        Ok(planned) => planned,
+        Err(Unloadable::Pipeline(reason)) => return refuse(&delivery, shared, &message_id, &reason).await,
+        Err(Unloadable::Log(reason)) => {
+            tracing::warn!(message_id, "handing the task back to the queue in {REQUEUE_AFTER:?}: {reason}");
+            tokio::time::sleep(REQUEUE_AFTER).await;
+            return requeue(&delivery).await;
+        }
+    };
+    let task = Task { batch: planned, ..task };
+    let owner = ran_by(task_key);
     let (spec, log) = (&loaded.spec, &loaded.log);
-    let span = batch_span(spec, &task.batch, owner);
+    let span = batch_span(spec, &task.batch, &owner.worker);
     let ran = async {
         let mut failures = 0;
         loop {
@@ -217,7 +280,7 @@ async fn handle(
                 // Spawned, so that a panic ends this attempt and not the
                 // task: the task is then rejected, never left unsettled.
                 Ok(_) => {
-                    let (spec, log, batch, owner) = (spec.clone(), log.clone(), task.batch.clone(), owner.to_string());
+                    let (spec, log, batch, owner) = (spec.clone(), log.clone(), task.batch.clone(), owner.clone());
                     tokio::spawn(async move { run_batch(&spec, &log, &batch, &owner, None).await }.in_current_span())
                         .await
                         .unwrap_or_else(|error| Err(Error::Panicked(crate::controller::panic_message(error))))
@@ -328,7 +391,7 @@ async fn handle(
                 Handled::Done(Some(outcome), files)
             }
             Ran::Stopped => requeue(&delivery).await,
-            Ran::Unknown(reason) => reject(&delivery, queue, &message_id, &reason).await,
+            Ran::Unknown(reason) => refuse(&delivery, shared, &message_id, &reason).await,
         }
     }
     .instrument(span.clone())
@@ -365,43 +428,105 @@ async fn requeue(delivery: &Delivery) -> Handled {
     Handled::Requeued
 }
 
+/// The id of the key that signed the task, `None` for an unsigned task
+/// this worker may run; or why the task is refused.
+async fn check_signature(delivery: &Delivery, shared: &Shared) -> Result<Option<String>, String> {
+    let signature = header(delivery, SIGNATURE_HEADER);
+    let key_id = header(delivery, KEY_ID_HEADER);
+    let mut keys = shared.keys.lock().await;
+    if keys.is_empty() && shared.insecure_unsigned_tasks {
+        return Ok(None);
+    }
+    match verify(&keys, &delivery.data, signature, key_id) {
+        Ok(id) => Ok(Some(id)),
+        Err(Unsigned::Missing) if shared.insecure_unsigned_tasks => Ok(None),
+        Err(Unsigned::Missing) => Err(Unsigned::Missing.to_string()),
+        Err(bad) => {
+            // A key added to the worker's key file since it started.
+            match shared.key_sources.load() {
+                Ok(reloaded)
+                    if reloaded.len() != keys.len()
+                        || reloaded.iter().zip(keys.iter()).any(|(a, b)| a.id() != b.id()) =>
+                {
+                    *keys = reloaded;
+                    verify(&keys, &delivery.data, signature, key_id).map(Some).map_err(|bad| bad.to_string())
+                }
+                _ => Err(bad.to_string()),
+            }
+        }
+    }
+}
+
 /// Why a task's pipeline could not be loaded.
 enum Unloadable {
-    /// The file does not load here: no other try will help.
+    /// The task does not match what this worker may run: no other try
+    /// will help.
     Pipeline(String),
     /// The checkpoint log cannot be read now.
     Log(String),
 }
 
-/// The pipeline of `task`, loaded once per worker, with its log open.
-async fn load(pipelines: &Pipelines, task: &Task) -> Result<Loaded, Unloadable> {
-    let key = (task.file.clone(), task.spec.clone());
-    let mut pipelines = pipelines.lock().await;
-    if let Some(loaded) = pipelines.get(&key) {
-        return Ok(loaded.clone());
+/// The pipeline `task` names, from this worker's own files, loaded once
+/// per worker with its log open.
+async fn load(shared: &Shared, task: &Task) -> Result<Loaded, Unloadable> {
+    let entry = shared.catalogue.lock().await.find(&task.pipeline, &task.sha256).await.map_err(Unloadable::Pipeline)?;
+    let key = (task.pipeline.clone(), task.sha256.to_ascii_lowercase());
+    let mut loaded = shared.loaded.lock().await;
+    if let Some(found) = loaded.get(&key) {
+        return Ok(found.clone());
     }
-    let file = SpecFile::new(task.file.clone(), task.spec.as_str());
-    let spec = sluice_engine::spec::parse(file, &Registry)
-        .map_err(|problems| Unloadable::Pipeline(format!("its pipeline does not load here:\n{problems}")))?;
+    let file = SpecFile::new(entry.path.clone(), entry.text.clone());
+    let spec = sluice_engine::spec::parse(file, &Registry).map_err(|problems| {
+        Unloadable::Pipeline(format!("its pipeline {} does not load here:\n{problems}", entry.path.display()))
+    })?;
     logging::redact_with(spec.file.clone());
     let log = CheckpointLog::open(&spec.checkpoint, &spec.name).await.map_err(|e| {
         let message = format!("cannot open the checkpoint log: {}", spec.file.redact(&e.to_string()));
         if e.is_retryable() { Unloadable::Log(message) } else { Unloadable::Pipeline(message) }
     })?;
     metrics::register(spec.name.as_str());
-    let loaded = Loaded { spec: Arc::new(spec), log: Arc::new(Mutex::new(log)) };
-    pipelines.insert(key, loaded.clone());
-    Ok(loaded)
+    let found = Loaded { spec: Arc::new(spec), log: Arc::new(Mutex::new(log)) };
+    loaded.insert(key, found.clone());
+    Ok(found)
 }
 
-/// Sends the task to the dead queue, saying why in the log.
-async fn reject(delivery: &Delivery, queue: &str, message_id: &str, reason: &str) -> Handled {
+/// The batch `task` names as this pipeline's log planned it: the task
+/// must name a batch the log knows, with the same inputs.
+async fn planned_batch(loaded: &Loaded, task: &Task) -> Result<sluice_engine::batch::Batch, Unloadable> {
+    let mut log = loaded.log.lock().await;
+    log.refresh().await.map_err(|e| {
+        let message = format!("cannot read the checkpoint log: {}", loaded.spec.file.redact(&e.to_string()));
+        if e.is_retryable() { Unloadable::Log(message) } else { Unloadable::Pipeline(message) }
+    })?;
+    let Some(entry) = log.state().batch(&task.batch.id) else {
+        return Err(Unloadable::Pipeline(format!(
+            "batch {} is not in the checkpoint log at {} of this worker's pipeline {}; does this worker see the \
+             controller's storage at the same path?",
+            task.batch.id, loaded.spec.checkpoint, loaded.spec.name
+        )));
+    };
+    let planned = entry.batch();
+    if planned.inputs != task.batch.inputs || planned.stream != task.batch.stream {
+        return Err(Unloadable::Pipeline(format!(
+            "the task's inputs are not those the log planned for batch {}: {} files in the task, {} planned",
+            task.batch.id,
+            task.batch.inputs.len(),
+            planned.inputs.len()
+        )));
+    }
+    Ok(planned)
+}
+
+/// Moves the task to the dead queue, the reason in a header and in the
+/// worker's log.
+async fn refuse(delivery: &Delivery, shared: &Shared, message_id: &str, reason: &str) -> Handled {
     tracing::error!(
         message_id,
         redelivered = delivery.redelivered,
-        "cannot run the task; it goes to the queue {}: {reason}",
-        dead_queue(queue)
+        "refused a task; it goes to the queue {}: {reason}",
+        dead_queue(shared.queue.name())
     );
-    let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
+    metrics::task_refused();
+    shared.queue.refuse(delivery, reason).await;
     Handled::Rejected
 }

@@ -34,15 +34,17 @@ use crate::changes;
 use crate::metrics::{self, CommittedBatch};
 use crate::progress::Progress;
 use crate::wake::Wake;
-use crate::worker::{BatchOutcome, batch_span, owner_id, run_batch};
+use crate::worker::{BatchOutcome, batch_span, ran_by, run_batch};
 
 /// How `sluice run` behaves.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Process everything pending, then return.
     pub until_caught_up: bool,
     /// Show a progress bar.
     pub progress: bool,
+    /// With `[workers] dispatch`: where the key that signs tasks comes from.
+    pub task_keys: crate::task_keys::KeySources,
 }
 
 /// What one `sluice run` did.
@@ -101,7 +103,7 @@ async fn run_here(
     log: Arc<Mutex<CheckpointLog>>,
     mut wake: Wake,
 ) -> Result<RunSummary> {
-    let owner = owner_id();
+    let owner = ran_by(None);
     let mut summary = RunSummary::default();
     // Batches not to run before a moment: held by another worker, or
     // backing off after a failed attempt.
@@ -112,7 +114,7 @@ async fn run_here(
         if *stop.borrow() {
             break;
         }
-        let Some(pending) = plan_pass(&spec, &log, options, &mut wake, &mut storage_failures, &mut stop).await? else {
+        let Some(pending) = plan_pass(&spec, &log, &options, &mut wake, &mut storage_failures, &mut stop).await? else {
             continue;
         };
         progress.set_work(summary.batches, pending.len() as u64);
@@ -136,7 +138,7 @@ async fn run_here(
             .take_while(|_| futures::future::ready(!*stop.borrow()))
             .map(|batch| {
                 let (spec, log, owner) = (spec.clone(), log.clone(), owner.clone());
-                let span = batch_span(&spec, &batch, &owner);
+                let span = batch_span(&spec, &batch, &owner.worker);
                 // Spawned, so that batches run at once on every core, not
                 // taking turns on the thread that drives this loop.
                 let (spawned, spawned_span) = (batch.clone(), span.clone());
@@ -243,7 +245,7 @@ async fn run_here(
 pub(crate) async fn plan_pass(
     spec: &PipelineSpec,
     log: &Mutex<CheckpointLog>,
-    options: RunOptions,
+    options: &RunOptions,
     wake: &mut Wake,
     failures: &mut u32,
     stop: &mut watch::Receiver<bool>,

@@ -44,6 +44,17 @@ pub(crate) async fn run(
     dispatch: &Dispatch,
 ) -> Result<RunSummary> {
     let shown = shown_url(&dispatch.url);
+    // Tasks are signed with the first key; without one they go unsigned,
+    // and only workers started with --insecure-unsigned-tasks run them.
+    let key = options.task_keys.load().map_err(sluice_engine::Error::Config)?.into_iter().next();
+    match &key {
+        Some(key) => tracing::info!(pipeline = %spec.name, task_key = key.id(), "tasks are signed"),
+        None => tracing::warn!(
+            pipeline = %spec.name,
+            "no task key (SLUICE_TASK_KEY or --task-key-file): tasks go unsigned, and only workers started with \
+             --insecure-unsigned-tasks run them"
+        ),
+    }
     let mut queue: Option<TaskQueue> = None;
     let mut failures = 0;
     let mut broker_failures = 0;
@@ -59,7 +70,7 @@ pub(crate) async fn run(
         if *stop.borrow() {
             break;
         }
-        let Some(pending) = plan_pass(&spec, &log, options, &mut wake, &mut failures, &mut stop).await? else {
+        let Some(pending) = plan_pass(&spec, &log, &options, &mut wake, &mut failures, &mut stop).await? else {
             continue;
         };
         let pending_ids: HashSet<&BatchId> = pending.iter().map(|batch| &batch.id).collect();
@@ -87,7 +98,7 @@ pub(crate) async fn run(
             if let Some(connected) = &queue {
                 for batch in unsent {
                     let id = batch.id.clone();
-                    if let Err(error) = connected.publish(&Task::new(&spec, batch)).await {
+                    if let Err(error) = connected.publish(&Task::new(&spec, batch), key.as_ref()).await {
                         broker_failures += 1;
                         if options.until_caught_up && broker_failures >= TRANSIENT_ATTEMPTS {
                             return Err(error);

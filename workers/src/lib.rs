@@ -3,6 +3,7 @@
 //! worker` that takes it from there, and the commands of the `sluice`
 //! binary.
 
+pub mod catalogue;
 mod changes;
 pub mod cli;
 pub mod consumer;
@@ -14,6 +15,7 @@ pub mod metrics;
 pub mod progress;
 pub mod status;
 mod stream;
+pub mod task_keys;
 pub mod tasks;
 mod wake;
 pub mod worker;

@@ -15,6 +15,7 @@ use sluice_workers::consumer::{self, WorkerOptions};
 use sluice_workers::controller::{self, RunOptions};
 use sluice_workers::logging::LogFormat;
 use sluice_workers::maintenance::{self, RetryTarget};
+use sluice_workers::task_keys::KeySources;
 use sluice_workers::{load_pipeline, logging, metrics, status, tasks};
 use tokio::sync::watch;
 
@@ -53,18 +54,30 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Validate { files } => validate(&files).await,
         Command::Explain { file } => explain(&file).await,
-        Command::Run { file, until_caught_up, metrics_addr } => {
+        Command::Run { file, until_caught_up, metrics_addr, task_key_file } => {
             if let Some(addr) = metrics_addr {
                 metrics::serve(addr)?;
             }
             let progress = until_caught_up && std::io::IsTerminal::is_terminal(&std::io::stderr());
-            run(&file, RunOptions { until_caught_up, progress }).await
+            let task_keys = KeySources::from_env(task_key_file.into_iter().collect());
+            run(&file, RunOptions { until_caught_up, progress, task_keys }).await
         }
-        Command::Worker { tasks, queue, idle_timeout, prefetch, metrics_addr } => {
+        Command::Worker {
+            tasks,
+            queue,
+            idle_timeout,
+            prefetch,
+            metrics_addr,
+            pipelines,
+            task_key_file,
+            insecure_unsigned_tasks,
+        } => {
             if let Some(addr) = metrics_addr {
                 metrics::serve(addr)?;
             }
-            worker(WorkerOptions { tasks, queue, idle_timeout, prefetch }).await
+            let keys = KeySources::from_env(task_key_file);
+            worker(WorkerOptions { tasks, queue, idle_timeout, prefetch, pipelines, keys, insecure_unsigned_tasks })
+                .await
         }
         Command::Status { file, json } => show_status(&file, json).await,
         Command::Retry { file, batch, failed: _ } => {

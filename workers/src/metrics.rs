@@ -43,6 +43,7 @@ pub fn serve(addr: SocketAddr) -> anyhow::Result<()> {
     describe_counter!("sluice_rows_dead_lettered_total", "Malformed records written to the dead letters.");
     describe_counter!("sluice_bytes_read_total", "Bytes of the input files of committed batches.");
     describe_histogram!("sluice_batch_duration_seconds", "Time from a batch's lease to its publish.");
+    describe_counter!("sluice_tasks_refused_total", "Tasks `sluice worker` refused into the dead queue.");
     describe_gauge!("sluice_pending_batches", "Batches planned and not yet committed or failed.");
     describe_gauge!("sluice_source_lag", "Input files found and not yet committed.");
     Ok(())
@@ -99,6 +100,12 @@ pub fn attempt_failed(pipeline: &str, gave_up: bool) {
     if gave_up {
         counter!("sluice_batches_failed_total", &label).increment(1);
     }
+}
+
+/// Counts a task refused into the dead queue (not labelled by pipeline:
+/// a refused task's pipeline name is whatever its sender wrote).
+pub fn task_refused() {
+    counter!("sluice_tasks_refused_total").increment(1);
 }
 
 /// Sets the backlog: batches pending and input files behind.

@@ -2,65 +2,116 @@
 //! `[workers] dispatch`, and what `sluice worker` consumes.
 //!
 //! A task is one durable, persistent message per batch, its `message_id`
-//! the batch id, its body a [`Task`]: the pipeline file as written (its
-//! `${env:...}` placeholders unfilled, so no secret travels through the
-//! broker; each worker fills them from its own environment) and the batch.
-//! Tasks that cannot be read or whose pipeline does not load are rejected
-//! into `<queue>.dead`, where they stay for a person to look at.
+//! the batch id, its body a [`Task`]: the pipeline's name, the SHA-256 of
+//! its file as the controller loaded it, and the batch. It carries no
+//! pipeline text, no location and no setting: a worker runs only the
+//! pipelines an operator gave it (`--pipelines`), and only a batch its
+//! own copy's log has planned with the same inputs. The body is signed
+//! with HMAC-SHA256 under the task key (see [`crate::task_keys`]).
+//! Tasks a worker refuses go to `<queue>.dead`, the reason in the
+//! [`REASON_HEADER`] header, where they stay for a person to look at.
 
-use std::path::PathBuf;
-
+use lapin::message::Delivery;
 use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 use serde::{Deserialize, Serialize};
 use sluice_engine::batch::Batch;
-use sluice_engine::spec::PipelineSpec;
+use sluice_engine::spec::{PipelineSpec, text_sha256};
 use sluice_engine::{Error, Result};
+
+use crate::task_keys::{KEY_ID_HEADER, SIGNATURE_HEADER, TaskKey};
+
+/// The header of a refused task in the dead queue that says why.
+pub const REASON_HEADER: &str = "sluice-refused";
 
 /// What a worker needs to run one batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Task {
     /// The format of this message: [`Task::FORMAT`].
     pub format: String,
-    /// `[pipeline] name`, for logs.
+    /// `[pipeline] name`.
     pub pipeline: String,
-    /// The pipeline file's path: relative paths in it are resolved against
-    /// its folder, on the worker's machine as on the controller's.
-    pub file: PathBuf,
-    /// The pipeline file's text, placeholders unfilled.
-    pub spec: String,
+    /// The hex SHA-256 of the pipeline file's text as the controller
+    /// loaded it.
+    pub sha256: String,
     /// The batch, as planned in the log.
     pub batch: Batch,
 }
 
 impl Task {
     /// The task format this build reads and writes.
-    pub const FORMAT: &'static str = "sluice.task.v1";
+    pub const FORMAT: &'static str = "sluice.task.v2";
+    /// The format of earlier versions, which carried the pipeline's text.
+    pub const FORMAT_WITH_TEXT: &'static str = "sluice.task.v1";
 
     /// The task of running `batch` of `spec`.
     pub fn new(spec: &PipelineSpec, batch: Batch) -> Self {
-        let file = std::path::absolute(spec.file.path()).unwrap_or_else(|_| spec.file.path().to_path_buf());
         Task {
             format: Self::FORMAT.to_string(),
             pipeline: spec.name.to_string(),
-            file,
-            spec: spec.file.text().to_string(),
+            sha256: text_sha256(spec.file.text()),
             batch,
         }
     }
 
-    /// Reads a message's body.
+    /// Reads a message's body. The reason it gives for a body that is
+    /// not a task never quotes the body.
     pub fn from_json(body: &[u8]) -> Result<Self, String> {
-        let task: Task = serde_json::from_slice(body).map_err(|e| format!("not a sluice task: {e}"))?;
-        if task.format != Self::FORMAT {
-            return Err(format!("task format {:?}; this sluice reads {:?}", task.format, Self::FORMAT));
+        #[derive(Deserialize)]
+        struct Format {
+            format: String,
+        }
+        let format = serde_json::from_slice::<Format>(body)
+            .map_err(|e| format!("not a sluice task: {}", without_quotes(&e.to_string())))?
+            .format;
+        if format == Self::FORMAT_WITH_TEXT {
+            return Err(format!(
+                "the task carries its pipeline's text (format {format}), which no worker runs any more: a worker \
+                 runs only the pipelines of its --pipelines folder; upgrade the controller that sent it"
+            ));
+        }
+        if format != Self::FORMAT {
+            let shown: String = format.chars().filter(|c| c.is_ascii_graphic()).take(40).collect();
+            return Err(format!("task format {shown:?}; this sluice reads {:?}", Self::FORMAT));
+        }
+        let task: Task = serde_json::from_slice(body)
+            .map_err(|e| format!("not a sluice task: {}", without_quotes(&e.to_string())))?;
+        let valid_name = !task.pipeline.is_empty()
+            && task.pipeline.len() <= 64
+            && task.pipeline.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !valid_name {
+            return Err("the task names no valid pipeline ([a-z0-9_-]+)".into());
+        }
+        if task.sha256.len() != 64 || !task.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("the task's sha256 is not a hex SHA-256".into());
         }
         Ok(task)
     }
+}
+
+/// A parser's message about a body, without the text it quotes from it
+/// (a forged body may hold anything).
+fn without_quotes(message: &str) -> String {
+    let mut out = String::new();
+    let mut quoted = false;
+    for c in message.chars() {
+        match c {
+            '`' | '"' => {
+                quoted = !quoted;
+                if quoted {
+                    out.push_str("`…`");
+                }
+            }
+            c if !quoted => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// A connection to the broker, with the task queue declared.
@@ -116,25 +167,52 @@ impl TaskQueue {
         &self.queue
     }
 
-    /// Publishes `task` and waits until the broker has it on disk.
-    pub async fn publish(&self, task: &Task) -> Result<()> {
+    /// Publishes `task`, signed with `key` when there is one, and waits
+    /// until the broker has it on disk.
+    pub async fn publish(&self, task: &Task, key: Option<&TaskKey>) -> Result<()> {
         let body = serde_json::to_vec(task).map_err(|e| Error::Broker(format!("cannot encode the task: {e}")))?;
+        let mut headers = FieldTable::default();
+        if let Some(key) = key {
+            headers.insert(SIGNATURE_HEADER.into(), AMQPValue::LongString(key.sign(&body).into()));
+            headers.insert(KEY_ID_HEADER.into(), AMQPValue::LongString(key.id().into()));
+        }
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_message_id(task.batch.id.to_string().as_str().into())
             .with_content_type("application/json".into())
-            .with_type(Task::FORMAT.into());
+            .with_type(Task::FORMAT.into())
+            .with_headers(headers);
+        self.send(&self.queue, &body, properties).await
+    }
+
+    async fn send(&self, queue: &str, body: &[u8], properties: BasicProperties) -> Result<()> {
         let confirm = self
             .channel
-            .basic_publish("".into(), self.queue.as_str().into(), BasicPublishOptions::default(), &body, properties)
+            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), body, properties)
             .await
             .map_err(|e| broker("cannot publish a task", &e))?
             .await
             .map_err(|e| broker("the broker did not confirm a task", &e))?;
-        if confirm.is_ack() {
-            Ok(())
-        } else {
-            Err(Error::Broker(format!("the broker refused the task of batch {}", task.batch.id)))
+        if confirm.is_ack() { Ok(()) } else { Err(Error::Broker(format!("the broker refused a message to {queue}"))) }
+    }
+
+    /// Moves a refused task to the dead queue with `reason` in its
+    /// [`REASON_HEADER`] header, then acknowledges it: it is never handed
+    /// out again. If the dead queue cannot take it, the task is rejected
+    /// and the broker dead-letters it without the header.
+    pub async fn refuse(&self, delivery: &Delivery, reason: &str) {
+        let mut properties = delivery.properties.clone();
+        let mut headers = properties.headers().clone().unwrap_or_default();
+        headers.insert(REASON_HEADER.into(), AMQPValue::LongString(reason.into()));
+        properties = properties.with_headers(headers);
+        match self.send(&dead_queue(&self.queue), &delivery.data, properties).await {
+            Ok(()) => {
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+            }
+            Err(error) => {
+                tracing::warn!("cannot move the task to {}, rejecting it: {error}", dead_queue(&self.queue));
+                let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
+            }
         }
     }
 
@@ -161,9 +239,19 @@ impl TaskQueue {
     }
 
     /// Closes the connection; unacknowledged tasks go back to the queue.
-    pub async fn close(self) {
+    pub async fn close(&self) {
         let _ = self.channel.close(200, "bye".into()).await;
         let _ = self.connection.close(200, "bye".into()).await;
+    }
+}
+
+/// The text of header `name` of `delivery`, if it is a string.
+pub fn header<'a>(delivery: &'a Delivery, name: &str) -> Option<&'a str> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get(&ShortString::from(name))? {
+        AMQPValue::LongString(text) => std::str::from_utf8(text.as_bytes()).ok(),
+        AMQPValue::ShortString(text) => Some(text.as_str()),
+        _ => None,
     }
 }
 
@@ -228,5 +316,18 @@ mod tests {
         let error = Task::from_json(body).expect_err("refused");
         assert!(error.contains("sluice.task.v9"), "{error}");
         assert!(Task::from_json(b"{}").is_err());
+        let with_text = br#"{"format":"sluice.task.v1","pipeline":"p","spec":"x","batch":{"id":"x","inputs":[]}}"#;
+        assert!(Task::from_json(with_text).expect_err("refused").contains("--pipelines"));
+        let sha = "a".repeat(64);
+        let extra = format!(
+            r#"{{"format":"sluice.task.v2","pipeline":"p","sha256":"{sha}","batch":{{"id":"x","inputs":[]}},"spec":"x"}}"#
+        );
+        assert!(Task::from_json(extra.as_bytes()).expect_err("refused").contains("unknown field"));
+        let good = format!(
+            r#"{{"format":"sluice.task.v2","pipeline":"p","sha256":"{sha}","batch":{{"id":"x","inputs":[]}}}}"#
+        );
+        assert_eq!(Task::from_json(good.as_bytes()).expect("a task").pipeline, "p");
+        let bad_name = good.replace(r#""p""#, r#""../etc""#);
+        assert!(Task::from_json(bad_name.as_bytes()).is_err());
     }
 }

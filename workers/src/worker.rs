@@ -29,7 +29,7 @@ use futures::FutureExt;
 use sluice_engine::batch::Batch;
 use sluice_engine::failpoint;
 use sluice_engine::log::{
-    Abandoned, Appended, CheckpointLog, Claim, Committed, Failed, Leased, Record, Refusal, claim, gives_up,
+    Abandoned, Appended, CheckpointLog, Claim, Committed, Failed, Leased, RanBy, Record, Refusal, claim, gives_up,
 };
 use sluice_engine::sink::{Attempt, Staged};
 use sluice_engine::source::{Input, ReadTally, Rejected, SourceConnector};
@@ -81,13 +81,23 @@ pub enum BatchOutcome {
 
 /// Who a worker is in the log: `host:pid:random`, unique per process.
 pub fn owner_id() -> String {
-    let host = std::env::var("HOSTNAME")
+    format!("{}:{}:{}", host_name(), std::process::id(), sluice_engine::sink::unique_suffix())
+}
+
+/// This machine's host name, as owner ids and commit records show it.
+pub fn host_name() -> String {
+    std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
-    format!("{host}:{}:{}", std::process::id(), sluice_engine::sink::unique_suffix())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Who runs a batch here: a new owner id on this host, and the id of the
+/// key that signed its task, if it came from a task queue.
+pub fn ran_by(task_key: Option<String>) -> RanBy {
+    RanBy { worker: owner_id(), host: host_name(), task_key }
 }
 
 /// How often a retryable error is tried again inside one attempt.
@@ -105,9 +115,10 @@ pub async fn run_batch(
     spec: &PipelineSpec,
     log: &Arc<Mutex<CheckpointLog>>,
     batch: &Batch,
-    owner: &str,
+    ran_by: &RanBy,
     in_hand: Option<&[Message]>,
 ) -> Result<BatchOutcome> {
+    let owner = ran_by.worker.as_str();
     let attempt_no = match lease(spec, log, batch, owner).await? {
         Ok(attempt) => attempt,
         Err(outcome) => return Ok(outcome),
@@ -119,7 +130,7 @@ pub async fn run_batch(
     let tries = async {
         let mut tries = 1;
         loop {
-            match attempt(spec, log, batch, attempt_no, &fenced, in_hand).await {
+            match attempt(spec, log, batch, ran_by, attempt_no, &fenced, in_hand).await {
                 Err(error) if error.is_retryable() && tries < TRANSIENT_TRIES => {
                     let wait = Duration::from_millis(500 << tries);
                     tracing::warn!("retrying in {wait:?}: {}", spec.file.redact(&error.to_string()));
@@ -286,6 +297,7 @@ async fn attempt(
     spec: &PipelineSpec,
     log: &Mutex<CheckpointLog>,
     batch: &Batch,
+    ran_by: &RanBy,
     attempt_no: u32,
     fenced: &AtomicBool,
     in_hand: Option<&[Message]>,
@@ -328,6 +340,7 @@ async fn attempt(
             Some(StreamInputs::Kafka { ranges }) => ranges.clone(),
             _ => Vec::new(),
         },
+        ran_by: Some(ran_by.clone()),
         at: Utc::now(),
     });
     // Ok(Ok(())) once the log holds this attempt's commit.

@@ -8,66 +8,14 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
-use common::{Workspace, parquet_rows, printed, sluice};
-use lapin::options::{BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use common::tasks::{TASK_KEY, TestQueue, broker, controller, finish, runtime, wait_for_tasks, worker};
+use common::{Workspace, parquet_rows, sluice};
 use sluice_engine::log::CheckpointLog;
+use sluice_workers::task_keys::KeySources;
 use sluice_workers::tasks::{Task, TaskQueue, dead_queue};
-
-fn broker() -> String {
-    std::env::var("SLUICE_TEST_AMQP").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
-}
-
-/// A queue of this test's own, so that tests running at once and earlier
-/// runs never share tasks; deleted when dropped.
-struct TestQueue(String);
-
-impl TestQueue {
-    fn new(test: &str) -> Self {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
-        let name = format!("sluice.test.{test}.{}.{nanos}", std::process::id());
-        // Fail early, and say how to start the broker.
-        runtime().block_on(async {
-            if let Err(error) = TaskQueue::connect(&broker(), &name).await {
-                panic!("these tests need RabbitMQ at {}: {error}\nstart it with scripts/start-rabbitmq.sh", broker());
-            }
-        });
-        TestQueue(name)
-    }
-
-    /// Messages ready in `queue`.
-    fn ready(queue: &str) -> u32 {
-        runtime().block_on(async {
-            let connection = Connection::connect(&broker(), ConnectionProperties::default()).await.expect("connect");
-            let channel = connection.create_channel().await.expect("channel");
-            let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
-            let declared = channel.queue_declare(queue.into(), options, FieldTable::default()).await.expect("declared");
-            declared.message_count()
-        })
-    }
-}
-
-impl Drop for TestQueue {
-    fn drop(&mut self) {
-        runtime().block_on(async {
-            if let Ok(connection) = Connection::connect(&broker(), ConnectionProperties::default()).await
-                && let Ok(channel) = connection.create_channel().await
-            {
-                for queue in [self.0.clone(), dead_queue(&self.0)] {
-                    let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
-                }
-            }
-        });
-    }
-}
 
 fn pipeline(queue: &str) -> String {
     format!(
@@ -120,42 +68,6 @@ fn write_inputs(ws: &Workspace, files: usize, rows: usize) -> Vec<Vec<String>> {
     expected
 }
 
-/// Waits until `n` tasks are ready in `queue`, so that workers started
-/// next do not idle out before the controller has sent them.
-fn wait_for_tasks(queue: &str, n: u32) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TestQueue::ready(queue) < n {
-        assert!(Instant::now() < deadline, "the controller did not send {n} tasks to {queue}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn worker(queue: &str, idle: &str) -> Command {
-    let mut command = sluice();
-    command.args(["worker", "--tasks", &broker(), "--queue", queue, "--idle-timeout", idle]);
-    command.env("SLUICE_LOG", "info");
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    command
-}
-
-/// Waits for `child` at most `limit`; its exit status and output.
-fn finish(mut child: Child, limit: Duration) -> (ExitStatus, String) {
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output().expect("output");
-            panic!("still running after {limit:?}:\n{}", printed(&output));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let output = child.wait_with_output().expect("output");
-    (status, printed(&output))
-}
-
 #[test]
 fn three_workers_one_killed_mid_batch_land_every_row_exactly_once() {
     let queue = TestQueue::new("three");
@@ -163,17 +75,13 @@ fn three_workers_one_killed_mid_batch_land_every_row_exactly_once() {
     let expected = write_inputs(&ws, 30, 300);
     let path = ws.pipeline(&pipeline(&queue.0));
 
-    let controller = sluice()
-        .args(["run", &path, "--until-caught-up"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("controller");
+    let controller = controller(&path).spawn().expect("controller");
     wait_for_tasks(&queue.0, 30);
     // The first worker aborts in its second batch, after writing its files
     // and before committing them: as kill -9 would.
-    let doomed = worker(&queue.0, "2s").env("SLUICE_FAILPOINT", "after_sink_write:2").spawn().expect("worker");
-    let others: Vec<Child> = (0..2).map(|_| worker(&queue.0, "2s").spawn().expect("worker")).collect();
+    let doomed =
+        worker(&queue.0, "2s", ws.dir.path()).env("SLUICE_FAILPOINT", "after_sink_write:2").spawn().expect("worker");
+    let others: Vec<Child> = (0..2).map(|_| worker(&queue.0, "2s", ws.dir.path()).spawn().expect("worker")).collect();
 
     let (status, printed_by_doomed) = finish(doomed, Duration::from_secs(120));
     assert!(!status.success(), "the doomed worker should have died:\n{printed_by_doomed}");
@@ -214,9 +122,10 @@ fn a_task_whose_batch_is_already_committed_is_acked_and_skipped() {
     let ws = Workspace::new();
     let expected = write_inputs(&ws, 3, 10);
     let path = ws.pipeline(&pipeline(&queue.0));
-    let controller = sluice().args(["run", &path, "--until-caught-up"]).stdout(Stdio::piped()).spawn().expect("run");
+    let controller = controller(&path).spawn().expect("run");
     wait_for_tasks(&queue.0, 3);
-    let (status, printed_by_worker) = finish(worker(&queue.0, "1s").spawn().expect("worker"), Duration::from_secs(60));
+    let (status, printed_by_worker) =
+        finish(worker(&queue.0, "1s", ws.dir.path()).spawn().expect("worker"), Duration::from_secs(60));
     assert!(status.success(), "{printed_by_worker}");
     let (status, printed_by_controller) = finish(controller, Duration::from_secs(60));
     assert!(status.success(), "{printed_by_controller}");
@@ -226,64 +135,19 @@ fn a_task_whose_batch_is_already_committed_is_acked_and_skipped() {
         let spec = sluice_workers::load_pipeline(std::path::Path::new(&path)).expect("pipeline");
         let log = CheckpointLog::open(&spec.checkpoint, &spec.name).await.expect("log");
         let queue = TaskQueue::connect(&broker(), &queue.0).await.expect("queue");
+        let key = KeySources { env: Some(TASK_KEY.into()), files: vec![] }.load().expect("key").remove(0);
         for entry in log.state().batches() {
-            queue.publish(&Task::new(&spec, entry.batch())).await.expect("publish");
+            queue.publish(&Task::new(&spec, entry.batch()), Some(&key)).await.expect("publish");
         }
         queue.close().await;
     });
-    let (status, printed_by_worker) = finish(worker(&queue.0, "1s").spawn().expect("worker"), Duration::from_secs(60));
+    let (status, printed_by_worker) =
+        finish(worker(&queue.0, "1s", ws.dir.path()).spawn().expect("worker"), Duration::from_secs(60));
     assert!(status.success(), "{printed_by_worker}");
     assert!(printed_by_worker.contains("3 tasks, 0 batches committed"), "{printed_by_worker}");
     assert!(printed_by_worker.contains("3 skipped (already settled)"), "{printed_by_worker}");
     assert_eq!(parquet_rows(&ws.path("out")).1, expected, "nothing written twice");
     assert_eq!(TestQueue::ready(&queue.0), 0, "the duplicates were acked");
-}
-
-#[test]
-fn a_task_that_cannot_be_read_or_is_unknown_to_the_log_goes_to_the_dead_queue_and_the_worker_goes_on() {
-    let queue = TestQueue::new("dead");
-    let ws = Workspace::new();
-    let expected = write_inputs(&ws, 2, 5);
-    let path = ws.pipeline(&pipeline(&queue.0));
-    runtime().block_on(async {
-        let connection = Connection::connect(&broker(), ConnectionProperties::default()).await.expect("connect");
-        let channel = connection.create_channel().await.expect("channel");
-        let properties = BasicProperties::default().with_message_id("not-a-task".into());
-        channel
-            .basic_publish(
-                "".into(),
-                queue.0.as_str().into(),
-                BasicPublishOptions::default(),
-                b"{\"hello\":1}",
-                properties,
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
-        // A task of a batch this pipeline's log does not know, as from a
-        // worker that sees other storage than the controller.
-        let unknown = serde_json::json!({
-            "format": Task::FORMAT, "pipeline": "dispatched", "file": path,
-            "spec": std::fs::read_to_string(&path).expect("pipeline"),
-            "batch": {"id": "0123456789abcdef", "inputs": []},
-        });
-        let unknown = Task::from_json(unknown.to_string().as_bytes()).expect("a task");
-        let queue = TaskQueue::connect(&broker(), &queue.0).await.expect("queue");
-        queue.publish(&unknown).await.expect("publish");
-        queue.close().await;
-    });
-    let controller = sluice().args(["run", &path, "--until-caught-up"]).stdout(Stdio::piped()).spawn().expect("run");
-    wait_for_tasks(&queue.0, 4);
-    let (status, printed_by_worker) = finish(worker(&queue.0, "1s").spawn().expect("worker"), Duration::from_secs(60));
-    assert!(status.success(), "{printed_by_worker}");
-    assert!(printed_by_worker.contains("2 rejected"), "{printed_by_worker}");
-    assert!(printed_by_worker.contains("not-a-task"), "the log names the message: {printed_by_worker}");
-    assert!(printed_by_worker.contains("is not in the checkpoint log"), "{printed_by_worker}");
-    let (status, printed_by_controller) = finish(controller, Duration::from_secs(60));
-    assert!(status.success(), "{printed_by_controller}");
-    assert_eq!(parquet_rows(&ws.path("out")).1, expected);
-    assert_eq!(TestQueue::ready(&dead_queue(&queue.0)), 2, "the bad tasks wait in the dead queue");
 }
 
 /// The CPU time `pid` has used, in clock ticks.

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 pub use paths::LogPaths;
 pub use protocol::{Claim, batch_of_token, claim, commits_to_replay, gives_up, is_leftover, leftover_tokens};
-pub use record::{Abandoned, Committed, Failed, Leased, Planned, PlannedBatches, Record, Retried, Started};
+pub use record::{Abandoned, Committed, Failed, Leased, Planned, PlannedBatches, RanBy, Record, Retried, Started};
 pub use state::{BatchEntry, LogState, Refusal};
 
 use crate::batch::PipelineName;
@@ -385,6 +385,7 @@ mod tests {
             dead_letters: None,
             rows_dead_lettered: 0,
             source_positions: vec![],
+            ran_by: None,
             at: Utc::now(),
         })
     }

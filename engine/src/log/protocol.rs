@@ -190,6 +190,7 @@ mod tests {
                 dead_letters: None,
                 rows_dead_lettered: 0,
                 source_positions: vec![],
+                ran_by: None,
                 at: at(1),
             }))
         }
@@ -232,6 +233,7 @@ mod tests {
             dead_letters: None,
             rows_dead_lettered: 0,
             source_positions: vec![],
+            ran_by: None,
             at: at(12),
         });
         assert_eq!(log.0.admits(&late), Err(Refusal::Fenced));

@@ -114,8 +114,25 @@ pub struct Committed {
     /// output.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub source_positions: Vec<OffsetRange>,
+    /// Who ran the winning attempt; absent in records of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran_by: Option<RanBy>,
     /// When it was committed.
     pub at: DateTime<Utc>,
+}
+
+/// Who ran a batch: for `sluice status` and for an operator who wants to
+/// know which worker, on which machine, on whose task, wrote an output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RanBy {
+    /// The worker's id, as its lease records name it (`host:pid:random`).
+    pub worker: String,
+    /// The machine's host name.
+    pub host: String,
+    /// The id of the key that signed the task, for a batch run from a task
+    /// queue (never the key itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_key: Option<String>,
 }
 
 /// An attempt that ended in an error.

@@ -538,6 +538,7 @@ mod tests {
             dead_letters: None,
             rows_dead_lettered: 0,
             source_positions: vec![],
+            ran_by: None,
             at: DateTime::UNIX_EPOCH,
         })
     }

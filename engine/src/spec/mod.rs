@@ -289,6 +289,31 @@ impl PipelineSpec {
 
 /// Reads, checks and builds the pipeline in the file at `path`.
 pub fn load(path: &Path, registry: &dyn ConnectorRegistry) -> Result<PipelineSpec, Diagnostics> {
+    parse(SpecFile::new(path, read(path)?), registry)
+}
+
+/// `[pipeline] name` as written in `text`, read without substituting
+/// anything: how a worker tells which pipeline a file holds.
+pub fn pipeline_name(text: &str) -> Option<String> {
+    let root = DeTable::parse(text).ok()?.into_inner();
+    match root.get("pipeline")?.get_ref() {
+        DeValue::Table(table) => match table.get("name")?.get_ref() {
+            DeValue::String(name) => Some(name.to_string()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The hex SHA-256 of a pipeline file's text: what a task names, so that
+/// a worker runs a batch only with the file it was planned with.
+pub fn text_sha256(text: &str) -> String {
+    crate::batch::tail_digest(text.as_bytes())
+}
+
+/// The text of the pipeline file at `path`: a regular file of at most
+/// [`MAX_PIPELINE_FILE_BYTES`], in UTF-8.
+pub fn read(path: &Path) -> Result<String, Diagnostics> {
     let unreadable = |message: String, hint: Option<String>| {
         Diagnostics(vec![Diagnostic {
             file: path.to_path_buf(),
@@ -349,7 +374,7 @@ pub fn load(path: &Path, registry: &dyn ConnectorRegistry) -> Result<PipelineSpe
             hint: Some("save it as UTF-8 text".into()),
         }])
     })?;
-    parse(SpecFile::new(path, text), registry)
+    Ok(text)
 }
 
 /// The largest pipeline file `load` reads: far more than any pipeline

@@ -10,6 +10,8 @@ use std::process::{Command, Output};
 use arrow::util::display::array_value_to_string;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+pub(crate) mod tasks;
+
 /// The `sluice` binary built for these tests.
 pub(crate) fn sluice() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));

@@ -17,3 +17,4 @@ mod dead_letters;
 mod names;
 mod poison;
 mod secrets;
+mod tasks;

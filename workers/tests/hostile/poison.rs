@@ -8,7 +8,7 @@
 //! `sluice worker` settles its task whatever the batch did.
 
 use std::fs;
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -263,18 +263,11 @@ fn dispatch_with_failing_worker(ws: &Workspace, test: &str, workers: &str) -> (O
     }
     let dispatch = format!("dispatch = \"{}\"\ntask_queue = \"{queue}\"\n{workers}", broker());
     let path = ws.pipeline(&pipeline(DECLARED, &dispatch));
-    let controller = sluice()
-        .args(["run", &path, "--until-caught-up"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("controller");
-    let worker = sluice()
-        .args(["worker", "--tasks", &broker(), "--queue", &queue, "--idle-timeout", "3s"])
+    let controller = common::tasks::controller(&path).spawn().expect("controller");
+    let worker = common::tasks::worker(&queue, "3s", ws.dir.path())
         .env("SLUICE_FAILPOINT", "during_sink_write:*")
         .env("SLUICE_FAILPOINT_ACTION", "panic")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .env("SLUICE_LOG", "warn")
         .spawn()
         .expect("worker");
     let (code, by_worker) = finish(worker, Duration::from_secs(120));
