@@ -42,7 +42,7 @@ use crate::logging;
 use crate::metrics::{self, CommittedBatch};
 use crate::task_keys::{KEY_ID_HEADER, KeySources, SIGNATURE_HEADER, TaskKey, Unsigned, verify};
 use crate::tasks::{Task, TaskQueue, dead_queue, header, shown_url};
-use crate::worker::{BatchOutcome, batch_span, owner_id, ran_by, run_batch};
+use crate::worker::{BatchOutcome, Runner, batch_span, owner_id, run_batch};
 
 /// How `sluice worker` runs.
 #[derive(Debug, Clone)]
@@ -268,9 +268,9 @@ async fn handle(delivery: Delivery, shared: &Shared, mut stop: watch::Receiver<b
         }
     };
     let task = Task { batch: planned, ..task };
-    let owner = ran_by(task_key);
+    let owner = Runner::task(task_key);
     let (spec, log) = (&loaded.spec, &loaded.log);
-    let span = batch_span(spec, &task.batch, &owner.worker);
+    let span = batch_span(spec, &task.batch, &owner.owner);
     let ran = async {
         let mut failures = 0;
         loop {
@@ -472,7 +472,9 @@ async fn load(shared: &Shared, task: &Task) -> Result<Loaded, Unloadable> {
     let entry = shared.catalogue.lock().await.find(&task.pipeline, &task.sha256).await.map_err(Unloadable::Pipeline)?;
     let key = (task.pipeline.clone(), task.sha256.to_ascii_lowercase());
     let mut loaded = shared.loaded.lock().await;
-    if let Some(found) = loaded.get(&key) {
+    if let Some(found) = loaded.get_mut(&key) {
+        // Rotated credentials in secret files are used from this batch on.
+        found.spec = crate::with_fresh_secrets(found.spec.clone());
         return Ok(found.clone());
     }
     let file = SpecFile::new(entry.path.clone(), entry.text.clone());

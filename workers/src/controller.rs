@@ -34,7 +34,7 @@ use crate::changes;
 use crate::metrics::{self, CommittedBatch};
 use crate::progress::Progress;
 use crate::wake::Wake;
-use crate::worker::{BatchOutcome, batch_span, ran_by, run_batch};
+use crate::worker::{BatchOutcome, Runner, batch_span, run_batch};
 
 /// How `sluice run` behaves.
 #[derive(Debug, Clone, Default)]
@@ -103,17 +103,20 @@ async fn run_here(
     log: Arc<Mutex<CheckpointLog>>,
     mut wake: Wake,
 ) -> Result<RunSummary> {
-    let owner = ran_by(None);
+    let owner = Runner::here();
     let mut summary = RunSummary::default();
     // Batches not to run before a moment: held by another worker, or
     // backing off after a failed attempt.
     let mut not_before: HashMap<BatchId, (Instant, u32)> = HashMap::new();
     let mut storage_failures = 0;
     let progress = Progress::new(options.progress);
+    let mut spec = spec;
     loop {
         if *stop.borrow() {
             break;
         }
+        // Rotated credentials in secret files are used from the next batch.
+        spec = crate::with_fresh_secrets(spec);
         let Some(pending) = plan_pass(&spec, &log, &options, &mut wake, &mut storage_failures, &mut stop).await? else {
             continue;
         };
@@ -138,7 +141,7 @@ async fn run_here(
             .take_while(|_| futures::future::ready(!*stop.borrow()))
             .map(|batch| {
                 let (spec, log, owner) = (spec.clone(), log.clone(), owner.clone());
-                let span = batch_span(&spec, &batch, &owner.worker);
+                let span = batch_span(&spec, &batch, &owner.owner);
                 // Spawned, so that batches run at once on every core, not
                 // taking turns on the thread that drives this loop.
                 let (spawned, spawned_span) = (batch.clone(), span.clone());

@@ -21,9 +21,10 @@ mod wake;
 pub mod worker;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use sluice_connectors::Registry;
-use sluice_engine::spec::{Diagnostics, PipelineSpec};
+use sluice_engine::spec::{Diagnostics, PipelineSpec, SpecFile};
 
 /// Reads, checks and builds the pipeline in the file at `path`; from then
 /// on the logs never show the values it took from the environment.
@@ -31,4 +32,36 @@ pub fn load_pipeline(path: &Path) -> Result<PipelineSpec, Diagnostics> {
     let spec = sluice_engine::spec::load(path, &Registry)?;
     logging::redact_with(spec.file.clone());
     Ok(spec)
+}
+
+/// `spec` built again from its text when a file one of its `${file:PATH}`
+/// placeholders read has changed since (a rotated credential); `spec`
+/// itself otherwise, or if the new values do not load. The text stays the
+/// one first read, so a task's SHA-256 still names it.
+pub fn with_fresh_secrets(spec: Arc<PipelineSpec>) -> Arc<PipelineSpec> {
+    if !spec.file.secret_files_changed() {
+        return spec;
+    }
+    let file = SpecFile::new(spec.file.path(), spec.file.text());
+    match sluice_engine::spec::parse(file, &Registry) {
+        Ok(fresh) if fresh.checkpoint.to_string() == spec.checkpoint.to_string() => {
+            logging::redact_with(fresh.file.clone());
+            tracing::info!(pipeline = %spec.name, "a secret file changed: the pipeline's settings are read again");
+            Arc::new(fresh)
+        }
+        Ok(_) => {
+            tracing::warn!(
+                pipeline = %spec.name,
+                "a secret file changed the checkpoint's location; the old settings stay until a restart"
+            );
+            spec
+        }
+        Err(problems) => {
+            tracing::warn!(
+                pipeline = %spec.name,
+                "a secret file changed and the pipeline no longer loads; the old settings stay:\n{problems}"
+            );
+            spec
+        }
+    }
 }

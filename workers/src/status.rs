@@ -67,6 +67,29 @@ pub struct PipelineStatus {
     pub output_files: u64,
     /// When the last batch was committed.
     pub last_commit_at: Option<DateTime<Utc>>,
+    /// Who committed batches in the hour before now: one entry a worker,
+    /// busiest first.
+    pub workers_last_hour: Vec<WorkerCount>,
+}
+
+/// What one worker committed in the last hour, from its commit records.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct WorkerCount {
+    /// The worker's id, as its lease records name it.
+    pub worker: String,
+    /// Its host.
+    pub host: String,
+    /// The id of the key that signed its tasks, for a `sluice worker`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_key: Option<String>,
+    /// Batches it committed.
+    pub batches: u64,
+    /// Rows those batches read.
+    pub rows_read: u64,
+    /// Rows they wrote.
+    pub rows_written: u64,
+    /// Its last commit.
+    pub last_commit_at: DateTime<Utc>,
 }
 
 /// Where a Kafka partition is read from next.
@@ -123,7 +146,10 @@ pub async fn pipeline_status(spec: &PipelineSpec) -> Result<PipelineStatus> {
         dead_letters: spec.dead_letter.to_string(),
         output_files: 0,
         last_commit_at: None,
+        workers_last_hour: Vec::new(),
     };
+    let hour_ago = now - chrono::TimeDelta::hours(1);
+    let mut workers: std::collections::BTreeMap<String, WorkerCount> = std::collections::BTreeMap::new();
     for entry in state.batches() {
         match &entry.committed {
             Some(committed) => {
@@ -134,6 +160,21 @@ pub async fn pipeline_status(spec: &PipelineSpec) -> Result<PipelineStatus> {
                 status.dead_lettered_rows += committed.rows_dead_lettered;
                 status.output_files += committed.staged.outputs.len() as u64;
                 status.last_commit_at = status.last_commit_at.max(Some(committed.at));
+                if let Some(ran_by) = committed.ran_by.as_ref().filter(|_| committed.at >= hour_ago) {
+                    let count = workers.entry(ran_by.worker.clone()).or_insert_with(|| WorkerCount {
+                        worker: ran_by.worker.clone(),
+                        host: ran_by.host.clone(),
+                        task_key: ran_by.task_key.clone(),
+                        batches: 0,
+                        rows_read: 0,
+                        rows_written: 0,
+                        last_commit_at: committed.at,
+                    });
+                    count.batches += 1;
+                    count.rows_read += committed.rows_in;
+                    count.rows_written += committed.staged.rows();
+                    count.last_commit_at = count.last_commit_at.max(committed.at);
+                }
             }
             None if entry.abandoned.is_some() => status.abandoned_batches += 1,
             None => match &entry.failed {
@@ -151,6 +192,8 @@ pub async fn pipeline_status(spec: &PipelineSpec) -> Result<PipelineStatus> {
             },
         }
     }
+    status.workers_last_hour = workers.into_values().collect();
+    status.workers_last_hour.sort_by(|a, b| b.batches.cmp(&a.batches).then_with(|| a.worker.cmp(&b.worker)));
     (status.appended_inputs, status.rewritten_inputs) = changed_inputs(state);
     match &spec.source {
         SourceConnector::Objects(source) => {
@@ -241,6 +284,21 @@ impl PipelineStatus {
         }
         if !self.failed.is_empty() {
             text.push_str("\nfix the cause, then: sluice retry FILE --failed\n");
+        }
+        if !self.workers_last_hour.is_empty() {
+            text.push_str("\nworkers in the last hour:\n");
+            for worker in &self.workers_last_hour {
+                let key = worker.task_key.as_deref().map(|id| format!(", task key {id}")).unwrap_or_default();
+                text.push_str(&format!(
+                    "  {} ({}{key}): {} batches, {} rows read, {} rows written, last at {}\n",
+                    worker.worker,
+                    worker.host,
+                    worker.batches,
+                    worker.rows_read,
+                    worker.rows_written,
+                    worker.last_commit_at.to_rfc3339()
+                ));
+            }
         }
         text
     }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
 use sluice_engine::batch::{Batch, BatchId};
-use sluice_engine::log::{Abandoned, Appended, CheckpointLog, LogState, Planned, RanBy, Record, Started};
+use sluice_engine::log::{Abandoned, Appended, CheckpointLog, LogState, Planned, Record, Started};
 use sluice_engine::spec::PipelineSpec;
 use sluice_engine::stream::{Message, ReadMode, StreamInputs, StreamReader, StreamSource};
 use sluice_engine::{Error, Result, failpoint};
@@ -34,7 +34,7 @@ use tracing::Instrument;
 
 use crate::controller::{RunOptions, RunSummary, TRANSIENT_ATTEMPTS, backoff, failed_in_log, replay_publishes};
 use crate::metrics::{self, CommittedBatch};
-use crate::worker::{BatchOutcome, batch_span, ran_by, run_batch};
+use crate::worker::{BatchOutcome, Runner, batch_span, run_batch};
 
 /// How often the lag gauge asks the broker how far behind the log is.
 const LAG_EVERY: Duration = Duration::from_secs(5);
@@ -65,7 +65,7 @@ pub(crate) async fn run(
 ) -> Result<RunSummary> {
     let source =
         spec.source.stream().cloned().ok_or_else(|| Error::Config("the pipeline's source is not a stream".into()))?;
-    let owner = ran_by(None);
+    let owner = Runner::here();
     let mut run = StreamRun {
         spec: spec.clone(),
         log: log.clone(),
@@ -158,7 +158,7 @@ pub(crate) async fn run(
 struct StreamRun {
     spec: Arc<PipelineSpec>,
     log: Arc<Mutex<CheckpointLog>>,
-    owner: RanBy,
+    owner: Runner,
     summary: RunSummary,
     options: RunOptions,
 }
@@ -289,7 +289,7 @@ impl StreamRun {
             inputs: Vec::new(),
             stream: Some(inputs),
         };
-        let span = batch_span(&self.spec, &batch, &self.owner.worker);
+        let span = batch_span(&self.spec, &batch, &self.owner.owner);
         if !self.plan(&batch).instrument(span.clone()).await? {
             let log = self.log.lock().await;
             reader.release(log.state()).await?;

@@ -94,10 +94,38 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Who runs a batch here: a new owner id on this host, and the id of the
-/// key that signed its task, if it came from a task queue.
-pub fn ran_by(task_key: Option<String>) -> RanBy {
-    RanBy { worker: owner_id(), host: host_name(), task_key }
+/// This process's worker id, the same for all it runs: what commit
+/// records and `sluice status` name it by.
+pub fn process_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(owner_id)
+}
+
+/// Who runs an attempt: the owner its lease records name, and what its
+/// commit record says of who ran it.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    /// The lease owner: unique to this process, and to one task of a
+    /// `sluice worker`, so that two copies of one task never share a lease.
+    pub owner: String,
+    /// This process, its host, and the key that signed the task.
+    pub ran_by: RanBy,
+}
+
+impl Runner {
+    /// This process, running batches of its own planning.
+    pub fn here() -> Self {
+        Runner { owner: process_id().to_string(), ran_by: ran_by(None) }
+    }
+
+    /// One task of this process, signed with `task_key`.
+    pub fn task(task_key: Option<String>) -> Self {
+        Runner { owner: owner_id(), ran_by: ran_by(task_key) }
+    }
+}
+
+fn ran_by(task_key: Option<String>) -> RanBy {
+    RanBy { worker: process_id().to_string(), host: host_name(), task_key }
 }
 
 /// How often a retryable error is tried again inside one attempt.
@@ -115,10 +143,10 @@ pub async fn run_batch(
     spec: &PipelineSpec,
     log: &Arc<Mutex<CheckpointLog>>,
     batch: &Batch,
-    ran_by: &RanBy,
+    runner: &Runner,
     in_hand: Option<&[Message]>,
 ) -> Result<BatchOutcome> {
-    let owner = ran_by.worker.as_str();
+    let (owner, ran_by) = (runner.owner.as_str(), &runner.ran_by);
     let attempt_no = match lease(spec, log, batch, owner).await? {
         Ok(attempt) => attempt,
         Err(outcome) => return Ok(outcome),

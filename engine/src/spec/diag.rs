@@ -77,8 +77,11 @@ impl std::error::Error for Diagnostics {}
 pub struct SpecFile {
     path: PathBuf,
     text: Arc<str>,
-    /// `(value, variable name)` of every `${env:NAME}` substituted.
+    /// `(value, placeholder)` of every `${env:NAME}` and `${file:PATH}`
+    /// substituted, the placeholder without its `${}`.
     secrets: Mutex<Vec<(String, String)>>,
+    /// The files `${file:PATH}` read, with the value read.
+    secret_files: Mutex<Vec<(PathBuf, String)>>,
     /// `[storage]`, once read.
     storage: OnceLock<StorageOptions>,
 }
@@ -86,7 +89,13 @@ pub struct SpecFile {
 impl SpecFile {
     /// A pipeline file read from `path`.
     pub fn new(path: impl Into<PathBuf>, text: impl Into<Arc<str>>) -> Self {
-        SpecFile { path: path.into(), text: text.into(), secrets: Mutex::default(), storage: OnceLock::new() }
+        SpecFile {
+            path: path.into(),
+            text: text.into(),
+            secrets: Mutex::default(),
+            secret_files: Mutex::default(),
+            storage: OnceLock::new(),
+        }
     }
 
     /// The file's path as given.
@@ -124,6 +133,18 @@ impl SpecFile {
         }
     }
 
+    pub(crate) fn remember_secret_file(&self, path: PathBuf, value: String) {
+        self.secret_files.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push((path, value));
+    }
+
+    /// Whether a file a `${file:PATH}` read now holds another value (a
+    /// rotated credential) or cannot be read: the pipeline should be loaded
+    /// again before its next batch.
+    pub fn secret_files_changed(&self) -> bool {
+        let files = self.secret_files.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        files.iter().any(|(path, value)| super::raw::read_secret_file(path).ok().as_ref() != Some(value))
+    }
+
     fn secrets(&self) -> std::sync::MutexGuard<'_, Vec<(String, String)>> {
         self.secrets.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -134,8 +155,9 @@ impl SpecFile {
         self.secrets().iter().any(|(value, _)| value.len() >= 3 && text.contains(value.as_str()))
     }
 
-    /// Replaces every value that came from the environment with the
-    /// `${env:NAME}` it came from, so that no secret reaches a log. A value
+    /// Replaces every value that came from the environment or a secret
+    /// file with the `${env:NAME}` or `${file:PATH}` it came from, so that
+    /// no secret reaches a log. A value
     /// shown percent-encoded (inside a URL) is found too. Values of one or
     /// two characters (a delimiter, a flag) are not treated as secrets.
     pub fn redact(&self, text: &str) -> String {
@@ -152,7 +174,7 @@ impl SpecFile {
             }
         }
         for (value, name) in secrets {
-            let placeholder = format!("${{env:{name}}}");
+            let placeholder = format!("${{{name}}}");
             out = out.replace(value.as_str(), &placeholder);
             // A path is often shown without its outer slashes, and a value
             // inside a JSON log line or a Debug field with its quotes and
@@ -277,16 +299,16 @@ mod tests {
     #[test]
     fn redacts_substituted_values() {
         let file = SpecFile::new("p.toml", "");
-        file.remember_secret("hunter 22@x".into(), "PASSWORD".into());
+        file.remember_secret("hunter 22@x".into(), "env:PASSWORD".into());
         assert_eq!(file.redact("bad value hunter 22@x"), "bad value ${env:PASSWORD}");
         assert_eq!(file.redact("file:///data/hunter%2022%40x/"), "file:///data/${env:PASSWORD}/");
         assert!(!format!("{file:?}").contains("hunter"));
-        file.remember_secret("pa\"ss\\word".into(), "QUOTED".into());
+        file.remember_secret("pa\"ss\\word".into(), "env:QUOTED".into());
         assert_eq!(file.redact(r#"{"message":"x pa\"ss\\word"}"#), r#"{"message":"x ${env:QUOTED}"}"#);
         // A Debug field inside a JSON line: escaped twice.
         assert_eq!(file.redact(r#"{"files":"[\"pa\\\"ss\\\\word\"]"}"#), r#"{"files":"[\"${env:QUOTED}\"]"}"#);
         // A password that a URL parser cut at its raw `@` or `/`.
-        file.remember_secret("s3cr@t/Pw#Q?Z:9x".into(), "CUT".into());
+        file.remember_secret("s3cr@t/Pw#Q?Z:9x".into(), "env:CUT".into());
         assert!(!file.redact("amqp://user:***@t/Pw#Q?Z:9x@host").contains("Pw#Q"));
         assert!(file.holds_secret("SELECT 's3cr@t/Pw#Q?Z:9x'"));
     }

@@ -4,6 +4,7 @@
 //! unknown key at once.
 
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 
 use serde::de::{DeserializeOwned, Visitor};
 use serde::{Deserializer, forward_to_deserialize_any};
@@ -200,9 +201,12 @@ pub(crate) fn substitute_env(file: &SpecFile, table: &mut DeTable<'_>, path: &st
 fn substitute_value(file: &SpecFile, value: &mut RawValue<'_>, path: &str, problems: &mut Diagnostics) {
     let span = value.span();
     match value.get_mut() {
-        DeValue::String(text) if text.contains("${") => match expand(text) {
+        DeValue::String(text) if text.contains("${") => match expand(text, &file.base_dir()) {
             Ok((expanded, secrets)) => {
                 for (value, name) in secrets {
+                    if let Some(path) = name.strip_prefix("file:") {
+                        file.remember_secret_file(resolve_secret_path(path, &file.base_dir()), value.clone());
+                    }
                     file.remember_secret(value, name);
                 }
                 *text = expanded.into();
@@ -221,7 +225,7 @@ fn substitute_value(file: &SpecFile, value: &mut RawValue<'_>, path: &str, probl
 
 type Expanded = (String, Vec<(String, String)>);
 
-fn expand(text: &str) -> Result<Expanded, (String, String)> {
+fn expand(text: &str, base_dir: &Path) -> Result<Expanded, (String, String)> {
     let mut out = String::with_capacity(text.len());
     let mut secrets = Vec::new();
     let mut rest = text;
@@ -231,38 +235,44 @@ fn expand(text: &str) -> Result<Expanded, (String, String)> {
         let Some(end) = after.find('}') else {
             return Err((
                 "unterminated `${` in a string".into(),
-                "write ${env:NAME} to use the environment variable NAME".into(),
+                "write ${env:NAME} to use the environment variable NAME, ${file:/PATH} to use a file's content".into(),
             ));
         };
         let inner = &after[..end];
-        let Some(name) = inner.strip_prefix("env:") else {
-            return Err((
-                format!("unknown substitution `${{{inner}}}`"),
-                "only ${env:NAME} is supported; it reads the environment variable NAME".into(),
-            ));
-        };
-        match std::env::var(name) {
-            Ok(value) => {
-                if in_user_info(&out) && value.contains(['@', '/', '?', '#']) {
+        let (value, shown) = if let Some(name) = inner.strip_prefix("env:") {
+            match std::env::var(name) {
+                Ok(value) => (value, format!("${{env:{name}}}")),
+                Err(_) => {
                     return Err((
-                        format!(
-                            "the value of ${{env:{name}}} sits in a URL's user info and holds `@`, `/`, `?` or `#`, \
-                             which would end the user info early and leave the rest of the value in the URL's host \
-                             or path"
-                        ),
-                        format!("percent-encode the value of {name} (`@` as %40, `/` as %2F, `?` as %3F, `#` as %23)"),
+                        format!("environment variable {name} is not set"),
+                        format!("set it before running sluice, e.g. `export {name}=...`"),
                     ));
                 }
-                out.push_str(&value);
-                secrets.push((value, name.to_string()));
             }
-            Err(_) => {
-                return Err((
-                    format!("environment variable {name} is not set"),
-                    format!("set it before running sluice, e.g. `export {name}=...`"),
-                ));
-            }
+        } else if let Some(path) = inner.strip_prefix("file:") {
+            let value = read_secret_file(&resolve_secret_path(path, base_dir)).map_err(|message| {
+                (message, "mount the secret at that path (a Kubernetes or Docker secret), or fix the path".into())
+            })?;
+            (value, format!("${{file:{path}}}"))
+        } else {
+            return Err((
+                format!("unknown substitution `${{{inner}}}`"),
+                "write ${env:NAME} to use the environment variable NAME, or ${file:/PATH} to use the content of \
+                 a file (a mounted secret)"
+                    .into(),
+            ));
+        };
+        if in_user_info(&out) && value.contains(['@', '/', '?', '#']) {
+            return Err((
+                format!(
+                    "the value of {shown} sits in a URL's user info and holds `@`, `/`, `?` or `#`, which would end \
+                     the user info early and leave the rest of the value in the URL's host or path"
+                ),
+                "percent-encode the value (`@` as %40, `/` as %2F, `?` as %3F, `#` as %23)".into(),
+            ));
         }
+        out.push_str(&value);
+        secrets.push((value, inner.to_string()));
         rest = &after[end + 1..];
     }
     out.push_str(rest);
@@ -277,6 +287,32 @@ fn expand(text: &str) -> Result<Expanded, (String, String)> {
         ));
     }
     Ok((out, secrets))
+}
+
+/// Where `${file:PATH}` reads: `PATH` itself if absolute, else taken from
+/// the pipeline file's folder.
+pub(crate) fn resolve_secret_path(path: &str, base_dir: &Path) -> PathBuf {
+    let path = Path::new(path);
+    if path.is_absolute() { path.to_path_buf() } else { base_dir.join(path) }
+}
+
+/// The largest secret file read: a key, a password, a certificate chain.
+const MAX_SECRET_FILE_BYTES: u64 = 64 << 10;
+
+/// The content of a secret file, without the line ends at its end (what
+/// `echo value > file` adds). The error never shows the content.
+pub(crate) fn read_secret_file(path: &Path) -> Result<String, String> {
+    let metadata =
+        std::fs::metadata(path).map_err(|e| format!("cannot read the secret file {}: {e}", path.display()))?;
+    if !metadata.is_file() {
+        return Err(format!("the secret file {} is not a regular file", path.display()));
+    }
+    if metadata.len() > MAX_SECRET_FILE_BYTES {
+        return Err(format!("the secret file {} is over 64 KiB", path.display()));
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read the secret file {}: {e}", path.display()))?;
+    let text = String::from_utf8(bytes).map_err(|_| format!("the secret file {} is not UTF-8 text", path.display()))?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
 /// Whether text written so far ends inside the user info of a URL: after
@@ -350,13 +386,25 @@ mod tests {
     fn expands_environment_variables() {
         // PATH is set in every environment the tests run in.
         let path = std::env::var("PATH").expect("PATH is set");
-        let (out, secrets) = expand("a${env:PATH}b").expect("expands");
+        let (out, secrets) = expand("a${env:PATH}b", Path::new(".")).expect("expands");
         assert_eq!(out, format!("a{path}b"));
-        assert_eq!(secrets, vec![(path, "PATH".to_string())]);
-        assert!(expand("${env:SLUICE_SURELY_UNSET_VARIABLE}").is_err());
-        assert!(expand("${nope}").is_err());
-        assert!(expand("${env:PATH").is_err());
-        assert!(expand("amqp://u:p@ss@host:5672/%2f").is_err(), "a raw @ in a literal password");
-        assert!(expand("amqp://u:p%40ss@host:5672/%2f").is_ok());
+        assert_eq!(secrets, vec![(path, "env:PATH".to_string())]);
+        assert!(expand("${env:SLUICE_SURELY_UNSET_VARIABLE}", Path::new(".")).is_err());
+        assert!(expand("${nope}", Path::new(".")).is_err());
+        assert!(expand("${env:PATH", Path::new(".")).is_err());
+        assert!(expand("amqp://u:p@ss@host:5672/%2f", Path::new(".")).is_err(), "a raw @ in a literal password");
+        assert!(expand("amqp://u:p%40ss@host:5672/%2f", Path::new(".")).is_ok());
+    }
+
+    #[test]
+    fn reads_secret_files_relative_to_the_pipeline_without_their_line_end() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(dir.path().join("token"), "s3cret-token\n").expect("write");
+        let (out, secrets) = expand("Bearer ${file:token}", dir.path()).expect("expands");
+        assert_eq!(out, "Bearer s3cret-token");
+        assert_eq!(secrets, vec![("s3cret-token".to_string(), "file:token".to_string())]);
+        let missing = expand("${file:/surely/not/a/secret}", dir.path()).expect_err("missing");
+        assert!(missing.0.contains("/surely/not/a/secret"), "{missing:?}");
+        assert!(expand("${file:.}", dir.path()).expect_err("a folder").0.contains("not a regular file"));
     }
 }

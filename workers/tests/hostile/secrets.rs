@@ -375,3 +375,73 @@ fn a_max_wait_under_a_millisecond_is_refused() {
         &["14:1: trigger.max_wait: must be at least 1ms"],
     );
 }
+
+#[test]
+fn a_secret_file_is_read_for_each_batch_and_never_printed() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    let ws = Workspace::new();
+    ws.write("secrets/label", "first-rotating-value\n");
+    let path = ws.pipeline(
+        r#"
+[pipeline]
+name = "rotating"
+[source]
+type = "files"
+url = "inbox"
+pattern = "*.csv"
+[source.schema]
+id = "int64"
+[transform]
+sql = "SELECT id, '${file:secrets/label}' AS label FROM input"
+[sink]
+type = "files"
+url = "out"
+"#,
+    );
+    let mut controller = common::sluice()
+        .args(["run", &path, "--log-format", "json"])
+        .env("SLUICE_LOG", "info,sluice=debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("controller");
+    let lines = BufReader::new(controller.stderr.take().expect("stderr")).lines();
+    let (tx, logged) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = String::new();
+    let mut wait_for_commit = |seen: &mut String| loop {
+        let line = logged.recv_timeout(Duration::from_secs(30)).expect("a batch committed");
+        seen.push_str(&line);
+        if line.contains("batch committed") {
+            break;
+        }
+    };
+    ws.write("inbox/a.csv", "id\n1\n");
+    wait_for_commit(&mut seen);
+    // The credential rotates under the running controller.
+    ws.write("secrets/label", "second-rotating-value");
+    ws.write("inbox/b.csv", "id\n2\n");
+    wait_for_commit(&mut seen);
+    std::process::Command::new("kill").args(["-TERM", &controller.id().to_string()]).status().expect("kill");
+    let output = controller.wait_with_output().expect("output");
+    assert!(output.status.success(), "{}", printed(&output));
+    while let Ok(line) = logged.recv_timeout(Duration::from_millis(500)) {
+        seen.push_str(&line);
+    }
+    assert_eq!(
+        common::parquet_rows(&ws.path("out")).1,
+        common::rows(&["1|first-rotating-value", "2|second-rotating-value"])
+    );
+    assert!(!seen.contains("rotating-value"), "a secret file's value was logged:\n{seen}");
+    assert!(seen.contains("secret file changed"), "{seen}");
+    let explained = run(&["explain", &path]);
+    let said = printed(&explained);
+    assert!(!said.contains("rotating-value"), "{said}");
+}

@@ -222,6 +222,11 @@ aws_endpoint = "{trap_url}"
     let status = run(&["status", &path, "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status json");
     assert_eq!(status["committed_batches"], 2, "{status}");
+    let workers = status["workers_last_hour"].as_array().expect("workers_last_hour");
+    assert_eq!(workers.len(), 1, "one worker process ran both batches: {status}");
+    assert_eq!(workers[0]["batches"], 2, "{status}");
+    assert_eq!(workers[0]["task_key"], key(TASK_KEY).id(), "{status}");
+    assert!(workers[0]["host"].as_str().is_some_and(|host| !host.is_empty()), "{status}");
     let everything = format!("{by_worker}{by_controller}{}{dead:?}", all_text(&ws.path("out")));
     assert!(!everything.contains(CANARY), "the canary secret leaked");
     assert!(!everything.contains("root:x:0:0"), "/etc/passwd was read");
