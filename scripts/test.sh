@@ -12,4 +12,5 @@ cd "$(dirname "$0")/.."
 scripts/start-rabbitmq.sh
 scripts/start-kafka.sh
 scripts/start-s3.sh
+scripts/start-rabbitmq-tls.sh
 exec cargo test --workspace --locked "$@"

@@ -17,7 +17,7 @@ use lapin::options::{
     ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+use lapin::{BasicProperties, Channel, Connection, Consumer};
 use serde::{Deserialize, Serialize};
 use sluice_engine::batch::Batch;
 use sluice_engine::spec::{PipelineSpec, text_sha256};
@@ -132,9 +132,9 @@ impl TaskQueue {
     /// going to `<queue>.dead`) if it is missing.
     pub async fn connect(url: &str, queue: &str) -> Result<Self> {
         let shown = shown_url(url);
-        let connection = Connection::connect(url, ConnectionProperties::default()).await.map_err(|e| {
+        let connection = sluice_connectors::amqp::connect_broker(url).await.map_err(|e| {
             // The client's message may quote the URL: never its password.
-            let said = without_password(&e.to_string(), url);
+            let said = without_password(&e, url);
             Error::Broker(format!(
                 "cannot connect to {shown}: {said}; is the broker running? (RabbitMQ: scripts/start-rabbitmq.sh)"
             ))

@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::tasks::{TASK_KEY, TestQueue, broker, controller, finish, runtime, wait_for_tasks, worker};
+use common::tasks::{TASK_KEY, TestQueue, broker, controller, finish, runtime, wait_for_tasks, worker, worker_at};
 use common::{Workspace, parquet_rows, sluice};
 use sluice_engine::log::CheckpointLog;
 use sluice_workers::task_keys::KeySources;
@@ -233,4 +233,45 @@ url = "out"
     Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
     let (status, printed_by_controller) = finish(controller, Duration::from_secs(30));
     assert!(status.success(), "{printed_by_controller}");
+}
+
+/// The TLS port of the test broker and the CA that signed its certificate,
+/// as `scripts/start-rabbitmq-tls.sh` sets them up.
+fn tls_broker() -> (String, std::path::PathBuf) {
+    let dir = std::env::var("SLUICE_TLS_DIR").unwrap_or_else(|_| "/var/tmp/sluice-rabbitmq-tls".into());
+    let ca = std::path::Path::new(&dir).join("ca.pem");
+    assert!(
+        ca.is_file() && std::net::TcpStream::connect("127.0.0.1:5671").is_ok(),
+        "this test needs RabbitMQ's TLS listener on 127.0.0.1:5671 and its CA in {dir}: \
+         run scripts/start-rabbitmq-tls.sh"
+    );
+    ("amqps://guest:guest@localhost:5671/%2f".into(), ca)
+}
+
+#[test]
+fn tasks_travel_over_amqps_checked_against_the_ca_file() {
+    let (url, ca) = tls_broker();
+    let queue = TestQueue::new("amqps");
+    let ws = Workspace::new();
+    let expected = write_inputs(&ws, 2, 5);
+    let path = ws.pipeline(&pipeline(&queue.0).replace(&broker(), &url));
+    let controller = controller(&path).env("SLUICE_AMQP_CA_FILE", &ca).spawn().expect("controller");
+    wait_for_tasks(&queue.0, 2);
+
+    // Without the CA, the broker's certificate is not trusted.
+    let mut untrusting = worker_at(&url, &queue.0, "1s", ws.dir.path());
+    untrusting.env_remove("SLUICE_AMQP_CA_FILE");
+    let (status, said) = finish(untrusting.spawn().expect("worker"), Duration::from_secs(60));
+    assert!(!status.success(), "{said}");
+    assert!(said.to_lowercase().contains("certificate"), "{said}");
+    assert!(!said.contains("guest:guest"), "the password is never shown: {said}");
+
+    let mut trusting = worker_at(&url, &queue.0, "1s", ws.dir.path());
+    trusting.env("SLUICE_AMQP_CA_FILE", &ca);
+    let (status, said) = finish(trusting.spawn().expect("worker"), Duration::from_secs(60));
+    assert!(status.success(), "{said}");
+    assert!(said.contains("2 batches committed"), "{said}");
+    let (status, said) = finish(controller, Duration::from_secs(60));
+    assert!(status.success(), "{said}");
+    assert_eq!(parquet_rows(&ws.path("out")).1, expected);
 }

@@ -54,6 +54,28 @@ pub(crate) fn shown(url: &str) -> String {
     }
 }
 
+/// The environment variable naming a PEM file of the CA certificates that
+/// `amqps://` brokers' certificates are checked against (a private CA);
+/// without it, the well-known public roots.
+pub const CA_FILE_ENV: &str = "SLUICE_AMQP_CA_FILE";
+
+/// Connects to the broker at `url`, `amqp://` or `amqps://`. With
+/// `SLUICE_AMQP_CA_FILE`, a TLS broker must present a certificate signed
+/// by one of that file's CAs. The error never holds the URL's password.
+pub async fn connect_broker(url: &str) -> Result<Connection, String> {
+    let mut tls = lapin::tcp::OwnedTLSConfig::default();
+    if let Some(path) = std::env::var_os(CA_FILE_ENV).filter(|path| !path.is_empty()) {
+        let pem = std::fs::read_to_string(&path).map_err(|e| {
+            format!("cannot read the CA file {} ({CA_FILE_ENV}): {e}", std::path::Path::new(&path).display())
+        })?;
+        tls.cert_chain = Some(pem);
+    }
+    let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
+    Connection::connect_with_config(url, ConnectionProperties::default(), tls, runtime)
+        .await
+        .map_err(|e| without_secrets(&e.to_string(), url))
+}
+
 /// How long connecting and opening a channel may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -67,9 +89,7 @@ async fn connect(url: &str) -> Result<(Connection, Channel), Error> {
     };
     // The client can wait for ever on a connection that failed under it.
     let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
-        let connection = Connection::connect(url, ConnectionProperties::default())
-            .await
-            .map_err(|e| refused(without_secrets(&e.to_string(), url)))?;
+        let connection = connect_broker(url).await.map_err(refused)?;
         let channel = connection.create_channel().await.map_err(|e| broker(url, "cannot open a channel", &e))?;
         Ok((connection, channel))
     });

@@ -131,8 +131,13 @@ pub(crate) fn wait_for_tasks(queue: &str, n: u32) {
 /// `sluice worker` on `queue`, running the pipelines of the folder
 /// `pipelines` with the tests' task key.
 pub(crate) fn worker(queue: &str, idle: &str, pipelines: &Path) -> Command {
+    worker_at(&broker(), queue, idle, pipelines)
+}
+
+/// [`worker`], of the broker at `url`.
+pub(crate) fn worker_at(url: &str, queue: &str, idle: &str, pipelines: &Path) -> Command {
     let mut command = sluice();
-    command.args(["worker", "--tasks", &broker(), "--queue", queue, "--idle-timeout", idle]);
+    command.args(["worker", "--tasks", url, "--queue", queue, "--idle-timeout", idle]);
     command.arg("--pipelines").arg(pipelines);
     command.env("SLUICE_TASK_KEY", TASK_KEY);
     command.env("SLUICE_LOG", "info");
