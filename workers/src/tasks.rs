@@ -90,6 +90,10 @@ impl Task {
         if task.sha256.len() != 64 || !task.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err("the task's sha256 is not a hex SHA-256".into());
         }
+        let id = task.batch.id.to_string();
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err("the task's batch id is not a batch id".into());
+        }
         Ok(task)
     }
 }
@@ -329,5 +333,7 @@ mod tests {
         assert_eq!(Task::from_json(good.as_bytes()).expect("a task").pipeline, "p");
         let bad_name = good.replace(r#""p""#, r#""../etc""#);
         assert!(Task::from_json(bad_name.as_bytes()).is_err());
+        let bad_id = good.replace(r#""id":"x""#, r#""id":"x\nforged log line""#);
+        assert!(Task::from_json(bad_id.as_bytes()).expect_err("refused").contains("batch id"));
     }
 }

@@ -344,3 +344,31 @@ fn wait_for(done: impl Fn() -> bool, what: &str) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn workers_take_their_pipeline_files_from_a_bucket() {
+    use common::tasks::{TestQueue, broker, controller, finish, wait_for_tasks, worker};
+    let s3 = S3::new("pipelines");
+    let queue = TestQueue::new("s3-pipelines");
+    let ws = Workspace::new();
+    let dispatch = format!("[workers]\ndispatch = \"{}\"\ntask_queue = \"{}\"\n", broker(), queue.0);
+    // The operator keeps the same file beside the controller and in the
+    // bucket the workers read their pipelines from.
+    let text = pipeline(&s3, &dispatch);
+    let path = ws.pipeline(&text);
+    s3.put("pipelines/bucket_orders.toml", text.into_bytes());
+    s3.put("pipelines/notes.txt", b"[pipeline]\nname = \"not-a-pipeline-file\"\n".to_vec());
+    s3.put("in/a.csv", orders_csv(0, 20));
+    s3.put("in/b.csv", orders_csv(1, 20));
+    let controller = controller(&path).envs(s3.env()).spawn().expect("controller");
+    wait_for_tasks(&queue.0, 1);
+    let mut command = worker(&queue.0, "2s", Path::new(&s3.url("pipelines")));
+    command.envs(s3.env());
+    let (status, said) = finish(command.spawn().expect("worker"), Duration::from_secs(120));
+    assert!(status.success(), "{said}");
+    assert!(said.contains("\"pipelines\":1"), "one pipeline file in the bucket: {said}");
+    assert!(said.contains(" 0 rejected"), "{said}");
+    let (status, said) = finish(controller, Duration::from_secs(60));
+    assert!(status.success(), "{said}");
+    assert_exactly_once(&s3, &path, &expected_rows(0..2, 20));
+}
