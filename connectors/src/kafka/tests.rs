@@ -134,3 +134,33 @@ fn a_kafka_sink_needs_a_checkpoint_url_and_a_known_key_column() {
         "{problems}"
     );
 }
+
+/// librdkafka refuses, at client creation, a security protocol or a SASL
+/// mechanism it was built without: every one sluice documents is there.
+#[test]
+fn the_kafka_client_is_built_with_tls_and_sasl_plain_and_scram() {
+    use rdkafka::consumer::BaseConsumer;
+    let settings: [&[(&str, &str)]; 5] = [
+        &[("security.protocol", "ssl")],
+        &[("security.protocol", "sasl_ssl"), ("sasl.mechanism", "PLAIN")],
+        &[("security.protocol", "sasl_plaintext"), ("sasl.mechanism", "SCRAM-SHA-256")],
+        &[("security.protocol", "sasl_ssl"), ("sasl.mechanism", "SCRAM-SHA-512")],
+        &[("security.protocol", "ssl"), ("ssl.endpoint.identification.algorithm", "https")],
+    ];
+    for setting in settings {
+        let mut options: std::collections::BTreeMap<String, String> =
+            setting.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        if options.contains_key("sasl.mechanism") {
+            options.insert("sasl.username".into(), "sluice".into());
+            options.insert("sasl.password".into(), "not-a-real-password".into());
+        }
+        let config = super::client_config("127.0.0.1:1", &[("group.id", "g")], &options);
+        if let Err(error) = config.create::<BaseConsumer>() {
+            panic!("librdkafka refuses {setting:?}: {error}");
+        }
+    }
+    // And a mechanism it has no provider for is refused, so the check above means something.
+    let options = [("security.protocol", "sasl_plaintext"), ("sasl.mechanism", "NO-SUCH-MECHANISM")];
+    let options = options.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    assert!(super::client_config("127.0.0.1:1", &[("group.id", "g")], &options).create::<BaseConsumer>().is_err());
+}

@@ -416,7 +416,7 @@ url = "out"
         }
     });
     let mut seen = String::new();
-    let mut wait_for_commit = |seen: &mut String| loop {
+    let wait_for_commit = |seen: &mut String| loop {
         let line = logged.recv_timeout(Duration::from_secs(30)).expect("a batch committed");
         seen.push_str(&line);
         if line.contains("batch committed") {
