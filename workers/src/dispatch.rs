@@ -66,10 +66,12 @@ pub(crate) async fn run(
     let mut summary = RunSummary::default();
     let progress = Progress::new(options.progress);
     let mut last_news = Instant::now();
+    let mut spec = spec;
     loop {
         if *stop.borrow() {
             break;
         }
+        spec = crate::with_fresh_secrets(spec);
         let Some(pending) = plan_pass(&spec, &log, &options, &mut wake, &mut failures, &mut stop).await? else {
             continue;
         };

@@ -408,6 +408,9 @@ impl StreamRun {
         in_hand: Option<&[Message]>,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Ended> {
+        // Rotated credentials in secret files are used from this batch on
+        // (the broker connection keeps those it opened with).
+        self.spec = crate::with_fresh_secrets(self.spec.clone());
         let spec = self.spec.clone();
         let mut failures = 0;
         loop {
