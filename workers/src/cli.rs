@@ -112,8 +112,10 @@ pub enum Command {
         #[arg(long)]
         insecure_unsigned_tasks: bool,
         /// The broker, as amqp://USER:PASSWORD@HOST:PORT/VHOST (vhost `/`
-        /// is `%2f`). Read from SLUICE_TASKS when not given, so that the
-        /// password stays off the command line.
+        /// is `%2f`), or amqps:// for TLS, its certificate checked against
+        /// the CAs of the PEM file SLUICE_AMQP_CA_FILE when set. Read from
+        /// SLUICE_TASKS when not given, so that the password stays off the
+        /// command line.
         #[arg(long, env = "SLUICE_TASKS", value_name = "URL", hide_env_values = true)]
         tasks: String,
         /// The task queue, as the pipelines' [workers] task_queue names it.
