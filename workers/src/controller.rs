@@ -115,11 +115,12 @@ async fn run_here(
         if *stop.borrow() {
             break;
         }
-        // Rotated credentials in secret files are used from the next batch.
-        spec = crate::with_fresh_secrets(spec);
         let Some(pending) = plan_pass(&spec, &log, &options, &mut wake, &mut storage_failures, &mut stop).await? else {
             continue;
         };
+        // Rotated credentials in secret files are used by the batches about
+        // to run: a secret replaced before their input was listed is seen.
+        spec = crate::with_fresh_secrets(spec);
         progress.set_work(summary.batches, pending.len() as u64);
         let now = Instant::now();
         not_before.retain(|id, _| pending.iter().any(|batch| batch.id == *id));
