@@ -147,6 +147,9 @@ struct Tally {
     max_records: Option<u64>,
 }
 
+/// Dead letters to send, and the channel they go to.
+type Delivery = (tokio::sync::mpsc::Sender<Vec<Rejected>>, Vec<Rejected>);
+
 impl ReadTally {
     /// A tally of a read that is over: `rejected` is all it set aside, and
     /// the rows are counted by the plan that scans the table.
@@ -212,11 +215,7 @@ impl ReadTally {
     }
 
     /// Counts `rejected`, and returns what to send where, if anything.
-    fn admit(
-        &self,
-        rejected: Vec<Rejected>,
-        from_output: bool,
-    ) -> Result<Option<(tokio::sync::mpsc::Sender<Vec<Rejected>>, Vec<Rejected>)>> {
+    fn admit(&self, rejected: Vec<Rejected>, from_output: bool) -> Result<Option<Delivery>> {
         let mut guard = self.lock();
         let tally = &mut *guard;
         tally.count += rejected.len() as u64;

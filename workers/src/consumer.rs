@@ -245,8 +245,14 @@ async fn handle(delivery: Delivery, shared: &Shared, mut stop: watch::Receiver<b
         Ok(task) => task,
         Err(reason) => return refuse(&delivery, shared, &message_id, &reason).await,
     };
-    let loaded = match load(shared, &task).await {
-        Ok(loaded) => loaded,
+    // The batch is run as this pipeline's own log planned it; the task
+    // only names it.
+    let admitted = match load(shared, &task).await {
+        Ok(loaded) => planned_batch(&loaded, &task).await.map(|planned| (loaded, planned)),
+        Err(unloadable) => Err(unloadable),
+    };
+    let (loaded, task) = match admitted {
+        Ok((loaded, planned)) => (loaded, Task { batch: planned, ..task }),
         Err(Unloadable::Pipeline(reason)) => return refuse(&delivery, shared, &message_id, &reason).await,
         Err(Unloadable::Log(reason)) => {
             // The operator's storage fails for a while: another try, a
@@ -256,18 +262,6 @@ async fn handle(delivery: Delivery, shared: &Shared, mut stop: watch::Receiver<b
             return requeue(&delivery).await;
         }
     };
-    // The batch is run as this pipeline's own log planned it; the task
-    // only names it.
-    let planned = match planned_batch(&loaded, &task).await {
-        Ok(planned) => planned,
-        Err(Unloadable::Pipeline(reason)) => return refuse(&delivery, shared, &message_id, &reason).await,
-        Err(Unloadable::Log(reason)) => {
-            tracing::warn!(message_id, "handing the task back to the queue in {REQUEUE_AFTER:?}: {reason}");
-            tokio::time::sleep(REQUEUE_AFTER).await;
-            return requeue(&delivery).await;
-        }
-    };
-    let task = Task { batch: planned, ..task };
     let owner = Runner::task(task_key);
     let (spec, log) = (&loaded.spec, &loaded.log);
     let span = batch_span(spec, &task.batch, &owner.owner);
@@ -441,18 +435,13 @@ async fn check_signature(delivery: &Delivery, shared: &Shared) -> Result<Option<
         Ok(id) => Ok(Some(id)),
         Err(Unsigned::Missing) if shared.insecure_unsigned_tasks => Ok(None),
         Err(Unsigned::Missing) => Err(Unsigned::Missing.to_string()),
-        Err(bad) => {
-            // A key added to the worker's key file since it started.
-            match shared.key_sources.load() {
-                Ok(reloaded)
-                    if reloaded.len() != keys.len()
-                        || reloaded.iter().zip(keys.iter()).any(|(a, b)| a.id() != b.id()) =>
-                {
-                    *keys = reloaded;
-                    verify(&keys, &delivery.data, signature, key_id).map(Some).map_err(|bad| bad.to_string())
-                }
-                _ => Err(bad.to_string()),
+        Err(_) => {
+            // A key added to the worker's key files since it started: read
+            // them again (keeping the keys in hand if they cannot be read).
+            if let Ok(reloaded) = shared.key_sources.load() {
+                *keys = reloaded;
             }
+            verify(&keys, &delivery.data, signature, key_id).map(Some).map_err(|bad| bad.to_string())
         }
     }
 }

@@ -389,6 +389,18 @@ pub fn elapsed_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
+/// What a spawned batch's panic said, for its failure message.
+pub(crate) fn panic_message(error: tokio::task::JoinError) -> String {
+    match error.try_into_panic() {
+        Ok(panic) => panic
+            .downcast_ref::<&str>()
+            .map(ToString::to_string)
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into()),
+        Err(error) => error.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -428,17 +440,5 @@ mod tests {
         let seq = |batch: &Batch| ours.state().batch(&batch.id).expect("planned").planned_seq;
         assert_eq!((seq(&batches[1]), seq(&batches[0]), seq(&batches[2])), (Seq(0), Seq(1), Seq(1)));
         assert!(plan_new(found, ours.state(), limits, &name, 1).is_empty(), "nothing planned twice");
-    }
-}
-
-/// What a spawned batch's panic said, for its failure message.
-pub(crate) fn panic_message(error: tokio::task::JoinError) -> String {
-    match error.try_into_panic() {
-        Ok(panic) => panic
-            .downcast_ref::<&str>()
-            .map(ToString::to_string)
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".into()),
-        Err(error) => error.to_string(),
     }
 }

@@ -19,7 +19,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, Consumer};
 use serde::{Deserialize, Serialize};
-use sluice_engine::batch::Batch;
+use sluice_engine::batch::{Batch, PipelineName};
 use sluice_engine::spec::{PipelineSpec, text_sha256};
 use sluice_engine::{Error, Result};
 
@@ -81,10 +81,8 @@ impl Task {
         }
         let task: Task = serde_json::from_slice(body)
             .map_err(|e| format!("not a sluice task: {}", without_quotes(&e.to_string())))?;
-        let valid_name = !task.pipeline.is_empty()
-            && task.pipeline.len() <= 64
-            && task.pipeline.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if !valid_name {
+        // Checked as the pipeline file's name is, without quoting it back.
+        if task.pipeline.len() > 64 || PipelineName::new(&task.pipeline).is_err() {
             return Err("the task names no valid pipeline ([a-z0-9_-]+)".into());
         }
         if task.sha256.len() != 64 || !task.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {

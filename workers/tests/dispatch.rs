@@ -7,8 +7,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::tasks::{TASK_KEY, TestQueue, broker, controller, finish, runtime, wait_for_tasks, worker, worker_at};
@@ -197,28 +196,20 @@ type = "files"
 url = "out"
 "#,
     );
-    let mut controller = sluice()
-        .args(["run", &path, "--log-format", "json"])
-        .env("SLUICE_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("controller");
-    let lines = BufReader::new(controller.stderr.take().expect("stderr")).lines();
-    let (tx, committed) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            if line.contains("batch committed") {
-                let _ = tx.send(line);
-            }
+    let (controller, logged) =
+        common::spawn_with_log_lines(sluice().args(["run", &path, "--log-format", "json"]).env("SLUICE_LOG", "info"));
+    let committed = || loop {
+        let line = logged.recv_timeout(Duration::from_secs(30)).expect("the new file was committed without a listing");
+        if line.contains("batch committed") {
+            break line;
         }
-    });
+    };
     std::thread::sleep(Duration::from_millis(500));
 
     for (n, name) in ["a", "b"].iter().enumerate() {
         ws.write(&format!("inbox/{name}.tmp"), &format!("id\n{n}\n"));
         std::fs::rename(ws.path(&format!("inbox/{name}.tmp")), ws.path(&format!("inbox/{name}.csv"))).expect("rename");
-        committed.recv_timeout(Duration::from_secs(30)).expect("the new file was committed without a listing");
+        committed();
     }
     assert_eq!(parquet_rows(&ws.path("out")).1, common::rows(&["0", "1"]));
 

@@ -24,6 +24,26 @@ pub(crate) fn run(args: &[&str]) -> Output {
     sluice().args(args).output().expect("the sluice binary runs")
 }
 
+/// Starts `command` (a long-running `sluice run`) with its standard error
+/// read line by line on a thread of its own: the child, and its lines as
+/// they come.
+pub(crate) fn spawn_with_log_lines(command: &mut Command) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sluice starts");
+    let lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
 /// Text of a command's standard output and error, for assertion messages.
 pub(crate) fn printed(output: &Output) -> String {
     format!(

@@ -378,8 +378,6 @@ fn a_max_wait_under_a_millisecond_is_refused() {
 
 #[test]
 fn a_secret_file_is_read_for_each_batch_and_never_printed() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
     use std::time::Duration;
 
     let ws = Workspace::new();
@@ -401,20 +399,9 @@ type = "files"
 url = "out"
 "#,
     );
-    let mut controller = common::sluice()
-        .args(["run", &path, "--log-format", "json"])
-        .env("SLUICE_LOG", "info,sluice=debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("controller");
-    let lines = BufReader::new(controller.stderr.take().expect("stderr")).lines();
-    let (tx, logged) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (controller, logged) = common::spawn_with_log_lines(
+        common::sluice().args(["run", &path, "--log-format", "json"]).env("SLUICE_LOG", "info,sluice=debug"),
+    );
     let mut seen = String::new();
     let wait_for_commit = |seen: &mut String| loop {
         let line = logged.recv_timeout(Duration::from_secs(30)).expect("a batch committed");
