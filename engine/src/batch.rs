@@ -62,6 +62,16 @@ pub struct InputObject {
     pub tail_sha256: Option<String>,
 }
 
+/// An entity tag's value, without the quotes and the weak marker (`W/`)
+/// that some answers of a store wrap it in and others do not: Azure lists
+/// a blob's tag as `0x8D…` and answers a HEAD with `"0x8D…"`. Two tags
+/// name the same version when their values are equal.
+pub fn etag_value(etag: &str) -> &str {
+    let etag = etag.trim();
+    let etag = etag.strip_prefix("W/").unwrap_or(etag);
+    etag.strip_prefix('"').and_then(|inner| inner.strip_suffix('"')).unwrap_or(etag)
+}
+
 /// How many bytes at an object's end [`InputObject::tail_sha256`] covers.
 pub const TAIL_BYTES: u64 = 4096;
 
@@ -84,13 +94,24 @@ pub struct InputKey {
 }
 
 impl InputObject {
-    /// The key that tells this version of the object from others.
+    /// The key that tells this version of the object from others. The
+    /// entity tag counts by its value ([`etag_value`]), so a version
+    /// listed and the same version looked up by name have one key.
     pub fn key(&self) -> InputKey {
         let version = match &self.etag {
-            Some(etag) => etag.clone(),
+            Some(etag) => etag_value(etag).to_string(),
             None => self.last_modified.to_rfc3339(),
         };
         InputKey { path: self.path.clone(), size: self.size, version }
+    }
+
+    /// The entity tag as the store gave it when this input was planned,
+    /// or the modification time where it gave none.
+    fn version_as_planned(&self) -> String {
+        match &self.etag {
+            Some(etag) => etag.clone(),
+            None => self.last_modified.to_rfc3339(),
+        }
     }
 
     /// The bytes of the object its [`InputObject::tail_sha256`] covers.
@@ -118,16 +139,21 @@ impl BatchId {
         // The appended part of an object and the whole object of the same
         // version are different batches; a whole object hashes as it always
         // has, so the ids of logs written before appends existed hold.
-        let mut keys: Vec<(InputKey, u64)> = inputs.iter().map(|input| (input.key(), input.start)).collect();
+        // The entity tag is hashed as the store gave it, as it always
+        // was, so that ids do not depend on how tags are compared.
+        let mut keys: Vec<(&str, u64, String, u64)> = inputs
+            .iter()
+            .map(|input| (input.path.as_str(), input.size, input.version_as_planned(), input.start))
+            .collect();
         keys.sort();
         let mut hasher = Sha256::new();
         hasher.update(b"sluice-batch-v1\0");
         hasher.update(name.as_str().as_bytes());
         hasher.update(format!("\0{version}\0").as_bytes());
-        for (key, start) in &keys {
-            hasher.update(key.path.as_bytes());
-            hasher.update(format!("\0{}\0", key.size).as_bytes());
-            hasher.update(key.version.as_bytes());
+        for (path, size, version, start) in &keys {
+            hasher.update(path.as_bytes());
+            hasher.update(format!("\0{size}\0").as_bytes());
+            hasher.update(version.as_bytes());
             hasher.update(b"\0");
             if *start > 0 {
                 hasher.update(format!("from {start}\0").as_bytes());
@@ -242,6 +268,21 @@ mod tests {
         assert_eq!(serde_json::to_string(&input).expect("encodes"), old, "a whole input is written as before");
         let name = PipelineName::new("orders").expect("valid");
         assert_eq!(BatchId::derive(&name, 1, &[input]).as_str(), "3982304f1cdd7743dde251f9e96cac66");
+    }
+
+    #[test]
+    fn a_version_listed_and_the_same_version_looked_up_by_name_have_one_key() {
+        // Azure lists `0x8D…` and answers a HEAD with `"0x8D…"`.
+        assert_eq!(etag_value("\"0x8DC1\""), "0x8DC1");
+        assert_eq!(etag_value("0x8DC1"), "0x8DC1");
+        assert_eq!(etag_value("W/\"abc\""), "abc");
+        assert_eq!(etag_value("\""), "\"", "a lone quote is its own value");
+        assert_eq!(input("a.csv", 10, "\"0x8DC1\"").key(), input("a.csv", 10, "0x8DC1").key());
+        assert_ne!(input("a.csv", 10, "\"0x8DC1\"").key(), input("a.csv", 10, "0x8DC2").key());
+        // Ids hash the tag as the store gave it, as before.
+        let name = PipelineName::new("orders").expect("valid");
+        let quoted = [input("a.csv", 10, "\"1\"")];
+        assert_ne!(BatchId::derive(&name, 1, &quoted), BatchId::derive(&name, 1, &[input("a.csv", 10, "1")]));
     }
 
     #[test]

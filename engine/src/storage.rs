@@ -157,6 +157,27 @@ impl StorageLocation {
         }
     }
 
+    /// What to set when no credentials were found for this location's
+    /// store.
+    pub fn credentials_hint(&self) -> &'static str {
+        match self.url.scheme() {
+            "gs" => {
+                "set GOOGLE_SERVICE_ACCOUNT (a key file) or GOOGLE_SERVICE_ACCOUNT_KEY (its JSON), or \
+                 google_service_account / google_service_account_key in [storage]; an emulator's key JSON \
+                 takes \"gcs_base_url\" and \"disable_oauth\": true"
+            }
+            "az" | "azure" | "abfs" | "abfss" => {
+                "set AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY (or a SAS token, or a client \
+                 id and secret), or the same keys in lower case in [storage]; for Azurite, \
+                 AZURE_STORAGE_USE_EMULATOR=true"
+            }
+            _ => {
+                "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for an S3-compatible \
+                 server), or aws_access_key_id and aws_secret_access_key in [storage]"
+            }
+        }
+    }
+
     /// The object store and the prefix of this location inside it.
     pub fn open(&self) -> Result<(Arc<dyn ObjectStore>, ObjectPath)> {
         let prefix = ObjectPath::from_url_path(self.url.path()).map_err(object_store::Error::from)?;

@@ -21,7 +21,7 @@ use futures::{StreamExt, TryStreamExt};
 use globset::{GlobBuilder, GlobMatcher};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt};
-use sluice_engine::batch::{InputObject, tail_digest};
+use sluice_engine::batch::{InputObject, etag_value, tail_digest};
 use sluice_engine::source::{Input, OnChange, ReadTally, Rejected, Source, Watch};
 use sluice_engine::spec::{Component, Diagnostics};
 use sluice_engine::storage::StorageLocation;
@@ -222,7 +222,11 @@ impl FilesSource {
             }
             Err(other) => return Err(other.into()),
         };
-        let same_etag = input.etag.is_none() || meta.e_tag == input.etag;
+        let same_etag = match (&input.etag, &meta.e_tag) {
+            (None, _) => true,
+            (Some(planned), Some(now)) => etag_value(planned) == etag_value(now),
+            (Some(_), None) => false,
+        };
         if meta.size == input.size && same_etag {
             return Ok(meta);
         }
@@ -235,10 +239,17 @@ impl FilesSource {
         {
             return Ok(ObjectMeta { size: input.size, ..meta });
         }
-        Err(Error::InputChanged {
-            path: input.path.clone(),
-            detail: format!("it was {} bytes, it is {} bytes now (or was rewritten)", input.size, meta.size),
-        })
+        let detail = match same_etag {
+            true => format!("it was {} bytes, it is {} bytes now", input.size, meta.size),
+            false => format!(
+                "it was rewritten: its entity tag was {}, it is {} now ({} bytes, {} before)",
+                input.etag.as_deref().unwrap_or("none"),
+                meta.e_tag.as_deref().unwrap_or("none"),
+                meta.size,
+                input.size
+            ),
+        };
+        Err(Error::InputChanged { path: input.path.clone(), detail })
     }
 
     /// The URL of an input, each name percent-encoded so that `#`, `?` or

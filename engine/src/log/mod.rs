@@ -326,9 +326,8 @@ async fn check_put_if_absent(store: &dyn ObjectStore, root: &Path, location: &St
                 // No credentials given: the client asked the cloud's
                 // instance metadata service, which is not there.
                 return Err(Error::Config(format!(
-                    "no credentials for {location}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and \
-                     AWS_ENDPOINT_URL for an S3-compatible server), or aws_access_key_id and \
-                     aws_secret_access_key in [storage]; the instance metadata service did not answer: {other}"
+                    "no credentials for {location}: {}; the instance metadata service did not answer: {other}",
+                    location.credentials_hint()
                 )));
             }
             Err(other) => return Err(other.into()),
