@@ -12,6 +12,10 @@ GCS and turns each XML call into the JSON API call that does the same, with
 the same precondition, so that the tests exercise sluice and object_store's
 GCS client against fake-gcs-server's storage and its generation checks.
 
+A bucket whose name ends in `-ignores-preconditions` is served as a store
+that ignores them (every create succeeds), to show that sluice refuses such
+a store for its log.
+
 It holds no objects itself, except the parts of a multipart upload until
 it is completed (then uploaded as one object, as GCS does). Anything it
 does not translate is passed through unchanged.
@@ -22,6 +26,7 @@ Usage: gcs-xml-front.py LISTEN_PORT BACKEND_PORT   (both on 127.0.0.1)
 import http.client
 import http.server
 import json
+import os
 import hashlib
 import sys
 import threading
@@ -30,6 +35,10 @@ from urllib.parse import quote, unquote, urlsplit, parse_qs
 from xml.sax.saxutils import escape
 
 BACKEND = ("127.0.0.1", int(sys.argv[2]) if len(sys.argv) > 2 else 4444)
+# Uploads to a bucket whose name ends so have their precondition dropped,
+# as fake-gcs-server's own XML (signed-URL) upload does: a store that
+# accepts a second create, for the tests that show sluice refusing one.
+IGNORES_PRECONDITIONS = "-ignores-preconditions"
 UPLOADS = {}  # upload id -> {"bucket", "name", "parts": {number: bytes}}
 LOCK = threading.Lock()
 
@@ -54,6 +63,8 @@ def enc(name):
 def upload(bucket, name, data, content_type, generation_match):
     """A JSON API multipart upload (metadata and media in one request)."""
     query = "uploadType=multipart"
+    if bucket.endswith(IGNORES_PRECONDITIONS):
+        generation_match = None
     if generation_match is not None:
         query += "&ifGenerationMatch=" + generation_match
     boundary = "sluice-front-" + uuid.uuid4().hex
@@ -79,8 +90,10 @@ def object_headers(status, body):
 class Front(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, *args):
-        pass
+    def log_message(self, format, *args):
+        # Every request, with GCS_FRONT_LOG=1 (in the front's log file).
+        if os.environ.get("GCS_FRONT_LOG") == "1":
+            super().log_message(format, *args)
 
     def reply(self, status, headers=None, body=b"", length=None):
         self.send_response(status)

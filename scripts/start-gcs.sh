@@ -20,12 +20,14 @@
 #   {"disable_oauth": true, "gcs_base_url": "http://127.0.0.1:4443",
 #    "client_email": "test@example.com", "private_key": "", "private_key_id": ""}
 #
-# Env: GCS_PORT (4443), GCS_BUCKETS (buckets to create, "sluice-test"),
+# Env: GCS_PORT (4443), GCS_BUCKETS (buckets to create, "sluice-test
+#      sluice-test-ignores-preconditions": the front drops the preconditions of
+#      uploads to a bucket named *-ignores-preconditions, for the tests),
 #      SLUICE_SERVICES (~/.cache/sluice-services), START_TIMEOUT (seconds, 60).
 set -euo pipefail
 PORT="${GCS_PORT:-4443}"
 BACKEND_PORT=$((PORT + 1))
-BUCKETS="${GCS_BUCKETS-sluice-test}"
+BUCKETS="${GCS_BUCKETS-sluice-test sluice-test-ignores-preconditions}"
 SERVICES="${SLUICE_SERVICES:-$HOME/.cache/sluice-services}"
 BASE="$SERVICES/gcs"
 VENV="$SERVICES/venv-gcs"

@@ -1,0 +1,373 @@
+//! Pipelines whose source, sink and checkpoint log live in a bucket of
+//! each object store sluice names: S3 (moto on 127.0.0.1:9000,
+//! `scripts/start-bucket.sh`), Google Cloud Storage (fake-gcs-server behind
+//! its XML-API front on 127.0.0.1:4443, `scripts/start-gcs.sh`) and Azure
+//! Blob Storage (Azurite on 127.0.0.1:10000 and its queues on :10001,
+//! `scripts/start-azurite.sh`). The same scenarios run on each store; a
+//! few are the store's own. Each test works below a prefix of its own. The
+//! S3 notification test also needs RabbitMQ (`scripts/start-rabbitmq.sh`).
+
+mod brokers;
+mod common;
+mod store;
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use brokers::{Rng, kill_9};
+use common::{Workspace, parquet_rows, printed, sluice};
+use store::{BUCKET, Bucket, Kind};
+
+/// CSV file `n` of `rows` orders: ids `n * 1000 ..`.
+fn orders_csv(n: u64, rows: u64) -> Vec<u8> {
+    let mut text = String::from("id,country,amount\n");
+    for id in n * 1000..n * 1000 + rows {
+        text.push_str(&format!("{id},{},{}.25\n", ["FR", "DE", "US", "JP"][(id % 4) as usize], id % 100));
+    }
+    text.into_bytes()
+}
+
+/// The rows of `files` files of `rows` orders each, as `parquet_rows`
+/// shows them, sorted.
+fn expected_rows(files: std::ops::Range<u64>, rows: u64) -> Vec<Vec<String>> {
+    brokers::order_rows(files.flat_map(|n| n * 1000..n * 1000 + rows))
+}
+
+const SCHEMA: &str = "[source.schema]\nid = \"int64\"\ncountry = \"string\"\namount = \"float64\"\n";
+
+/// The orders pipeline with source, sink and log in the bucket.
+fn pipeline(bucket: &Bucket, extra: &str) -> String {
+    format!(
+        "[pipeline]\nname = \"bucket_orders\"\n\n{extra}\n\n\
+         [source]\ntype = \"files\"\nurl = \"{}\"\npattern = \"*.csv\"\n\n{SCHEMA}\n\
+         [transform]\nsql = \"SELECT id, country, amount FROM input\"\n\n\
+         [sink]\ntype = \"files\"\nurl = \"{}\"\n\n\
+         [checkpoint]\nurl = \"{}\"\n",
+        bucket.url("in"),
+        bucket.url("out"),
+        bucket.url("checkpoint"),
+    )
+}
+
+fn start(bucket: &Bucket, pipeline: &str) -> Child {
+    sluice()
+        .args(["run", pipeline])
+        .envs(bucket.env())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sluice starts")
+}
+
+/// Downloads the sink and checks that it holds `expected` exactly once,
+/// and that the log has nothing left to do.
+fn assert_exactly_once(bucket: &Bucket, pipeline: &str, expected: &[Vec<String>]) {
+    let local = tempfile::tempdir().expect("tempdir");
+    bucket.download("out", local.path());
+    let (columns, found) = parquet_rows(local.path());
+    assert_eq!(columns, ["id", "country", "amount"]);
+    assert_eq!(found.len(), expected.len(), "row count");
+    assert_eq!(found, expected, "every row exactly once");
+    let output = sluice().args(["status", pipeline, "--json"]).envs(bucket.env()).output().expect("status");
+    assert!(output.status.success(), "{}", printed(&output));
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("status json");
+    assert_eq!(status["pending_batches"], 0, "{status}");
+    assert_eq!(status["failed_batches"], 0, "{status}");
+    assert_eq!(status["rows_written"], expected.len(), "{status}");
+}
+
+/// Two controllers race on the bucket and are killed with -9, four
+/// rounds while files land; a catch-up run then leaves every row once.
+fn two_controllers_racing_on_a_bucket_killed_four_times_land_every_row_once(kind: Kind) {
+    let bucket = Bucket::new(kind, "race");
+    let ws = Workspace::new();
+    let pipeline =
+        // A killed attempt counts toward max_attempts: eight kills may land
+        // on one batch's attempts, which must not fail it.
+        ws.pipeline(&pipeline(
+            &bucket,
+            "[trigger]\nmax_files_per_batch = 1\n\n[workers]\nlease_timeout = \"1s\"\nmax_attempts = 40\n",
+        ));
+    let mut rng = Rng::new();
+    let rows = 400;
+    let mut files = 0;
+    for round in 0..4 {
+        // New files land while the controllers run and die.
+        for _ in 0..6 {
+            bucket.put(&format!("in/orders-{files:03}.csv"), orders_csv(files, rows));
+            files += 1;
+        }
+        let mut children = vec![start(&bucket, &pipeline), start(&bucket, &pipeline)];
+        std::thread::sleep(Duration::from_millis(400 + rng.below(1200)));
+        for child in &mut children {
+            kill_9(child);
+        }
+        eprintln!("round {round}: {files} files in, {} outputs visible", bucket.visible("out"));
+    }
+    let output = sluice().args(["run", &pipeline, "--until-caught-up"]).envs(bucket.env()).output().expect("runs");
+    assert!(output.status.success(), "{}", printed(&output));
+    assert_exactly_once(&bucket, &pipeline, &expected_rows(0..files, rows));
+
+    // The log lives in the bucket too, with its put-if-absent check.
+    let local = tempfile::tempdir().expect("tempdir");
+    bucket.download("checkpoint", local.path());
+    assert!(local.path().join("put-if-absent-check").is_file());
+    assert!(local.path().join("log/00000000000000000000.json").is_file());
+}
+
+/// A gzip CSV of about 20 MB is read as a stream; its CSV output goes up
+/// in parts.
+fn a_gzip_csv_larger_than_a_segment_streams_in_and_a_large_output_goes_up_in_parts(kind: Kind) {
+    let bucket = Bucket::new(kind, "large");
+    let ws = Workspace::new();
+    // About 20 MB of CSV, gzip-compressed in the bucket; written out as
+    // uncompressed CSV of about the same size, which the sink uploads as
+    // a multipart upload.
+    let rows = 240_000u64;
+    let mut body = String::new();
+    for id in 0..rows {
+        let note = if id % 50_000 == 3 { "x".to_string() } else { format!("{}.25", id % 100) };
+        body.push_str(&format!("{id},{},{note}\n", ["FR", "DE", "US", "JP"][(id % 4) as usize]));
+    }
+    let text = format!("id,country,amount\n{}", body.repeat(4));
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gzip, text.as_bytes()).expect("gzip");
+    bucket.put("in/orders.csv.gz", gzip.finish().expect("gzip"));
+    let spec = pipeline(&bucket, "")
+        .replace("pattern = \"*.csv\"", "pattern = \"*.csv.gz\"")
+        .replace("[sink]\ntype = \"files\"\n", "[sink]\ntype = \"files\"\nformat = \"csv\"\n");
+    let pipeline = ws.pipeline(&spec);
+    let output = sluice().args(["run", &pipeline, "--until-caught-up"]).envs(bucket.env()).output().expect("runs");
+    assert!(output.status.success(), "{}", printed(&output));
+    let summary = String::from_utf8_lossy(&output.stdout);
+    let bad = 4 * rows.div_ceil(50_000);
+
+    assert!(
+        summary.contains(&format!("{} rows in, {} rows out, {bad} dead letters", 4 * rows, 4 * rows - bad)),
+        "{summary}"
+    );
+
+    let local = tempfile::tempdir().expect("tempdir");
+    bucket.download("out", local.path());
+    let written: Vec<_> = common::visible_files(local.path());
+    assert_eq!(written.len(), 1, "{written:?}");
+    let csv = std::fs::read_to_string(&written[0]).expect("csv");
+    assert!(csv.len() > 10 << 20, "large enough for a multipart upload: {} bytes", csv.len());
+    assert_eq!(csv.lines().count() as u64, 1 + 4 * rows - bad, "a header and every good row");
+}
+
+/// Waits up to 30 s for `done`.
+fn wait_for(done: impl Fn() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Credentials in `[storage]`, the secret from the environment and no
+/// variable of the store set: the run works and shows no secret.
+fn credentials_from_the_storage_table_with_a_secret_from_the_environment(kind: Kind) {
+    let bucket = Bucket::new(kind, "storage-table");
+    let ws = Workspace::new();
+    let (storage, secret) = bucket.storage_table("SLUICE_TEST_STORE_SECRET");
+    let pipeline = ws.pipeline(&pipeline(&bucket, &storage));
+    bucket.put("in/a.csv", orders_csv(0, 30));
+    bucket.put("in/b.csv", orders_csv(1, 30));
+    let run = |args: &[&str]| {
+        let mut command = sluice();
+        for variable in STORE_VARIABLES {
+            command.env_remove(variable);
+        }
+        command.args(args).env("SLUICE_TEST_STORE_SECRET", &secret).env("SLUICE_LOG", "info").output().expect("runs")
+    };
+    let output = run(&["run", &pipeline, "--until-caught-up"]);
+    assert!(output.status.success(), "{}", printed(&output));
+    let status = run(&["status", &pipeline]);
+    assert!(status.status.success(), "{}", printed(&status));
+    for shown in [&output, &status] {
+        assert!(!printed(shown).contains(&secret), "the secret is shown: {}", printed(shown));
+    }
+    let local = tempfile::tempdir().expect("tempdir");
+    bucket.download("out", local.path());
+    assert_eq!(parquet_rows(local.path()).1, expected_rows(0..2, 30));
+}
+
+/// The variables through which a store could find credentials other than
+/// those of `[storage]`.
+const STORE_VARIABLES: &[&str] = &[
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "GOOGLE_SERVICE_ACCOUNT",
+    "GOOGLE_SERVICE_ACCOUNT_KEY",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "AZURE_STORAGE_USE_EMULATOR",
+    "AZURE_STORAGE_ACCOUNT_NAME",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+];
+
+/// The tests every store runs.
+macro_rules! every_store_runs {
+    ($kind:expr) => {
+        #[test]
+        fn two_controllers_racing_on_a_bucket_killed_four_times_land_every_row_once() {
+            super::two_controllers_racing_on_a_bucket_killed_four_times_land_every_row_once($kind);
+        }
+
+        #[test]
+        fn a_gzip_csv_larger_than_a_segment_streams_in_and_a_large_output_goes_up_in_parts() {
+            super::a_gzip_csv_larger_than_a_segment_streams_in_and_a_large_output_goes_up_in_parts($kind);
+        }
+
+        #[test]
+        fn credentials_from_the_storage_table_with_a_secret_from_the_environment() {
+            super::credentials_from_the_storage_table_with_a_secret_from_the_environment($kind);
+        }
+    };
+}
+
+mod s3 {
+    use super::*;
+    use brokers::Rabbit;
+
+    every_store_runs!(Kind::S3);
+
+    #[test]
+    fn a_file_announced_only_by_a_notification_is_processed_without_a_listing() {
+        let bucket = Bucket::new(Kind::S3, "notified");
+        let rabbit = Rabbit::new();
+        let queue = rabbit.queue("bucket-events");
+        let ws = Workspace::new();
+        // Credentials in [storage] this time, the secret from the environment;
+        // no listing but the one at start for an hour.
+        let (storage, secret) = bucket.storage_table("SLUICE_TEST_S3_SECRET");
+        let storage = format!(
+            "{storage}\n[trigger]\nnotifications = \"{}/{}\"\nreconcile_interval = \"1h\"\n",
+            rabbit.url, queue.name
+        );
+        let pipeline = ws.pipeline(&pipeline(&bucket, &storage));
+
+        bucket.put("in/before.csv", orders_csv(0, 50));
+        let mut controller = sluice()
+            .args(["run", &pipeline])
+            .env("SLUICE_TEST_S3_SECRET", &secret)
+            // Each listing and each look-up of notified objects is logged.
+            .env("SLUICE_LOG", "warn,sluice_workers::wake=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sluice starts");
+        wait_for(|| bucket.visible("out") == 1, "the file there at start, found by the first listing");
+
+        // Written after the listing: only the event tells.
+        bucket.put("in/after.csv", orders_csv(1, 50));
+        let event = |key: &str| {
+            format!(
+                r#"{{"Records":[{{"eventVersion":"2.1","eventSource":"aws:s3","eventName":"ObjectCreated:Put",
+                    "s3":{{"bucket":{{"name":"{BUCKET}"}},"object":{{"key":"{key}","size":1}}}}}}]}}"#
+            )
+        };
+        rabbit.publish(
+            &queue.name,
+            [
+                (None, "not an event".to_string()),
+                (None, event(&bucket.key("elsewhere/x.csv"))),
+                (None, event(&bucket.key("in/after.csv"))),
+                // The same event twice, and the old file's again: nothing twice.
+                (None, event(&bucket.key("in/after.csv"))),
+                (None, event(&bucket.key("in/before.csv"))),
+            ],
+        );
+        wait_for(|| bucket.visible("out") == 2, "the notified file's output");
+        wait_for(|| rabbit.ready(&queue.name) == 0, "every notification settled");
+        std::thread::sleep(Duration::from_millis(500));
+        kill_9(&mut controller);
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut controller.stderr.take().expect("stderr"), &mut stderr).expect("read");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(stderr.matches("listed the source").count(), 1, "one listing, at start:\n{stderr}");
+        assert!(stderr.contains("looked up notified objects"), "{stderr}");
+
+        let expected: Vec<Vec<String>> = expected_rows(0..2, 50);
+        let local = tempfile::tempdir().expect("tempdir");
+        bucket.download("out", local.path());
+        let (_, found) = parquet_rows(local.path());
+        assert_eq!(found, expected, "each file's rows exactly once");
+        assert_eq!(bucket.visible("out"), 2, "the duplicate events added nothing");
+    }
+
+    #[test]
+    fn a_store_that_cannot_create_only_if_absent_is_refused_for_the_log() {
+        let bucket = Bucket::new(Kind::S3, "no-conditional");
+        let ws = Workspace::new();
+        let pipeline = ws.pipeline(&pipeline(&bucket, "[storage]\naws_conditional_put = \"disabled\"\n"));
+        bucket.put("in/a.csv", orders_csv(0, 5));
+        let output = sluice().args(["run", &pipeline, "--until-caught-up"]).envs(bucket.env()).output().expect("runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{}", printed(&output));
+        assert!(stderr.contains("the checkpoint log cannot live at s3://"), "{}", printed(&output));
+        assert!(stderr.contains("put-if-absent"), "{}", printed(&output));
+        assert_eq!(bucket.visible("out"), 0, "nothing was written");
+    }
+
+    #[test]
+    fn workers_take_their_pipeline_files_from_a_bucket() {
+        use common::tasks::{TestQueue, broker, controller, finish, wait_for_tasks, worker};
+        let bucket = Bucket::new(Kind::S3, "pipelines");
+        let queue = TestQueue::new("s3-pipelines");
+        let ws = Workspace::new();
+        let dispatch = format!("[workers]\ndispatch = \"{}\"\ntask_queue = \"{}\"\n", broker(), queue.0);
+        // The operator keeps the same file beside the controller and in the
+        // bucket the workers read their pipelines from.
+        let text = pipeline(&bucket, &dispatch);
+        let path = ws.pipeline(&text);
+        bucket.put("pipelines/bucket_orders.toml", text.into_bytes());
+        bucket.put("pipelines/notes.txt", b"[pipeline]\nname = \"not-a-pipeline-file\"\n".to_vec());
+        bucket.put("in/a.csv", orders_csv(0, 20));
+        bucket.put("in/b.csv", orders_csv(1, 20));
+        let controller = controller(&path).envs(bucket.env()).spawn().expect("controller");
+        wait_for_tasks(&queue.0, 1);
+        let mut command = worker(&queue.0, "2s", Path::new(&bucket.url("pipelines")));
+        command.envs(bucket.env());
+        let (status, said) = finish(command.spawn().expect("worker"), Duration::from_secs(120));
+        assert!(status.success(), "{said}");
+        assert!(said.contains("\"pipelines\":1"), "one pipeline file in the bucket: {said}");
+        assert!(said.contains(" 0 rejected"), "{said}");
+        let (status, said) = finish(controller, Duration::from_secs(60));
+        assert!(status.success(), "{said}");
+        assert_exactly_once(&bucket, &path, &expected_rows(0..2, 20));
+    }
+}
+
+mod gcs {
+    use super::*;
+
+    every_store_runs!(Kind::Gcs);
+
+    /// The front of the emulator serves a bucket named
+    /// `*-ignores-preconditions` as a store that accepts every create.
+    #[test]
+    fn a_bucket_that_ignores_the_generation_precondition_is_refused_for_the_log() {
+        let bucket = Bucket::new(Kind::Gcs, "no-conditional");
+        let ws = Workspace::new();
+        let checkpoint = bucket.url("checkpoint");
+        let spec = pipeline(&bucket, "")
+            .replace(&checkpoint, &checkpoint.replace(BUCKET, &format!("{BUCKET}-ignores-preconditions")));
+        let pipeline = ws.pipeline(&spec);
+        bucket.put("in/a.csv", orders_csv(0, 5));
+        let output = sluice().args(["run", &pipeline, "--until-caught-up"]).envs(bucket.env()).output().expect("runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{}", printed(&output));
+        assert!(stderr.contains("the checkpoint log cannot live at gs://"), "{}", printed(&output));
+        assert!(stderr.contains("it accepted a second create of the same object"), "{}", printed(&output));
+        assert_eq!(bucket.visible("out"), 0, "nothing was written");
+    }
+}
+
+mod azure {
+    use super::*;
+
+    every_store_runs!(Kind::Azure);
+}
