@@ -54,8 +54,9 @@ impl StorageOptions {
             || AzureConfigKey::from_str(&key).is_ok()
     }
 
-    /// The settings that parse as keys of one store.
-    fn of<K: FromStr>(&self) -> impl Iterator<Item = (K, &str)> {
+    /// The settings that parse as keys of one store (`AmazonS3ConfigKey`,
+    /// `GoogleConfigKey`, `AzureConfigKey`), aliases included.
+    pub fn of<K: FromStr>(&self) -> impl Iterator<Item = (K, &str)> {
         self.0.iter().filter_map(|(key, value)| Some((key.to_ascii_lowercase().parse().ok()?, value.as_str())))
     }
 }

@@ -86,7 +86,7 @@ pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, stop: watch::Rece
         return crate::stream::run(spec, options, stop, log).await;
     }
     // A controller that runs until stopped sleeps until its source changes.
-    let wake = Wake::new(&spec, !options.until_caught_up);
+    let wake = Wake::new(&spec, !options.until_caught_up)?;
     match spec.dispatch.clone() {
         Some(dispatch) => crate::dispatch::run(spec, options, stop, log, wake, &dispatch).await,
         None => run_here(spec, options, stop, log, wake).await,

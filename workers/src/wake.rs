@@ -45,20 +45,20 @@ pub(crate) struct Found {
 impl Wake {
     /// Watches the source if `watching` and the source can be watched;
     /// otherwise wakes every poll interval.
-    pub(crate) fn new(spec: &PipelineSpec, watching: bool) -> Self {
+    pub(crate) fn new(spec: &PipelineSpec, watching: bool) -> Result<Self> {
         let reconcile = spec.trigger.reconcile_interval.0;
-        if let Some((url, queue)) = spec.trigger.notification_queue().filter(|_| watching) {
-            tracing::debug!(pipeline = %spec.name, queue, "reading bucket notifications; listing every {reconcile:?}");
-            let (feed, watch) = NotificationFeed::start(url, queue);
+        if let Some(queue) = spec.trigger.notification_queue().filter(|_| watching) {
+            tracing::debug!(pipeline = %spec.name, "reading bucket notifications; listing every {reconcile:?}");
+            let (feed, watch) = NotificationFeed::start(queue, &spec.file.storage())?;
             let poll = spec.trigger.poll_interval.0;
-            return Wake {
+            return Ok(Wake {
                 watch: Some(watch),
                 interval: reconcile,
                 poll,
                 feed: Some(feed),
                 listed_at: None,
                 reconcile,
-            };
+            });
         }
         let watch = if watching {
             match spec.source.objects().map_or(Ok(None), |source| source.watch()) {
@@ -83,7 +83,7 @@ impl Wake {
         if watch.is_some() {
             tracing::debug!(pipeline = %spec.name, "watching the source folder; listing it every {interval:?} anyway");
         }
-        Wake { watch, interval, poll: spec.trigger.poll_interval.0, feed: None, listed_at: None, reconcile }
+        Ok(Wake { watch, interval, poll: spec.trigger.poll_interval.0, feed: None, listed_at: None, reconcile })
     }
 
     /// Looks at the source: lists it, unless bucket notifications are read

@@ -370,4 +370,91 @@ mod azure {
     use super::*;
 
     every_store_runs!(Kind::Azure);
+
+    /// An Event Grid `BlobCreated` event as an Event Grid subscription
+    /// puts it on a Storage queue: the event's JSON, Base64-encoded.
+    fn blob_created(container: &str, name: &str) -> String {
+        use base64::Engine;
+        let event = format!(
+            r#"{{"topic":"/subscriptions/0/resourceGroups/r/providers/Microsoft.Storage/storageAccounts/{account}",
+                "subject":"/blobServices/default/containers/{container}/blobs/{name}",
+                "eventType":"Microsoft.Storage.BlobCreated","id":"{name}","eventTime":"2026-12-02T05:00:00Z",
+                "data":{{"api":"PutBlob","blobType":"BlockBlob","url":"http://127.0.0.1:10000/{account}/{container}/{name}"}},
+                "dataVersion":"","metadataVersion":"1"}}"#,
+            account = store::AZURITE_ACCOUNT
+        );
+        base64::engine::general_purpose::STANDARD.encode(event)
+    }
+
+    #[test]
+    fn a_blob_announced_only_by_an_event_on_a_storage_queue_is_processed_without_a_listing() {
+        use sluice_connectors::notifications::azqueue::AzureQueue;
+        let bucket = Bucket::new(Kind::Azure, "notified");
+        let name = format!("events-{}", bucket.prefix.rsplit('-').next().expect("a number"));
+        let name: String = name.chars().take(40).collect();
+        let options =
+            sluice_engine::storage::StorageOptions::new(vec![("azure_storage_use_emulator".into(), "true".into())])
+                .expect("options");
+        let queue = AzureQueue::new(store::AZURITE_ACCOUNT, &name, &options).expect("a queue client");
+        bucket.runtime.block_on(queue.create()).expect("create the queue (is Azurite's queue service up?)");
+        let count = |poison: bool| bucket.runtime.block_on(queue.approximate_count(poison)).expect("count");
+        let ws = Workspace::new();
+        let trigger = format!(
+            "[trigger]\nnotifications = \"azqueue://{}/{name}\"\nreconcile_interval = \"1h\"\n",
+            store::AZURITE_ACCOUNT
+        );
+        let pipeline = ws.pipeline(&pipeline(&bucket, &trigger));
+
+        bucket.put("in/before.csv", orders_csv(0, 50));
+        let mut controller = sluice()
+            .args(["run", &pipeline])
+            .envs(bucket.env())
+            // Each listing and each look-up of notified objects is logged.
+            .env("SLUICE_LOG", "warn,sluice_workers::wake=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sluice starts");
+        wait_for(|| bucket.visible("out") == 1, "the blob there at start, found by the first listing");
+
+        // Written after the listing: only the event tells.
+        bucket.put("in/after.csv", orders_csv(1, 50));
+        let after = bucket.key("in/after.csv");
+        for text in [
+            "not an event".to_string(),
+            blob_created(BUCKET, &bucket.key("elsewhere/x.csv")),
+            blob_created("another-container", &after),
+            blob_created(BUCKET, &after),
+            // The same event twice (once as plain JSON), and the old blob's
+            // again: nothing twice.
+            blob_created(BUCKET, &after),
+            String::from_utf8(
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, blob_created(BUCKET, &after))
+                    .expect("base64"),
+            )
+            .expect("utf-8"),
+            blob_created(BUCKET, &bucket.key("in/before.csv")),
+            r#"{"eventType":"Microsoft.EventGrid.SubscriptionValidationEvent","subject":"","data":{}}"#.to_string(),
+        ] {
+            bucket.runtime.block_on(queue.put(&text)).expect("put a message");
+        }
+        wait_for(|| bucket.visible("out") == 2, "the notified blob's output");
+        wait_for(|| count(false) == 0, "every message settled: deleted from the queue");
+        assert_eq!(count(true), 1, "the message that is not an event is kept in {name}-poison");
+        std::thread::sleep(Duration::from_millis(500));
+        kill_9(&mut controller);
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut controller.stderr.take().expect("stderr"), &mut stderr).expect("read");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(stderr.matches("listed the source").count(), 1, "one listing, at start:\n{stderr}");
+        assert!(stderr.contains("looked up notified objects"), "{stderr}");
+        assert!(stderr.contains("is not a blob event, moved to"), "{stderr}");
+        assert!(!stderr.contains(store::AZURITE_KEY), "{stderr}");
+
+        let local = tempfile::tempdir().expect("tempdir");
+        bucket.download("out", local.path());
+        let (_, found) = parquet_rows(local.path());
+        assert_eq!(found, expected_rows(0..2, 50), "each blob's rows exactly once");
+        assert_eq!(bucket.visible("out"), 2, "the duplicate events added nothing");
+    }
 }

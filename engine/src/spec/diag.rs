@@ -123,6 +123,11 @@ impl SpecFile {
         Ok(location.with_options(self.storage.get().cloned().unwrap_or_default()))
     }
 
+    /// `[storage]`, as read (with its secrets filled in).
+    pub fn storage(&self) -> StorageOptions {
+        self.storage.get().cloned().unwrap_or_default()
+    }
+
     pub(crate) fn set_storage(&self, options: StorageOptions) {
         let _ = self.storage.set(options);
     }

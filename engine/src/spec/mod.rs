@@ -143,9 +143,9 @@ impl TriggerSpec {
         BatchLimits { max_files: self.max_files_per_batch, max_bytes: self.max_bytes_per_batch.0 }
     }
 
-    /// `notifications`, split into the broker's URL and the queue.
-    pub fn notification_queue(&self) -> Option<(String, String)> {
-        self.notifications.as_ref().and_then(|url| split_queue_url(url.get_ref()).ok())
+    /// `notifications`: where bucket notifications are read from.
+    pub fn notification_queue(&self) -> Option<NotificationQueue> {
+        self.notifications.as_ref().and_then(|url| NotificationQueue::parse(url.get_ref()).ok())
     }
 
     /// When a stream's micro-batch closes.
@@ -460,14 +460,21 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
             }
         }
         if let Some(url) = &trigger.notifications
-            && let Err(message) = split_queue_url(url.get_ref())
+            && let Err(message) = NotificationQueue::parse(url.get_ref())
         {
-            problems.0.push(file.diagnostic(
-                url.span(),
-                "trigger.notifications",
-                message,
-                Some("write it as amqp://USER:PASSWORD@HOST:5672/%2f/QUEUE, the password as ${env:NAME}".into()),
-            ));
+            problems.0.push(
+                file.diagnostic(
+                    url.span(),
+                    "trigger.notifications",
+                    message,
+                    Some(
+                        "write it as amqp://USER:PASSWORD@HOST:5672/%2f/QUEUE (the password as ${env:NAME}) for S3 \
+                     events on a broker, or azqueue://ACCOUNT/QUEUE for Event Grid's events on an Azure Storage \
+                     queue"
+                            .into(),
+                    ),
+                ),
+            );
         }
         if trigger.max_files_per_batch == 0 {
             problems.0.push(file.diagnostic(
@@ -769,6 +776,67 @@ pub fn check_broker_url(raw: &str) -> Result<(), String> {
         "amqp" | "amqps" if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
         "amqp" | "amqps" => Err("names no host".into()),
         other => Err(format!("has the scheme \"{other}\"; only amqp:// and amqps:// brokers can take tasks")),
+    }
+}
+
+/// Where `[trigger] notifications` are read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotificationQueue {
+    /// S3 event JSON on an AMQP queue: the broker's URL (which may hold a
+    /// password) and the queue.
+    Amqp {
+        /// `amqp://...` or `amqps://...`, up to the virtual host.
+        url: String,
+        /// The queue's name.
+        queue: String,
+    },
+    /// Event Grid's blob events on an Azure Storage queue of `account`,
+    /// reached with the credentials of `[storage]` and the `AZURE_*`
+    /// variables.
+    AzureQueue {
+        /// The storage account.
+        account: String,
+        /// The queue's name.
+        queue: String,
+    },
+}
+
+impl NotificationQueue {
+    /// The longest queue name: Azure's limit of 63, less the `-poison`
+    /// that names where messages that are not events go.
+    pub const MAX_AZURE_QUEUE: usize = 63 - "-poison".len();
+
+    /// Reads `amqp://HOST/VHOST/QUEUE` (or `amqps://`) or
+    /// `azqueue://ACCOUNT/QUEUE`; the message never shows the URL.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let Some(rest) = raw.strip_prefix("azqueue://") else {
+            return split_queue_url(raw).map(|(url, queue)| NotificationQueue::Amqp { url, queue });
+        };
+        let (account, queue) = rest
+            .trim_end_matches('/')
+            .split_once('/')
+            .ok_or_else(|| "names no queue: write it as azqueue://ACCOUNT/QUEUE".to_string())?;
+        let account_ok =
+            (3..=24).contains(&account.len()) && account.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !account_ok {
+            return Err(format!(
+                "names the storage account \"{account}\": an account name is 3 to 24 lower-case letters and digits"
+            ));
+        }
+        let queue_ok = (3..=Self::MAX_AZURE_QUEUE).contains(&queue.len())
+            && queue.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !queue.starts_with('-')
+            && !queue.ends_with('-')
+            && !queue.contains("--");
+        if !queue_ok {
+            return Err(format!(
+                "names the queue \"{queue}\": a queue name is 3 to {} lower-case letters, digits and single \
+                 hyphens, starting and ending with a letter or digit (sluice adds -poison for messages that are \
+                 not events)",
+                Self::MAX_AZURE_QUEUE
+            ));
+        }
+        Ok(NotificationQueue::AzureQueue { account: account.into(), queue: queue.into() })
     }
 }
 

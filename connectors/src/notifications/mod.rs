@@ -1,20 +1,26 @@
-//! Bucket notifications: `[trigger] notifications = "amqp://HOST/VHOST/QUEUE"`.
+//! Bucket notifications: `[trigger] notifications =
+//! "amqp://HOST/VHOST/QUEUE"` (S3 event JSON on an AMQP queue) or
+//! `"azqueue://ACCOUNT/QUEUE"` (Event Grid's blob events on an Azure
+//! Storage queue, [`azqueue`]).
 //!
 //! S3 and S3-compatible servers (MinIO, Ceph, ...) can send an event for
-//! every object written; routed to an AMQP queue, they tell the controller
-//! which objects are new without a listing. The feed consumes the queue in
-//! the background, parses each message as S3 event JSON, and keeps the
-//! notices until the controller takes them. A notice is acknowledged only
-//! once the objects it names are planned in the log (or found not to be
-//! input), so none is lost to a crash; one taken twice, or late, plans
-//! nothing twice, since the log refuses inputs it has planned.
+//! every object written, and Azure Blob Storage sends one through Event
+//! Grid; routed to a queue, they tell the controller which objects are new
+//! without a listing. The feed consumes the queue in the background, parses
+//! each message as an event, and keeps the notices until the controller
+//! takes them. A notice is settled (acknowledged, or deleted from the Azure
+//! queue) only once the objects it names are planned in the log (or found
+//! not to be input), so none is lost to a crash; one taken twice, or late,
+//! plans nothing twice, since the log refuses inputs it has planned.
 //!
 //! ```text
 //! bucket ──event──► queue ──► feed (parse, keep) ──► controller: head each object,
-//!                                   │ wake            plan, append, then ack
+//!                                   │ wake            plan, append, then settle
 //!                                   ▼
 //!                            Wake (no listing until reconcile_interval)
 //! ```
+
+pub mod azqueue;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,7 +30,10 @@ use lapin::Acker;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use serde::Deserialize;
+use sluice_engine::Result;
 use sluice_engine::source::Watch;
+use sluice_engine::spec::NotificationQueue;
+use sluice_engine::storage::StorageOptions;
 use tokio::sync::mpsc;
 
 use crate::amqp::{open_queue, shown};
@@ -47,7 +56,13 @@ pub struct ObjectEvent {
 pub struct Notice {
     /// The objects written; empty for test events and removals.
     pub objects: Vec<ObjectEvent>,
-    acker: Acker,
+    delivery: Delivery,
+}
+
+/// How a notice is settled with the queue it came from.
+enum Delivery {
+    Amqp(Acker),
+    Azure(Box<azqueue::Receipt>),
 }
 
 impl std::fmt::Debug for Notice {
@@ -59,17 +74,28 @@ impl std::fmt::Debug for Notice {
 impl Notice {
     /// Acknowledges the message: its objects are planned.
     pub async fn ack(self) {
-        if let Err(error) = self.acker.ack(BasicAckOptions::default()).await {
-            // The channel is gone: the broker delivers it again, and the
-            // log refuses what it planned already.
+        let done = match self.delivery {
+            Delivery::Amqp(acker) => acker.ack(BasicAckOptions::default()).await.map(drop).map_err(|e| e.to_string()),
+            Delivery::Azure(receipt) => receipt.delete().await,
+        };
+        if let Err(error) = done {
+            // The channel is gone, or the message's receipt expired: the
+            // queue delivers it again, and the log refuses what it planned
+            // already.
             tracing::debug!("cannot acknowledge a bucket notification (it comes again): {error}");
         }
     }
 
-    /// Hands the message back to the broker, to be delivered again.
+    /// Hands the message back to the queue, to be delivered again.
     pub async fn requeue(self) {
-        let options = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
-        if let Err(error) = self.acker.nack(options).await {
+        let done = match self.delivery {
+            Delivery::Amqp(acker) => {
+                let options = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
+                acker.nack(options).await.map(drop).map_err(|e| e.to_string())
+            }
+            Delivery::Azure(receipt) => receipt.release().await,
+        };
+        if let Err(error) = done {
             tracing::debug!("cannot requeue a bucket notification (it comes again): {error}");
         }
     }
@@ -82,16 +108,24 @@ pub struct NotificationFeed {
 }
 
 impl NotificationFeed {
-    /// Starts consuming `queue` at `url` (declared durable if missing), and
-    /// returns the feed and a [`Watch`] signalled when notices arrive. The
-    /// consumer connects again, with a growing wait, whenever the broker
-    /// goes away; dropping the `Watch` stops it.
-    pub fn start(url: String, queue: String) -> (NotificationFeed, Watch) {
+    /// Starts reading `queue` (an AMQP queue is declared durable if
+    /// missing; an Azure queue is reached with the Azure settings of
+    /// `storage` and the `AZURE_*` variables), and returns the feed and a
+    /// [`Watch`] signalled when notices arrive. The reader connects again,
+    /// with a growing wait, whenever the queue cannot be reached; dropping
+    /// the `Watch` stops it.
+    pub fn start(queue: NotificationQueue, storage: &StorageOptions) -> Result<(NotificationFeed, Watch)> {
         let pending = Arc::new(Mutex::new(Vec::new()));
         let (tx, changes) = mpsc::channel(1);
-        let task = tokio::spawn(consume(url, queue, pending.clone(), tx));
+        let task = match queue {
+            NotificationQueue::Amqp { url, queue } => tokio::spawn(consume(url, queue, pending.clone(), tx)),
+            NotificationQueue::AzureQueue { account, queue } => {
+                let queue = azqueue::AzureQueue::new(&account, &queue, storage)?;
+                tokio::spawn(azqueue::poll(queue, pending.clone(), tx))
+            }
+        };
         let guard = Box::new(AbortOnDrop(task));
-        (NotificationFeed { pending }, Watch { changes, guard })
+        Ok((NotificationFeed { pending }, Watch { changes, guard }))
     }
 
     /// Takes every notice that arrived since the last call.
@@ -134,7 +168,7 @@ async fn consume_once(
     pending: &Mutex<Vec<Notice>>,
     wake: &mpsc::Sender<()>,
     failures: &mut u32,
-) -> sluice_engine::Result<()> {
+) -> Result<()> {
     let (_connection, channel) = open_queue(url, queue).await?;
     let broker = |what: &str, e: lapin::Error| sluice_engine::Error::Broker(format!("{what}: {e}"));
     channel.basic_qos(PREFETCH, BasicQosOptions::default()).await.map_err(|e| broker("basic.qos", e))?;
@@ -156,7 +190,7 @@ async fn consume_once(
                 pending
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .push(Notice { objects, acker: delivery.acker });
+                    .push(Notice { objects, delivery: Delivery::Amqp(delivery.acker) });
                 let _ = wake.try_send(());
             }
             Err(reason) => {
