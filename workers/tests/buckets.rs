@@ -367,6 +367,9 @@ mod gcs {
 }
 
 mod azure {
+    use sluice_connectors::notifications::azqueue::AzureQueue;
+    use sluice_engine::storage::StorageOptions;
+
     use super::*;
 
     every_store_runs!(Kind::Azure);
@@ -386,17 +389,60 @@ mod azure {
         base64::engine::general_purpose::STANDARD.encode(event)
     }
 
-    #[test]
-    fn a_blob_announced_only_by_an_event_on_a_storage_queue_is_processed_without_a_listing() {
-        use sluice_connectors::notifications::azqueue::AzureQueue;
-        let bucket = Bucket::new(Kind::Azure, "notified");
+    /// A client of a new queue of Azurite's, its name, and the storage
+    /// settings that reach it.
+    fn new_queue(bucket: &Bucket) -> (AzureQueue, String, StorageOptions) {
         let name = format!("events-{}", bucket.prefix.rsplit('-').next().expect("a number"));
         let name: String = name.chars().take(40).collect();
-        let options =
-            sluice_engine::storage::StorageOptions::new(vec![("azure_storage_use_emulator".into(), "true".into())])
-                .expect("options");
+        let options = StorageOptions::new(vec![("azure_storage_use_emulator".into(), "true".into())]).expect("options");
         let queue = AzureQueue::new(store::AZURITE_ACCOUNT, &name, &options).expect("a queue client");
         bucket.runtime.block_on(queue.create()).expect("create the queue (is Azurite's queue service up?)");
+        (queue, name, options)
+    }
+
+    /// A notice handed back (its objects could not be planned) is
+    /// delivered again at once, not after the message's visibility
+    /// timeout; one acknowledged is deleted.
+    #[test]
+    fn a_notice_handed_back_comes_again_at_once_and_one_acknowledged_is_gone() {
+        use sluice_connectors::notifications::NotificationFeed;
+        use sluice_engine::spec::NotificationQueue;
+        let bucket = Bucket::new(Kind::Azure, "requeued");
+        let (queue, name, options) = new_queue(&bucket);
+        bucket.runtime.block_on(queue.put(&blob_created(BUCKET, "in/a.csv"))).expect("put");
+        let source = || NotificationQueue::AzureQueue { account: store::AZURITE_ACCOUNT.into(), queue: name.clone() };
+        let take_one = |feed: &NotificationFeed| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let mut notices = feed.take();
+                if let Some(notice) = notices.pop() {
+                    assert!(notices.is_empty(), "one message, one notice");
+                    return notice;
+                }
+                assert!(Instant::now() < deadline, "no notice within 10 s");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
+        // The feeds read the queue on the runtime's threads.
+        let _runtime = bucket.runtime.enter();
+        let (feed, watch) = NotificationFeed::start(source(), &options).expect("a feed");
+        let notice = take_one(&feed);
+        assert_eq!(notice.objects[0].key, "in/a.csv");
+        bucket.runtime.block_on(notice.requeue());
+        drop(watch);
+        // A second reader gets it again, long before the 5 minutes a taken
+        // message stays invisible.
+        let (feed, _watch) = NotificationFeed::start(source(), &options).expect("a feed");
+        let notice = take_one(&feed);
+        assert_eq!(notice.objects[0].key, "in/a.csv");
+        bucket.runtime.block_on(notice.ack());
+        assert_eq!(bucket.runtime.block_on(queue.approximate_count(false)).expect("count"), 0, "deleted");
+    }
+
+    #[test]
+    fn a_blob_announced_only_by_an_event_on_a_storage_queue_is_processed_without_a_listing() {
+        let bucket = Bucket::new(Kind::Azure, "notified");
+        let (queue, name, _) = new_queue(&bucket);
         let count = |poison: bool| bucket.runtime.block_on(queue.approximate_count(poison)).expect("count");
         let ws = Workspace::new();
         let trigger = format!(
