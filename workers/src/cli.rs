@@ -36,6 +36,25 @@ pub enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Run a pipeline's tests: its transform over fixtures, compared with
+    /// what is expected, without touching its source, sink or log.
+    ///
+    /// Tests are [[test]] tables in the pipeline file or in NAME.test.toml
+    /// beside it: a `name`; `input` (text in the source's format: a file's
+    /// content, or for a kafka or amqp source one message a line) or
+    /// `input_file`; `expected` (CSV with a header) or `expected_file`;
+    /// optionally `order` ("any", the default, or "exact") and
+    /// `dead_letters` (how many input records must be rejected). Expected
+    /// values are read as the output column's type (10.50 matches 10.5 in
+    /// a decimal or float column; an empty field is a null). A failed test
+    /// prints the rows expected and not produced (-) and produced and not
+    /// expected (+). Exits 1 if a test fails or a file has a problem, which
+    /// is printed as FILE:LINE:COL: key.path: message.
+    Test {
+        /// Pipeline files whose tests to run.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
     /// Show the pipeline as sluice understands it: the resolved settings,
     /// the input's columns and the DataFusion plan of the transform.
     Explain {

@@ -12,6 +12,7 @@ mod dispatch;
 pub mod logging;
 pub mod maintenance;
 pub mod metrics;
+pub mod pipeline_tests;
 pub mod progress;
 pub mod status;
 mod stream;

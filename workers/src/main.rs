@@ -54,6 +54,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Validate { files } => validate(&files).await,
         Command::Explain { file } => explain(&file).await,
+        Command::Test { files } => Ok(match sluice_workers::pipeline_tests::test_command(&files).await? {
+            true => ExitCode::SUCCESS,
+            false => ExitCode::FAILURE,
+        }),
         Command::Run { file, until_caught_up, metrics_addr, task_key_file } => {
             if let Some(addr) = metrics_addr {
                 metrics::serve(addr)?;

@@ -57,6 +57,17 @@ pub struct FilesSource {
 }
 
 impl FilesSource {
+    /// The same source reading below `location` instead: `sluice test`
+    /// reads a test's input from a folder of its own, decoded as the
+    /// pipeline's files are.
+    pub fn reading_from(mut self, location: StorageLocation) -> Result<Self> {
+        let (store, prefix) = location.open()?;
+        self.location = location;
+        self.store = store;
+        self.prefix = prefix;
+        Ok(self)
+    }
+
     /// Reads and checks `[source]`, collecting every problem.
     pub fn from_component(component: &Component<'_>) -> Result<Self, Diagnostics> {
         let config: FilesSourceConfig = component.parse()?;

@@ -54,7 +54,7 @@ pub trait ConnectorRegistry {
 
 /// The tables a pipeline file may have.
 pub const SECTIONS: &[&str] =
-    &["pipeline", "source", "trigger", "transform", "sink", "checkpoint", "workers", "dead_letter", "storage"];
+    &["pipeline", "source", "trigger", "transform", "sink", "checkpoint", "workers", "dead_letter", "storage", "test"];
 
 /// `[pipeline]`
 #[derive(Debug, Deserialize)]

@@ -1,0 +1,551 @@
+//! `sluice test FILE...`: a pipeline's transform run over fixtures and
+//! compared with what is expected, without its source, sink or log.
+//!
+//! Tests are `[[test]]` tables of the pipeline file, or of a sibling
+//! `NAME.test.toml` (`orders.toml` → `orders.test.toml`):
+//!
+//! ```toml
+//! [[test]]
+//! name = "cancelled orders are dropped"
+//! input = """
+//! id,status,amount
+//! 1,shipped,10.50
+//! """                  # in the source's format; or input_file = "fixtures/in.csv"
+//! expected = """
+//! id,amount
+//! 1,10.50
+//! """                  # CSV with a header; or expected_file
+//! order = "any"        # any (default) | exact
+//! dead_letters = 0     # optional: how many input records must be rejected
+//! ```
+//!
+//! The input is decoded as the pipeline's source decodes its files (or,
+//! for a Kafka or AMQP source, each line is one message), with its schema
+//! and its dead letters, and the SQL runs over it as `input`. Expected
+//! values are read as the output column's type, so `10.50` and `10.5`
+//! match a decimal or float column; an empty field is a null.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
+use arrow::compute::{CastOptions, cast_with_options};
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use bytes::Bytes;
+use serde::Deserialize;
+use sluice_connectors::Registry;
+use sluice_connectors::files::FilesSource;
+use sluice_engine::batch::InputObject;
+use sluice_engine::sink::Sink;
+use sluice_engine::source::{Input, SourceConnector};
+use sluice_engine::spec::{Component, ConnectorRegistry, Diagnostic, Diagnostics, PipelineSpec, SpecFile};
+use sluice_engine::sql;
+use sluice_engine::storage::StorageLocation;
+use sluice_engine::stream::{Message, Origin};
+use toml::Spanned;
+
+/// Rows of a difference shown, at most, each way.
+const SHOWN: usize = 20;
+
+/// One `[[test]]` table, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestTable {
+    name: Spanned<String>,
+    input: Option<Spanned<String>>,
+    input_file: Option<Spanned<String>>,
+    expected: Option<Spanned<String>>,
+    expected_file: Option<Spanned<String>>,
+    order: Option<Spanned<String>>,
+    dead_letters: Option<Spanned<u64>>,
+}
+
+/// The `test` array of a file; the rest of a pipeline file is its own.
+#[derive(Debug, Deserialize)]
+struct TestsOf {
+    #[serde(default)]
+    test: Vec<Spanned<TestTable>>,
+}
+
+/// A test, checked: its input's bytes and file name, and the expected CSV.
+#[derive(Debug)]
+pub struct TestCase {
+    /// Its `name`.
+    pub name: String,
+    /// `FILE:LINE:COL` of its table, for the report.
+    pub place: String,
+    /// The same, for a diagnostic.
+    at: (PathBuf, usize, usize),
+    input: Vec<u8>,
+    /// The name the input is read under (its extension says whether it is
+    /// compressed).
+    input_name: String,
+    expected: String,
+    exact_order: bool,
+    dead_letters: Option<u64>,
+}
+
+/// The tests of the pipeline at `path`: its `[[test]]` tables and those of
+/// `NAME.test.toml` beside it. Problems in either are reported with their
+/// place.
+pub fn load_tests(path: &Path) -> Result<Vec<TestCase>, Diagnostics> {
+    let mut cases = Vec::new();
+    let mut problems = Diagnostics::default();
+    let text = std::fs::read_to_string(path).map_err(|e| one_problem(path, format!("cannot read it: {e}")))?;
+    let mut files = vec![(SpecFile::new(path, text), true)];
+    let sibling = sibling_of(path);
+    if sibling.is_file() {
+        let text =
+            std::fs::read_to_string(&sibling).map_err(|e| one_problem(&sibling, format!("cannot read it: {e}")))?;
+        files.push((SpecFile::new(&sibling, text), false));
+    }
+    for (file, is_pipeline) in &files {
+        match parse_tests(file, *is_pipeline) {
+            Ok(found) => cases.extend(found),
+            Err(found) => problems.extend(found),
+        }
+    }
+    let mut seen = BTreeMap::new();
+    for case in &cases {
+        if let Some(first) = seen.insert(case.name.clone(), case.place.clone()) {
+            problems.0.push(Diagnostic {
+                file: case.at.0.clone(),
+                line: case.at.1,
+                column: case.at.2,
+                key_path: "test.name".into(),
+                message: format!("\"{}\" names another test too, at {first}; give each test its own name", case.name),
+                hint: None,
+            });
+        }
+    }
+    match problems.is_empty() {
+        true => Ok(cases),
+        false => Err(problems),
+    }
+}
+
+/// `NAME.test.toml` beside `NAME.toml`.
+fn sibling_of(path: &Path) -> PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!("{stem}.test.toml"))
+}
+
+fn one_problem(path: &Path, message: String) -> Diagnostics {
+    Diagnostics(vec![Diagnostic {
+        file: path.to_path_buf(),
+        line: 1,
+        column: 1,
+        key_path: "test".into(),
+        message,
+        hint: None,
+    }])
+}
+
+/// The tests of one file. A sibling test file holds only `[[test]]`
+/// tables; in a pipeline file the other tables are the pipeline's.
+fn parse_tests(file: &SpecFile, is_pipeline: bool) -> Result<Vec<TestCase>, Diagnostics> {
+    let error_at = |span: Option<Range<usize>>, key: &str, message: String| {
+        Diagnostics(vec![file.diagnostic(span.unwrap_or(0..0), key, message, None)])
+    };
+    let parsed: Result<TestsOf, toml::de::Error> = match is_pipeline {
+        true => toml::from_str(file.text()),
+        false => toml::from_str::<SiblingFile>(file.text()).map(|sibling| TestsOf { test: sibling.test }),
+    };
+    let tests = parsed.map_err(|e| error_at(e.span(), "test", e.message().to_string()))?;
+    let mut cases = Vec::new();
+    let mut problems = Diagnostics::default();
+    let base = file.path().parent().map(Path::to_path_buf).unwrap_or_default();
+    for table in tests.test {
+        let span = table.span();
+        let table = table.into_inner();
+        let (line, column) = file.locate(span.start);
+        let place = format!("{}:{line}:{column}", file.path().display());
+        let name = table.name.get_ref().trim().to_string();
+        let mut problem = |span: Range<usize>, key: &str, message: &str| {
+            problems.0.push(file.diagnostic(span, format!("test.{key}"), message, None));
+        };
+        if name.is_empty() {
+            problem(table.name.span(), "name", "is empty; say what the test checks");
+        }
+        let input = match (&table.input, &table.input_file) {
+            (Some(text), None) => Some((text.get_ref().clone().into_bytes(), "input".to_string())),
+            (None, Some(relative)) => read_fixture(&base, relative.get_ref())
+                .map_err(|message| problem(relative.span(), "input_file", &message))
+                .ok(),
+            (Some(_), Some(both)) => {
+                problem(both.span(), "input_file", "is given with `input`; give one of them");
+                None
+            }
+            (None, None) => {
+                problem(span.clone(), "input", "missing: give `input` (text in the source's format) or `input_file`");
+                None
+            }
+        };
+        let expected = match (&table.expected, &table.expected_file) {
+            (Some(text), None) => Some(text.get_ref().clone()),
+            (None, Some(relative)) => read_fixture(&base, relative.get_ref())
+                .and_then(|(bytes, _)| String::from_utf8(bytes).map_err(|_| "is not UTF-8 text".to_string()))
+                .map_err(|message| problem(relative.span(), "expected_file", &message))
+                .ok(),
+            (Some(_), Some(both)) => {
+                problem(both.span(), "expected_file", "is given with `expected`; give one of them");
+                None
+            }
+            (None, None) => {
+                problem(span.clone(), "expected", "missing: give `expected` (CSV with a header) or `expected_file`");
+                None
+            }
+        };
+        let exact_order = match table.order.as_ref().map(|o| o.get_ref().as_str()) {
+            None | Some("any") => false,
+            Some("exact") => true,
+            Some(other) => {
+                let message = format!("is \"{other}\"; write \"any\" or \"exact\"");
+                problem(table.order.as_ref().map(Spanned::span).unwrap_or(span.clone()), "order", &message);
+                false
+            }
+        };
+        if let (Some((input, input_name)), Some(expected)) = (input, expected) {
+            cases.push(TestCase {
+                name,
+                place,
+                at: (file.path().to_path_buf(), line, column),
+                input,
+                input_name,
+                expected,
+                exact_order,
+                dead_letters: table.dead_letters.map(Spanned::into_inner),
+            });
+        }
+    }
+    match problems.is_empty() {
+        true => Ok(cases),
+        false => Err(problems),
+    }
+}
+
+/// A `NAME.test.toml`: `[[test]]` tables and nothing else.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SiblingFile {
+    #[serde(default)]
+    test: Vec<Spanned<TestTable>>,
+}
+
+/// The bytes of a fixture file, relative to the test file's folder, and
+/// its file name.
+fn read_fixture(base: &Path, relative: &str) -> Result<(Vec<u8>, String), String> {
+    let path = base.join(relative);
+    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "input".into());
+    Ok((bytes, name))
+}
+
+/// What running one test found.
+#[derive(Debug)]
+pub enum Verdict {
+    /// As expected.
+    Passed,
+    /// Not as expected: what differs, to print.
+    Failed(String),
+}
+
+/// Runs `case` against the pipeline at `path`.
+pub async fn run_test(path: &Path, case: &TestCase) -> anyhow::Result<Verdict> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join(&case.input_name), &case.input)?;
+    let folder = StorageLocation::resolve(&dir.path().to_string_lossy(), Path::new("/")).map_err(anyhow::Error::msg)?;
+    let registry = TestRegistry { folder };
+    let spec = sluice_engine::spec::load(path, &registry).map_err(|problems| anyhow::anyhow!("{problems}"))?;
+    crate::logging::redact_with(spec.file.clone());
+    let ctx = sql::session(spec.concurrency);
+    let input = read_input(&spec, &ctx, case).await?;
+    let tally = input.tally.clone();
+    ctx.register_table("input", input.table)?;
+    let frame = sql::plan_transform(&ctx, spec.sql.as_deref()).await?;
+    let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+    let batches = frame.collect().await?;
+    let letters = tally.take_rejected();
+    tally.finish().await?;
+    let rejected = tally.rejected();
+    let mut report = String::new();
+    if let Some(wanted) = case.dead_letters
+        && wanted != rejected
+    {
+        let _ = writeln!(report, "  dead letters: expected {wanted}, got {rejected}");
+        for letter in letters.iter().take(SHOWN) {
+            let line = letter.line.map(|n| format!(" line {n}")).unwrap_or_default();
+            let _ = writeln!(report, "    {}{line}: {} ({})", letter.source, letter.error, letter.raw.trim_end());
+        }
+    }
+    compare(&schema, &batches, case, &mut report)?;
+    Ok(match report.is_empty() {
+        true => Verdict::Passed,
+        false => Verdict::Failed(report),
+    })
+}
+
+/// The test's input as the pipeline's source decodes it.
+async fn read_input(
+    spec: &PipelineSpec,
+    ctx: &datafusion::prelude::SessionContext,
+    case: &TestCase,
+) -> anyhow::Result<Input> {
+    match &spec.source {
+        SourceConnector::Objects(source) => {
+            let input = InputObject {
+                path: case.input_name.clone(),
+                size: case.input.len() as u64,
+                last_modified: chrono::Utc::now(),
+                ..InputObject::default()
+            };
+            Ok(source.read(&ctx.state(), &[input]).await?)
+        }
+        SourceConnector::Stream(source) => {
+            let text = String::from_utf8_lossy(&case.input);
+            let messages: Vec<Message> = text
+                .lines()
+                .filter(|line| !line.trim().is_empty())
+                .enumerate()
+                .map(|(n, line)| Message {
+                    payload: Bytes::from(line.to_string()),
+                    origin: Origin::Amqp { queue: "test".into(), message_id: Some(format!("line {}", n + 1)) },
+                })
+                .collect();
+            Ok(source.decode(&messages, ctx.state().config().target_partitions())?)
+        }
+    }
+}
+
+/// Compares the output with the expected CSV, writing what differs into
+/// `report`.
+fn compare(schema: &SchemaRef, batches: &[RecordBatch], case: &TestCase, report: &mut String) -> anyhow::Result<()> {
+    let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let (header, rows) = read_expected(&case.expected)?;
+    if header != columns {
+        let _ = writeln!(report, "  columns: expected {}, got {}", header.join(","), columns.join(","));
+        return Ok(());
+    }
+    let actual = rows_of(batches)?;
+    let mut expected = Vec::with_capacity(rows.len());
+    for (n, row) in rows.iter().enumerate() {
+        if row.len() != columns.len() {
+            let _ = writeln!(report, "  expected row {} has {} values, not {}", n + 1, row.len(), columns.len());
+            return Ok(());
+        }
+    }
+    // Each expected column read as the output column's type, then shown
+    // as the output is.
+    let mut typed: Vec<Vec<String>> = vec![Vec::new(); columns.len()];
+    for (c, field) in schema.fields().iter().enumerate() {
+        let strings: ArrayRef = Arc::new(StringArray::from(
+            rows.iter().map(|row| Some(row[c].as_str()).filter(|v| !v.is_empty())).collect::<Vec<_>>(),
+        ));
+        let cast = match field.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Ok(strings.clone()),
+            other => cast_with_options(&strings, other, &CastOptions { safe: false, ..CastOptions::default() }),
+        };
+        match cast {
+            Ok(array) => typed[c] = shown(&array)?,
+            Err(error) => {
+                let _ = writeln!(report, "  expected column {} is not {}: {error}", field.name(), field.data_type());
+                return Ok(());
+            }
+        }
+    }
+    for r in 0..rows.len() {
+        expected.push(typed.iter().map(|column| column[r].clone()).collect::<Vec<_>>());
+    }
+    diff(&columns, expected, actual, case.exact_order, report);
+    Ok(())
+}
+
+/// The header and rows of the expected CSV.
+fn read_expected(text: &str) -> anyhow::Result<(Vec<String>, Vec<Vec<String>>)> {
+    let mut reader =
+        csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(text.trim_start().as_bytes());
+    let header = reader.headers()?.iter().map(|h| h.trim().to_string()).collect();
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        rows.push(record?.iter().map(str::to_string).collect());
+    }
+    Ok((header, rows))
+}
+
+/// Each value of `array` as the output shows it; a null is empty, as a
+/// CSV sink writes it.
+fn shown(array: &ArrayRef) -> anyhow::Result<Vec<String>> {
+    let formatter = ArrayFormatter::try_new(array.as_ref(), &FormatOptions::default())?;
+    Ok((0..array.len())
+        .map(|i| match array.is_null(i) {
+            true => String::new(),
+            false => formatter.value(i).to_string(),
+        })
+        .collect())
+}
+
+/// The output's rows, each value shown.
+fn rows_of(batches: &[RecordBatch]) -> anyhow::Result<Vec<Vec<String>>> {
+    let mut rows = Vec::new();
+    for batch in batches {
+        let columns: Vec<Vec<String>> = batch.columns().iter().map(shown).collect::<anyhow::Result<_>>()?;
+        for r in 0..batch.num_rows() {
+            rows.push(columns.iter().map(|column| column[r].clone()).collect());
+        }
+    }
+    Ok(rows)
+}
+
+/// Writes the rows expected and not produced (`-`) and produced and not
+/// expected (`+`); with an exact order, the first row out of place.
+fn diff(columns: &[String], expected: Vec<Vec<String>>, actual: Vec<Vec<String>>, exact: bool, report: &mut String) {
+    let line = |row: &[String]| row.iter().map(|v| csv_field(v)).collect::<Vec<_>>().join(",");
+    let mut left: BTreeMap<Vec<String>, usize> = BTreeMap::new();
+    for row in &expected {
+        *left.entry(row.clone()).or_default() += 1;
+    }
+    let mut unexpected = Vec::new();
+    for row in &actual {
+        match left.get_mut(row) {
+            Some(count) if *count > 0 => *count -= 1,
+            _ => unexpected.push(row.clone()),
+        }
+    }
+    let missing: Vec<Vec<String>> = left.into_iter().flat_map(|(row, count)| std::iter::repeat_n(row, count)).collect();
+    if missing.is_empty() && unexpected.is_empty() {
+        if exact && let Some(at) = expected.iter().zip(&actual).position(|(e, a)| e != a) {
+            let _ =
+                writeln!(report, "  the rows are the expected ones, not in the expected order (order = \"exact\"):");
+            let _ = writeln!(report, "    row {}, expected: {}", at + 1, line(&expected[at]));
+            let _ = writeln!(report, "    row {}, produced: {}", at + 1, line(&actual[at]));
+        }
+        return;
+    }
+    let _ = writeln!(
+        report,
+        "  {} rows expected, {} produced; {} expected and not produced (-), {} produced and not expected (+):",
+        expected.len(),
+        actual.len(),
+        missing.len(),
+        unexpected.len()
+    );
+    let _ = writeln!(report, "    {}", columns.join(","));
+    for row in missing.iter().take(SHOWN) {
+        let _ = writeln!(report, "  - {}", line(row));
+    }
+    for row in unexpected.iter().take(SHOWN) {
+        let _ = writeln!(report, "  + {}", line(row));
+    }
+    if missing.len() > SHOWN || unexpected.len() > SHOWN {
+        let _ = writeln!(report, "    (the first {SHOWN} of each shown)");
+    }
+}
+
+/// A value as a CSV field: quoted when it holds a comma, quote or line end.
+fn csv_field(value: &str) -> String {
+    match value.contains([',', '"', '\n', '\r']) {
+        true => format!("\"{}\"", value.replace('"', "\"\"")),
+        false => value.to_string(),
+    }
+}
+
+/// The connectors, with a files source reading from the test's folder.
+struct TestRegistry {
+    folder: StorageLocation,
+}
+
+impl ConnectorRegistry for TestRegistry {
+    fn source(&self, component: &Component<'_>) -> Result<SourceConnector, Diagnostics> {
+        match component.kind() {
+            "files" => {
+                let source = FilesSource::from_component(component)?
+                    .reading_from(self.folder.clone())
+                    .map_err(|e| Diagnostics(vec![component.error("url", e.to_string(), None)]))?;
+                Ok(SourceConnector::Objects(Arc::new(source)))
+            }
+            _ => Registry.source(component),
+        }
+    }
+
+    fn sink(
+        &self,
+        component: &Component<'_>,
+        checkpoint: Option<&StorageLocation>,
+    ) -> Result<Arc<dyn Sink>, Diagnostics> {
+        Registry.sink(component, checkpoint)
+    }
+
+    fn dead_letters(&self, location: &StorageLocation) -> Result<Arc<dyn Sink>, String> {
+        Registry.dead_letters(location)
+    }
+
+    fn is_stream(&self, kind: &str) -> bool {
+        Registry.is_stream(kind)
+    }
+}
+
+/// `sluice test FILE...`: every test of every file; whether all passed.
+pub async fn test_command(files: &[PathBuf]) -> anyhow::Result<bool> {
+    let (mut passed, mut failed, mut broken) = (0usize, 0usize, 0usize);
+    // A test file named by itself (a glob such as pipelines/*.toml takes
+    // them too) stands for its pipeline, tested once.
+    let mut pipelines: Vec<PathBuf> = Vec::new();
+    for path in files {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let pipeline = match name.strip_suffix(".test.toml") {
+            Some(stem) => path.with_file_name(format!("{stem}.toml")),
+            None => path.clone(),
+        };
+        if !pipelines.contains(&pipeline) {
+            pipelines.push(pipeline);
+        }
+    }
+    for path in &pipelines {
+        let cases = match crate::load_pipeline(path) {
+            Err(problems) => {
+                eprintln!("{problems}");
+                broken += 1;
+                continue;
+            }
+            Ok(_) => match load_tests(path) {
+                Ok(cases) => cases,
+                Err(problems) => {
+                    eprintln!("{problems}");
+                    broken += 1;
+                    continue;
+                }
+            },
+        };
+        if cases.is_empty() {
+            println!("{}: no tests ([[test]] tables in it or in {})", path.display(), sibling_of(path).display());
+            continue;
+        }
+        for case in &cases {
+            match run_test(path, case).await {
+                Ok(Verdict::Passed) => {
+                    passed += 1;
+                    println!("ok      {} ({})", case.name, case.place);
+                }
+                Ok(Verdict::Failed(report)) => {
+                    failed += 1;
+                    println!("FAILED  {} ({})\n{}", case.name, case.place, report.trim_end());
+                }
+                Err(error) => {
+                    failed += 1;
+                    println!("FAILED  {} ({})\n  cannot run it: {error:#}", case.name, case.place);
+                }
+            }
+        }
+    }
+    let problems = match broken {
+        0 => String::new(),
+        1 => ", 1 file with problems (above)".into(),
+        n => format!(", {n} files with problems (above)"),
+    };
+    println!("sluice test: {passed} passed, {failed} failed{problems}");
+    Ok(failed == 0 && broken == 0)
+}
