@@ -64,6 +64,7 @@ pub fn batch_records(n: u64) -> [Record; 3] {
             host: "bench-host".into(),
             task_key: Some("0123456789abcdef".into()),
         }),
+        tables: Default::default(),
         at: Utc::now(),
     });
     [planned, leased, committed]

@@ -52,6 +52,10 @@ impl ConnectorRegistry for Registry {
         matches!(kind, "kafka" | "amqp")
     }
 
+    fn table(&self, component: &Component<'_>) -> Result<Arc<dyn sluice_engine::source::Source>, Diagnostics> {
+        Ok(Arc::new(files::FilesSource::from_component(component)?))
+    }
+
     fn dead_letters(&self, location: &StorageLocation) -> Result<Arc<dyn Sink>, String> {
         Ok(Arc::new(files::FilesSink::ndjson(location.clone()).map_err(|e| e.to_string())?))
     }

@@ -75,6 +75,15 @@ pub enum Error {
         /// The limit passed.
         max_records: u64,
     },
+    /// A lookup table (`[tables.NAME]`) is missing, unreadable or does not
+    /// fit its schema: the batch does not run against nothing.
+    #[error("lookup table `{name}` ([tables.{name}]): {reason}")]
+    Table {
+        /// The table's name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A batch's run panicked: a bug, caught so that the process goes on.
     #[error("the batch's run panicked: {0}")]
     Panicked(String),
@@ -84,7 +93,9 @@ impl Error {
     /// Whose fault the error is.
     pub fn domain(&self) -> Domain {
         match self {
-            Error::Config(_) | Error::InputChanged { .. } | Error::TooManyDeadLetters { .. } => Domain::User,
+            Error::Config(_) | Error::InputChanged { .. } | Error::TooManyDeadLetters { .. } | Error::Table { .. } => {
+                Domain::User
+            }
             Error::Storage(_) | Error::LogContention { .. } | Error::Broker(_) => Domain::External,
             Error::DataFusion(e) => match e.find_root() {
                 DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => Domain::External,

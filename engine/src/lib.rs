@@ -11,6 +11,7 @@ pub mod batch;
 pub mod error;
 pub mod failpoint;
 pub mod log;
+pub mod lookup;
 pub mod planner;
 pub mod sink;
 pub mod source;

@@ -244,10 +244,27 @@ pub async fn plan_pipeline(
         }
     };
     ctx.register_table(INPUT_TABLE, table).map_err(|e| located(e.to_string()))?;
+    // A lookup table with a declared schema is planned over it, as the
+    // input is; one without is read.
+    for table in &spec.tables {
+        let at_table =
+            |message: String| Diagnostics(vec![spec.diagnostic(&format!("tables.{}", table.name), message, None)]);
+        match table.source.declared_schema() {
+            Some(schema) => {
+                let empty = MemTable::try_new(schema, vec![vec![]]).map_err(|e| at_table(e.to_string()))?;
+                ctx.register_table(table.name.as_str(), Arc::new(empty)).map_err(|e| at_table(e.to_string()))?;
+            }
+            None => {
+                crate::lookup::register_all(std::slice::from_ref(table), ctx)
+                    .await
+                    .map_err(|e| at_table(e.to_string()))?;
+            }
+        }
+    }
     let frame = plan_transform(ctx, spec.sql.as_deref()).await.map_err(|e| {
         Diagnostics(vec![spec.sql_diagnostic(
             format!("the SQL does not plan: {e}"),
-            Some("the transform reads the table `input`; `sluice explain` shows its columns".into()),
+            Some("the transform reads the table `input` (and any [tables.NAME]); `sluice explain` shows their columns".into()),
         )])
     })?;
     let schema = frame.schema().as_arrow().clone();

@@ -148,6 +148,12 @@ async fn describe(spec: &PipelineSpec) -> anyhow::Result<Result<String, Diagnost
     for (key, value) in spec.source.describe() {
         writeln!(out, "  {key} = {value}")?;
     }
+    for table in &spec.tables {
+        writeln!(out, "[tables.{}]", table.name)?;
+        for (key, value) in table.source.describe().into_iter().filter(|(key, _)| *key != "on_change") {
+            writeln!(out, "  {key} = {value}")?;
+        }
+    }
     let trigger = &spec.trigger;
     match spec.source.stream() {
         Some(_) => writeln!(

@@ -266,6 +266,7 @@ pub async fn run_test(path: &Path, case: &TestCase) -> anyhow::Result<Verdict> {
     let input = read_input(&spec, &ctx, case).await?;
     let tally = input.tally.clone();
     ctx.register_table("input", input.table)?;
+    sluice_engine::lookup::register_all(&spec.tables, &ctx).await?;
     let frame = sql::plan_transform(&ctx, spec.sql.as_deref()).await?;
     let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
     let batches = frame.collect().await?;
@@ -485,6 +486,10 @@ impl ConnectorRegistry for TestRegistry {
 
     fn is_stream(&self, kind: &str) -> bool {
         Registry.is_stream(kind)
+    }
+
+    fn table(&self, component: &Component<'_>) -> Result<Arc<dyn sluice_engine::source::Source>, Diagnostics> {
+        Registry.table(component)
     }
 }
 

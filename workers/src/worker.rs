@@ -31,6 +31,7 @@ use sluice_engine::failpoint;
 use sluice_engine::log::{
     Abandoned, Appended, CheckpointLog, Claim, Committed, Failed, Leased, RanBy, Record, Refusal, claim, gives_up,
 };
+use sluice_engine::lookup::{self, TableVersions};
 use sluice_engine::sink::{Attempt, Staged};
 use sluice_engine::source::{Input, ReadTally, Rejected, SourceConnector};
 use sluice_engine::spec::PipelineSpec;
@@ -318,6 +319,8 @@ struct Produced {
     rows_in: u64,
     dead_letters: Option<Staged>,
     rows_dead_lettered: u64,
+    /// The lookup tables' versions the SQL joined against.
+    tables: TableVersions,
 }
 
 /// The attempt's work: read, transform, stage, verify, commit, publish.
@@ -369,6 +372,7 @@ async fn attempt(
             _ => Vec::new(),
         },
         ran_by: Some(ran_by.clone()),
+        tables: produced.tables.clone(),
         at: Utc::now(),
     });
     // Ok(Ok(())) once the log holds this attempt's commit.
@@ -457,7 +461,7 @@ async fn produce(
         return Err(too_many);
     }
     let dead_letters = dead_letters?;
-    let (staged, scanned) = staged?;
+    let (staged, scanned, tables) = staged?;
     let rejected = set_aside?;
     let rows_read = tally.rows().unwrap_or(scanned);
     if rejected > 0 {
@@ -468,6 +472,7 @@ async fn produce(
         rows_in: rows_read + rejected - tally.rejected_by_output(),
         dead_letters: (!dead_letters.outputs.is_empty()).then_some(dead_letters),
         rows_dead_lettered: rejected,
+        tables,
     })
 }
 
@@ -498,19 +503,21 @@ async fn read(spec: &PipelineSpec, ctx: &SessionContext, batch: &Batch, in_hand:
     }
 }
 
-/// Runs the SQL over `table` and stages the result: the staged outputs and
-/// the rows read.
+/// Runs the SQL over `table` (and the lookup tables) and stages the
+/// result: the staged outputs, the rows read and the lookup tables'
+/// versions.
 async fn stage(
     spec: &PipelineSpec,
     ctx: &SessionContext,
     table: Arc<dyn TableProvider>,
     attempt: &Attempt,
     dead_letters: &ReadTally,
-) -> Result<(Staged, u64)> {
-    let plan = async {
+) -> Result<(Staged, u64, TableVersions)> {
+    let (plan, tables) = async {
         ctx.register_table(INPUT_TABLE, table)?;
+        let tables = lookup::register_all(&spec.tables, ctx).await?;
         let frame = sql::plan_transform(ctx, spec.sql.as_deref()).await?;
-        Ok::<_, Error>(frame.create_physical_plan().await?)
+        Ok::<_, Error>((frame.create_physical_plan().await?, tables))
     }
     .instrument(tracing::info_span!("transform"))
     .await?;
@@ -520,7 +527,7 @@ async fn stage(
         .stage_with_dead_letters(attempt, stream, dead_letters)
         .instrument(tracing::info_span!("write"))
         .await?;
-    Ok((staged, scanned_rows(&plan)))
+    Ok((staged, scanned_rows(&plan), tables))
 }
 
 /// The dead letters as rows, a chunk at a time as they come: one NDJSON

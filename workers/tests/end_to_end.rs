@@ -477,3 +477,119 @@ fn explain_and_status_never_show_environment_values() {
     let (_, found) = parquet_rows(&ws.path("out"));
     assert_eq!(found, rows(&["1|tok-7f3a9c"]), "the values were used");
 }
+
+/// ORDERS joined with a lookup table of country names in `reference/`.
+fn with_countries(extra: &str) -> String {
+    format!(
+        "{ORDERS}\n[tables.countries]\nurl = \"reference\"\npattern = \"*.csv\"\nformat = \"csv\"\n\n\
+         [tables.countries.schema]\ncountry = \"string\"\nname = \"string\"\n\n\
+         [transform]\nsql = \"SELECT id, country, name, amount FROM input LEFT JOIN countries USING (country)\"\n\n{extra}"
+    )
+}
+
+/// The `tables` of each commit record in the log, in log order.
+fn committed_tables(log: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut records: Vec<_> = std::fs::read_dir(log).expect("log").map(|e| e.expect("entry").path()).collect();
+    records.sort();
+    records
+        .iter()
+        .filter(|path| path.extension().is_some_and(|e| e == "json"))
+        .map(|path| serde_json::from_slice::<serde_json::Value>(&std::fs::read(path).expect("read")).expect("json"))
+        .filter(|record| record["kind"] == "committed")
+        .map(|record| record["tables"].clone())
+        .collect()
+}
+
+#[test]
+fn a_lookup_table_is_joined_and_read_again_when_it_changes() {
+    let ws = Workspace::new();
+    ws.write("reference/countries.csv", "country,name\nFR,France\nDE,Germany\n");
+    let pipeline = ws.pipeline(&with_countries(""));
+    let validated = run(&["validate", &pipeline]);
+    assert!(validated.status.success(), "{}", printed(&validated));
+    ws.write("inbox/a.csv", "id,country,amount\n1,FR,5\n2,JP,7\n");
+    // One process throughout: the table read at the first batch is read
+    // again when its file changes.
+    let mut controller = common::sluice()
+        .args(["run", &pipeline])
+        .env("SLUICE_LOG", "warn,sluice_engine::lookup=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sluice starts");
+    let wait_for_outputs = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while visible_files(&ws.path("out")).len() < n {
+            assert!(Instant::now() < deadline, "timed out waiting for {n} outputs");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for_outputs(1);
+    ws.write("inbox/b.csv", "id,country,amount\n3,DE,1\n");
+    wait_for_outputs(2);
+    let new_version = "country,name\nFR,France\nDE,Deutschland\nJP,Japan\n";
+    ws.write("reference/countries.csv", new_version);
+    ws.write("inbox/c.csv", "id,country,amount\n4,DE,2\n5,JP,3\n");
+    wait_for_outputs(3);
+    let _ = controller.kill();
+    let _ = controller.wait();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut controller.stderr.take().expect("stderr"), &mut stderr).expect("read");
+    assert_eq!(stderr.matches("lookup table read").count(), 2, "read at the first batch and once changed:\n{stderr}");
+
+    let (_, found) = parquet_rows(&ws.path("out"));
+    assert_eq!(
+        found,
+        rows(&["1|FR|France|5.0", "2|JP||7.0", "3|DE|Germany|1.0", "4|DE|Deutschland|2.0", "5|JP|Japan|3.0"])
+    );
+    // Each commit names the version of the table it joined with.
+    let tables = committed_tables(&ws.path("out/_sluice/log"));
+    assert_eq!(tables.len(), 3, "{tables:?}");
+    let object = |t: &serde_json::Value| t["countries"][0].clone();
+    assert_eq!(object(&tables[0])["path"], "countries.csv");
+    assert_eq!(object(&tables[0]), object(&tables[1]), "the same version");
+    assert_ne!(object(&tables[1]), object(&tables[2]), "the new version");
+    assert_eq!(object(&tables[2])["size"], new_version.len());
+}
+
+#[test]
+fn a_missing_lookup_table_fails_the_batch_with_its_name() {
+    let ws = Workspace::new();
+    let pipeline = ws.pipeline(&with_countries("[workers]\nmax_attempts = 1\n"));
+    std::fs::create_dir_all(ws.path("reference")).expect("folder");
+    ws.write("inbox/a.csv", "id,country,amount\n1,FR,5\n");
+    let output = run(&["run", &pipeline, "--until-caught-up"]);
+    assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("lookup table `countries` ([tables.countries]): no file at "), "{stderr}");
+    assert!(visible_files(&ws.path("out")).is_empty(), "nothing joined against nothing");
+    let status = run(&["status", &pipeline, "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    assert_eq!(status["failed_batches"], 1, "{status}");
+
+    // Once the table is there, the batch retried joins with it.
+    ws.write("reference/countries.csv", "country,name\nFR,France\n");
+    assert!(run(&["retry", &pipeline, "--failed"]).status.success());
+    ws.run_until_caught_up();
+    assert_eq!(parquet_rows(&ws.path("out")).1, rows(&["1|FR|France|5.0"]));
+}
+
+#[test]
+fn lookup_tables_are_checked_with_the_pipeline() {
+    let ws = Workspace::new();
+    ws.write("reference/countries.csv", "country,name\nFR,France\n");
+    // The SQL is planned over the table's declared columns.
+    let pipeline = ws.pipeline(&with_countries("").replace("SELECT id, country, name,", "SELECT id, country, nom,"));
+    let output = run(&["validate", &pipeline]);
+    assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("transform.sql: the SQL does not plan") && stderr.contains("nom"), "{stderr}");
+    // A name the SQL cannot use, and the input's own.
+    for (name, place) in [("Countries", "tables.Countries"), ("input", "tables.input")] {
+        let pipeline = ws.pipeline(&with_countries("").replace("[tables.countries", &format!("[tables.{name}")));
+        let output = run(&["validate", &pipeline]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
+        assert!(stderr.contains(&format!("pipeline.toml:20:9: {place}: names a lookup table")), "{stderr}");
+    }
+}

@@ -385,6 +385,7 @@ mod tests {
             rows_dead_lettered: 0,
             source_positions: vec![],
             ran_by: None,
+            tables: Default::default(),
             at: Utc::now(),
         })
     }

@@ -191,6 +191,7 @@ mod tests {
                 rows_dead_lettered: 0,
                 source_positions: vec![],
                 ran_by: None,
+                tables: Default::default(),
                 at: at(1),
             }))
         }
@@ -234,6 +235,7 @@ mod tests {
             rows_dead_lettered: 0,
             source_positions: vec![],
             ran_by: None,
+            tables: Default::default(),
             at: at(12),
         });
         assert_eq!(log.0.admits(&late), Err(Refusal::Fenced));

@@ -117,6 +117,10 @@ pub struct Committed {
     /// Who ran the winning attempt; absent in records of older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ran_by: Option<RanBy>,
+    /// The version (objects and entity tags) of each lookup table the
+    /// winning attempt joined against, by `[tables.NAME]`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tables: crate::lookup::TableVersions,
     /// When it was committed.
     pub at: DateTime<Utc>,
 }

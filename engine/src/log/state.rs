@@ -539,6 +539,7 @@ mod tests {
             rows_dead_lettered: 0,
             source_positions: vec![],
             ran_by: None,
+            tables: Default::default(),
             at: DateTime::UNIX_EPOCH,
         })
     }

@@ -50,11 +50,25 @@ pub trait ConnectorRegistry {
     fn dead_letters(&self, location: &StorageLocation) -> Result<Arc<dyn Sink>, String>;
     /// Whether the source `type` is a stream, read in micro-batches.
     fn is_stream(&self, kind: &str) -> bool;
+    /// A lookup table `[tables.NAME]`: files, read as a `files` source
+    /// reads them (`component.kind()` is `files`).
+    fn table(&self, component: &Component<'_>) -> Result<Arc<dyn crate::source::Source>, Diagnostics>;
 }
 
 /// The tables a pipeline file may have.
-pub const SECTIONS: &[&str] =
-    &["pipeline", "source", "trigger", "transform", "sink", "checkpoint", "workers", "dead_letter", "storage", "test"];
+pub const SECTIONS: &[&str] = &[
+    "pipeline",
+    "source",
+    "tables",
+    "trigger",
+    "transform",
+    "sink",
+    "checkpoint",
+    "workers",
+    "dead_letter",
+    "storage",
+    "test",
+];
 
 /// `[pipeline]`
 #[derive(Debug, Deserialize)]
@@ -271,6 +285,8 @@ pub struct PipelineSpec {
     /// Where malformed records go, with the same staging and publishing
     /// as outputs.
     pub dead_letters: Arc<dyn Sink>,
+    /// `[tables.NAME]`: lookup tables registered beside `input`.
+    pub tables: Vec<crate::lookup::LookupTable>,
     sql_span: std::ops::Range<usize>,
 }
 
@@ -589,6 +605,7 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
     let source = source_component.and_then(|c| collect(registry.source(&c), &mut problems));
     let sink = component(&file, "sink", section("sink"), &mut problems)
         .and_then(|c| collect(registry.sink(&c, explicit_checkpoint.as_ref()), &mut problems));
+    let tables = lookup_tables(&file, section("tables"), registry, &mut problems);
     let trigger_keys: Vec<String> = match section("trigger").as_ref().map(|value| value.get_ref()) {
         Some(DeValue::Table(table)) => table.iter().map(|(key, _)| key.get_ref().to_string()).collect(),
         _ => Vec::new(),
@@ -674,8 +691,59 @@ pub fn parse(file: SpecFile, registry: &dyn ConnectorRegistry) -> Result<Pipelin
         dead_letter,
         dead_letter_max_records,
         dead_letters,
+        tables,
         sql_span,
     })
+}
+
+/// Reads `[tables.NAME]`: each a lookup table of files, its name one the
+/// SQL can write unquoted and not `input`.
+fn lookup_tables(
+    file: &SpecFile,
+    value: Option<RawValue<'_>>,
+    registry: &dyn ConnectorRegistry,
+    problems: &mut Diagnostics,
+) -> Vec<crate::lookup::LookupTable> {
+    let Some(value) = value else { return Vec::new() };
+    let Some(entries) = value.get_ref().as_table() else {
+        problems.0.push(file.diagnostic(
+            value.span(),
+            "tables",
+            format!("must be a table of tables, not {}", value.get_ref().type_str()),
+            Some("write each as [tables.NAME] with url = \"<folder>\"".into()),
+        ));
+        return Vec::new();
+    };
+    let mut tables = Vec::new();
+    for (name, table) in entries {
+        let key = format!("tables.{}", name.get_ref());
+        let valid = name.get_ref().starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && name.get_ref().chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid || name.get_ref() == crate::sql::INPUT_TABLE {
+            problems.0.push(file.diagnostic(
+                name.span(),
+                &key,
+                "names a lookup table: lower-case letters, digits and `_`, starting with a letter or `_`, and not \
+                 `input` (the pipeline's own input)",
+                None,
+            ));
+            continue;
+        }
+        if table.get_ref().as_table().is_none() {
+            problems.0.push(file.diagnostic(
+                table.span(),
+                &key,
+                "must be a table",
+                Some(format!("write it as [{key}]")),
+            ));
+            continue;
+        }
+        let component = Component::new(key, Spanned::new(name.span(), "files".to_string()), table.clone(), file);
+        if let Some(source) = collect(registry.table(&component), problems) {
+            tables.push(crate::lookup::LookupTable { name: name.get_ref().to_string(), source });
+        }
+    }
+    tables
 }
 
 /// Reads `[storage]`: string, boolean or integer values under the keys of

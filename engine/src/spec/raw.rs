@@ -21,20 +21,20 @@ pub(crate) type RawValue<'a> = Spanned<DeValue<'a>>;
 /// config struct.
 #[derive(Clone)]
 pub struct Component<'a> {
-    key: &'static str,
+    key: String,
     kind: Spanned<String>,
     value: RawValue<'a>,
     file: &'a SpecFile,
 }
 
 impl<'a> Component<'a> {
-    pub(crate) fn new(key: &'static str, kind: Spanned<String>, value: RawValue<'a>, file: &'a SpecFile) -> Self {
-        Component { key, kind, value, file }
+    pub(crate) fn new(key: impl Into<String>, kind: Spanned<String>, value: RawValue<'a>, file: &'a SpecFile) -> Self {
+        Component { key: key.into(), kind, value, file }
     }
 
-    /// The table's key in the file: `source` or `sink`.
-    pub fn key(&self) -> &'static str {
-        self.key
+    /// The table's key in the file: `source`, `sink` or `tables.NAME`.
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
     /// The `type` the table names.
@@ -49,7 +49,7 @@ impl<'a> Component<'a> {
 
     /// Reads the table (without `type`) into the connector's config.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, Diagnostics> {
-        parse_table(self.file, self.key, &self.value)
+        parse_table(self.file, &self.key, &self.value)
     }
 
     /// The span of `key` in this table (its value), or of the table.
