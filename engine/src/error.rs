@@ -83,6 +83,8 @@ pub enum Error {
         name: String,
         /// What is wrong with it.
         reason: String,
+        /// Whether its store failed for a while (another try may read it).
+        retryable: bool,
     },
     /// A batch's run panicked: a bug, caught so that the process goes on.
     #[error("the batch's run panicked: {0}")]
@@ -93,6 +95,7 @@ impl Error {
     /// Whose fault the error is.
     pub fn domain(&self) -> Domain {
         match self {
+            Error::Table { retryable: true, .. } => Domain::External,
             Error::Config(_) | Error::InputChanged { .. } | Error::TooManyDeadLetters { .. } | Error::Table { .. } => {
                 Domain::User
             }

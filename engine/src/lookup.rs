@@ -6,10 +6,10 @@
 //! reads its input (`url`, `pattern`, `format`, `[tables.NAME.schema]`).
 //! It is listed for every batch and read again only when its objects
 //! changed: a process keeps the rows of the version it read last, keyed by
-//! the objects' paths, sizes and entity tags. A table that lists no object,
-//! or that cannot be read, or holds a record that does not fit its schema,
-//! fails the batch with the table's name: a join never runs against
-//! nothing. The version each batch used is recorded in its commit.
+//! the objects' paths, sizes, entity tags and modification times. A table
+//! that lists no object, holds no row, cannot be read, or holds a record
+//! that does not fit its schema, fails the batch with the table's name: a
+//! join never runs against nothing. The version each batch used is recorded in its commit.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -58,8 +58,9 @@ impl TableObject {
 /// The versions of the tables a batch read, by table name.
 pub type TableVersions = BTreeMap<String, Vec<TableObject>>;
 
-/// A table's rows as last read, and the version they are.
-type Cached = (Vec<TableObject>, Arc<MemTable>);
+/// A table's rows as last read, and the objects (with their modification
+/// times) they were read from.
+type Cached = (Vec<(TableObject, i64)>, Arc<MemTable>);
 
 /// The rows of each table as last read in this process, by the table's
 /// location and name.
@@ -81,8 +82,14 @@ pub async fn register_all(tables: &[LookupTable], ctx: &SessionContext) -> Resul
 /// The table's current version and rows: from the cache when its listing
 /// is the one read last.
 async fn current(table: &LookupTable, ctx: &SessionContext) -> Result<(Vec<TableObject>, Arc<MemTable>)> {
-    let failed = |why: String| Error::Table { name: table.name.clone(), reason: why };
-    let mut listed = table.source.discover().await.map_err(|e| failed(e.to_string()))?;
+    let failed = |why: String| Error::Table { name: table.name.clone(), reason: why, retryable: false };
+    // A store that fails for a while is tried again as any read is.
+    let failed_by = |error: Error| Error::Table {
+        name: table.name.clone(),
+        retryable: error.is_retryable(),
+        reason: error.to_string(),
+    };
+    let mut listed = table.source.discover().await.map_err(failed_by)?;
     listed.sort_by(|a, b| a.path.cmp(&b.path));
     if listed.is_empty() {
         return Err(failed(format!(
@@ -91,16 +98,21 @@ async fn current(table: &LookupTable, ctx: &SessionContext) -> Result<(Vec<Table
         )));
     }
     let version: Vec<TableObject> = listed.iter().map(TableObject::of).collect();
-    let key = format!("{}\0{}", location_of(table.source.as_ref()), table.name);
+    // Rows are shared only between tables read the same way (location,
+    // pattern, format, schema) from the same objects; the modification
+    // times tell a rewrite apart where a store gives no entity tag.
+    let key = format!("{}\0{:?}", table.name, table.source.describe());
+    let seen: Vec<(TableObject, i64)> =
+        listed.iter().map(|input| (TableObject::of(input), input.last_modified.timestamp_micros())).collect();
     if let Some((cached, rows)) = CACHE.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
-        && *cached == version
+        && *cached == seen
     {
         return Ok((version, rows.clone()));
     }
-    let input = table.source.read(&ctx.state(), &listed).await.map_err(|e| failed(e.to_string()))?;
-    let frame = ctx.read_table(input.table).map_err(|e| failed(e.to_string()))?;
+    let input = table.source.read(&ctx.state(), &listed).await.map_err(failed_by)?;
+    let frame = ctx.read_table(input.table).map_err(|e| failed_by(e.into()))?;
     let schema = Arc::new(frame.schema().as_arrow().clone());
-    let batches = frame.collect().await.map_err(|e| failed(e.to_string()))?;
+    let batches = frame.collect().await.map_err(|e| failed_by(e.into()))?;
     let rejected = input.tally.take_rejected();
     input.tally.finish().await.map_err(|e| failed(e.to_string()))?;
     if input.tally.rejected() > 0 {
@@ -110,9 +122,15 @@ async fn current(table: &LookupTable, ctx: &SessionContext) -> Result<(Vec<Table
             input.tally.rejected()
         )));
     }
+    if batches.iter().all(|batch| batch.num_rows() == 0) {
+        return Err(failed(format!(
+            "its files at {} hold no rows; a join would run against nothing",
+            location_of(table.source.as_ref())
+        )));
+    }
     let rows = Arc::new(MemTable::try_new(schema, vec![batches]).map_err(|e| failed(e.to_string()))?);
     tracing::debug!(table = table.name, objects = version.len(), "lookup table read");
-    CACHE.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (version.clone(), rows.clone()));
+    CACHE.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (seen, rows.clone()));
     Ok((version, rows))
 }
 

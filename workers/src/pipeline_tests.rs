@@ -23,7 +23,8 @@
 //! for a Kafka or AMQP source, each line is one message), with its schema
 //! and its dead letters, and the SQL runs over it as `input`. Expected
 //! values are read as the output column's type, so `10.50` and `10.5`
-//! match a decimal or float column; an empty field is a null.
+//! match a decimal or float column; an empty field is a null. Inline
+//! texts lose the indentation all their lines share.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -172,7 +173,7 @@ fn parse_tests(file: &SpecFile, is_pipeline: bool) -> Result<Vec<TestCase>, Diag
             problem(table.name.span(), "name", "is empty; say what the test checks");
         }
         let input = match (&table.input, &table.input_file) {
-            (Some(text), None) => Some((text.get_ref().clone().into_bytes(), "input".to_string())),
+            (Some(text), None) => Some((dedent(text.get_ref()).into_bytes(), "input".to_string())),
             (None, Some(relative)) => read_fixture(&base, relative.get_ref())
                 .map_err(|message| problem(relative.span(), "input_file", &message))
                 .ok(),
@@ -186,7 +187,7 @@ fn parse_tests(file: &SpecFile, is_pipeline: bool) -> Result<Vec<TestCase>, Diag
             }
         };
         let expected = match (&table.expected, &table.expected_file) {
-            (Some(text), None) => Some(text.get_ref().clone()),
+            (Some(text), None) => Some(dedent(text.get_ref())),
             (None, Some(relative)) => read_fixture(&base, relative.get_ref())
                 .and_then(|(bytes, _)| String::from_utf8(bytes).map_err(|_| "is not UTF-8 text".to_string()))
                 .map_err(|message| problem(relative.span(), "expected_file", &message))
@@ -226,6 +227,23 @@ fn parse_tests(file: &SpecFile, is_pipeline: bool) -> Result<Vec<TestCase>, Diag
         true => Ok(cases),
         false => Err(problems),
     }
+}
+
+/// `text` without the indentation all its lines share, so that a test
+/// may indent its `input` and `expected` under their keys; a text file
+/// (`input_file`, `expected_file`) is taken as it is.
+fn dedent(text: &str) -> String {
+    let indent = text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| line.len() - line.trim_start_matches([' ', '\t']).len())
+        .min()
+        .unwrap_or(0);
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        out.push_str(if line.trim().is_empty() { line.trim_start_matches([' ', '\t']) } else { &line[indent..] });
+    }
+    out
 }
 
 /// A `NAME.test.toml`: `[[test]]` tables and nothing else.
@@ -505,7 +523,12 @@ pub async fn test_command(files: &[PathBuf]) -> anyhow::Result<bool> {
             Some(stem) => path.with_file_name(format!("{stem}.toml")),
             None => path.clone(),
         };
-        if !pipelines.contains(&pipeline) {
+        // `./a.toml` and `a.toml` are one pipeline.
+        let same = |known: &PathBuf| match (known.canonicalize(), pipeline.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => *known == pipeline,
+        };
+        if !pipelines.iter().any(same) {
             pipelines.push(pipeline);
         }
     }
@@ -553,4 +576,16 @@ pub async fn test_command(files: &[PathBuf]) -> anyhow::Result<bool> {
     };
     println!("sluice test: {passed} passed, {failed} failed{problems}");
     Ok(failed == 0 && broken == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_texts_lose_their_common_indentation_only() {
+        assert_eq!(dedent("    id,amount\n    1,2\n      3,4\n    "), "id,amount\n1,2\n  3,4\n");
+        assert_eq!(dedent("id\n1\n"), "id\n1\n");
+        assert_eq!(dedent("\n  a\n\n  b\n"), "\na\n\nb\n");
+    }
 }

@@ -567,6 +567,13 @@ fn a_missing_lookup_table_fails_the_batch_with_its_name() {
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
     assert_eq!(status["failed_batches"], 1, "{status}");
 
+    // A table of a header and no row is no table either.
+    ws.write("reference/countries.csv", "country,name\n");
+    assert!(run(&["retry", &pipeline, "--failed"]).status.success());
+    let output = run(&["run", &pipeline, "--until-caught-up"]);
+    assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("hold no rows"), "{}", printed(&output));
+
     // Once the table is there, the batch retried joins with it.
     ws.write("reference/countries.csv", "country,name\nFR,France\n");
     assert!(run(&["retry", &pipeline, "--failed"]).status.success());

@@ -48,6 +48,9 @@ const VISIBILITY: Duration = Duration::from_secs(300);
 const MIN_IDLE_WAIT: Duration = Duration::from_millis(100);
 /// The longest wait between two looks at an empty queue.
 pub const MAX_IDLE_WAIT: Duration = Duration::from_secs(2);
+/// Notices taken and not yet settled, at most: past this, the feed waits
+/// for the controller (as an AMQP prefetch does).
+const MAX_PENDING: usize = 1000;
 /// The longest wait before trying again after the service failed.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 /// The queue service's API version the requests are written for.
@@ -89,15 +92,29 @@ impl AzureQueue {
     /// The queue `name` of `account`, with the Azure settings of `storage`
     /// over those of the `AZURE_*` variables.
     pub fn new(account: &str, name: &str, storage: &StorageOptions) -> Result<Self> {
-        let mut settings: Vec<(AzureConfigKey, String)> = std::env::vars()
+        // `[storage]` wins over the environment, as for the blobs: the
+        // credential of the first of the two that gives one.
+        let environment: Vec<(AzureConfigKey, String)> = std::env::vars_os()
+            .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)))
             .filter(|(key, _)| key.starts_with("AZURE_"))
             .filter_map(|(key, value)| Some((key.to_ascii_lowercase().parse().ok()?, value)))
             .collect();
-        settings.extend(storage.of::<AzureConfigKey>().map(|(key, value)| (key, value.to_string())));
-        let setting = |wanted: AzureConfigKey| settings.iter().rev().find(|(key, _)| *key == wanted).map(|(_, v)| v);
+        let file: Vec<(AzureConfigKey, String)> =
+            storage.of::<AzureConfigKey>().map(|(key, value)| (key, value.to_string())).collect();
+        let in_ = |settings: &[(AzureConfigKey, String)], wanted: AzureConfigKey| {
+            settings.iter().rev().find(|(key, _)| *key == wanted).map(|(_, v)| v.clone())
+        };
+        let setting = |wanted: AzureConfigKey| in_(&file, wanted).or_else(|| in_(&environment, wanted));
         let emulator = setting(AzureConfigKey::UseEmulator).is_some_and(|v| matches!(v.as_str(), "true" | "1"));
         let config = |why: String| Error::Config(format!("notifications from azqueue://{account}/{name}: {why}"));
-        let credential = match (setting(AzureConfigKey::AccessKey), setting(AzureConfigKey::SasKey)) {
+        let given = |settings: &[(AzureConfigKey, String)]| {
+            (in_(settings, AzureConfigKey::AccessKey), in_(settings, AzureConfigKey::SasKey))
+        };
+        let credentials = match given(&file) {
+            (None, None) => given(&environment),
+            from_file => from_file,
+        };
+        let credential = match credentials {
             (Some(key), _) => {
                 Credential::Key(BASE64.decode(key.trim()).map_err(|_| config("the account key is not Base64".into()))?)
             }
@@ -383,6 +400,16 @@ pub(super) async fn poll(queue: AzureQueue, pending: Arc<Mutex<Vec<Notice>>>, wa
             idle = (idle * 2).min(MAX_IDLE_WAIT);
             continue;
         }
+        if pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len() >= MAX_PENDING {
+            // The controller has not taken what came: these go back at
+            // once, and none is taken until it has.
+            for message in messages {
+                let _ = queue.release(&message.id, &message.receipt, &message.text).await;
+            }
+            let _ = wake.try_send(());
+            tokio::time::sleep(MAX_IDLE_WAIT).await;
+            continue;
+        }
         idle = MIN_IDLE_WAIT;
         for message in messages {
             match parse_blob_event(&message.text) {
@@ -419,6 +446,17 @@ struct BlobEvent {
     event_type: String,
     #[serde(default)]
     subject: String,
+    #[serde(default)]
+    data: BlobEventData,
+}
+
+#[derive(Deserialize, Default)]
+struct BlobEventData {
+    /// The operation: `PutBlob`, `PutBlockList`, `CopyBlob`, or on a Data
+    /// Lake account `CreateFile` (empty, before the data) and
+    /// `FlushWithClose` (the data written).
+    #[serde(default)]
+    api: String,
 }
 
 /// The blobs written that a message names: `Microsoft.Storage.BlobCreated`
@@ -443,7 +481,9 @@ pub fn parse_blob_event(text: &str) -> Result<Vec<ObjectEvent>, String> {
     .map_err(|e| format!("not Event Grid event JSON: {e}"))?;
     let mut objects = Vec::new();
     for event in events {
-        if event.event_type != "Microsoft.Storage.BlobCreated" {
+        // A Data Lake file is announced when created, empty, and again
+        // when its data is flushed: only the second is new data.
+        if event.event_type != "Microsoft.Storage.BlobCreated" || event.data.api == "CreateFile" {
             continue;
         }
         // /blobServices/default/containers/CONTAINER/blobs/NAME
@@ -479,6 +519,8 @@ mod tests {
         assert_eq!(parse_blob_event(cloud), Ok(expected));
         let deleted = CREATED.replace("BlobCreated", "BlobDeleted");
         assert_eq!(parse_blob_event(&format!("[{deleted}]")), Ok(Vec::new()));
+        let created_empty = CREATED.replace(r#""api":"PutBlob""#, r#""api":"CreateFile""#);
+        assert_eq!(parse_blob_event(&created_empty), Ok(Vec::new()), "a Data Lake file not yet flushed");
     }
 
     #[test]
