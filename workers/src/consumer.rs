@@ -265,6 +265,7 @@ async fn handle(delivery: Delivery, shared: &Shared, mut stop: watch::Receiver<b
     let owner = Runner::task(task_key);
     let (spec, log) = (&loaded.spec, &loaded.log);
     let span = batch_span(spec, &task.batch, &owner.owner);
+    crate::traces::set_parent(&span, &crate::tasks::trace_context(&delivery));
     let ran = async {
         let mut failures = 0;
         loop {

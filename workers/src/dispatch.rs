@@ -23,6 +23,7 @@ use sluice_engine::batch::BatchId;
 use sluice_engine::log::CheckpointLog;
 use sluice_engine::spec::{Dispatch, PipelineSpec};
 use tokio::sync::{Mutex, watch};
+use tracing::Instrument;
 
 use crate::controller::{RunOptions, RunSummary, TRANSIENT_ATTEMPTS, backoff, failed_in_log, plan_pass};
 use crate::progress::Progress;
@@ -72,7 +73,11 @@ pub(crate) async fn run(
             break;
         }
         spec = crate::with_fresh_secrets(spec);
-        let Some(pending) = plan_pass(&spec, &log, &options, &mut wake, &mut failures, &mut stop).await? else {
+        // One trace a pass: the plan, then a `task` span per task sent,
+        // which the worker's batch joins (traces.rs).
+        let pass = tracing::info_span!("dispatch", pipeline = %spec.name);
+        let planned = plan_pass(&spec, &log, &options, &mut wake, &mut failures, &mut stop).instrument(pass.clone());
+        let Some(pending) = planned.await? else {
             continue;
         };
         let pending_ids: HashSet<&BatchId> = pending.iter().map(|batch| &batch.id).collect();
@@ -100,7 +105,9 @@ pub(crate) async fn run(
             if let Some(connected) = &queue {
                 for batch in unsent {
                     let id = batch.id.clone();
-                    if let Err(error) = connected.publish(&Task::new(&spec, batch), key.as_ref()).await {
+                    let task = tracing::info_span!(parent: &pass, "task", pipeline = %spec.name, batch_id = %id);
+                    let published = connected.publish(&Task::new(&spec, batch), key.as_ref()).instrument(task).await;
+                    if let Err(error) = published {
                         broker_failures += 1;
                         if options.until_caught_up && broker_failures >= TRANSIENT_ATTEMPTS {
                             return Err(error);
@@ -119,6 +126,7 @@ pub(crate) async fn run(
             }
         }
 
+        drop(pass);
         let before = counted.len();
         tally(&log, &followed, &mut counted, &mut summary).await;
         if counted.len() > before {

@@ -18,6 +18,7 @@ pub mod status;
 mod stream;
 pub mod task_keys;
 pub mod tasks;
+pub mod traces;
 mod wake;
 pub mod worker;
 

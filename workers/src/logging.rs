@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 
 use indicatif::ProgressBar;
 use sluice_engine::spec::SpecFile;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -40,7 +42,7 @@ static PROGRESS: Mutex<Option<ProgressBar>> = Mutex::new(None);
 
 /// Starts logging to standard error in `format`, filtered by `SLUICE_LOG`
 /// (default `warn,sluice=info`).
-pub fn init(format: LogFormat) {
+pub fn init(format: LogFormat) -> crate::traces::Exporting {
     let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("warn,sluice=info"));
     // DataFusion and its SQL parser log plans and tokens at debug level,
     // after constants are folded: `upper('${env:X}')` would show as the
@@ -50,11 +52,17 @@ pub fn init(format: LogFormat) {
         Ok(directive) => filter.add_directive(directive),
         Err(_) => filter,
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| RedactingStderr).with_target(false);
-    match format {
-        LogFormat::Text => builder.with_ansi(io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder.json().with_current_span(false).with_span_list(true).init(),
-    }
+    let lines = tracing_subscriber::fmt::layer().with_writer(|| RedactingStderr).with_target(false);
+    let lines: Box<dyn Layer<Registry> + Send + Sync> = match format {
+        LogFormat::Text => lines.with_ansi(io::stderr().is_terminal()).with_filter(filter).boxed(),
+        LogFormat::Json => lines.json().with_current_span(false).with_span_list(true).with_filter(filter).boxed(),
+    };
+    // The log lines' filter is theirs alone: spans are exported (with
+    // OTEL_EXPORTER_OTLP_ENDPOINT) whatever SLUICE_LOG says.
+    let (traces, exporting) = crate::traces::layer::<Registry>();
+    let layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = std::iter::once(lines).chain(traces).collect();
+    tracing_subscriber::registry().with(layers).init();
+    exporting
 }
 
 /// Redacts the environment values of `file` from every log line from now on.

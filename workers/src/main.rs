@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format.unwrap_or_else(LogFormat::detect));
+    let exporting = logging::init(cli.log_format.unwrap_or_else(LogFormat::detect));
     let stack = sql::STACK_SIZE;
     let runtime = match tokio::runtime::Builder::new_multi_thread().thread_stack_size(stack).enable_all().build() {
         Ok(runtime) => runtime,
@@ -41,6 +41,8 @@ fn main() -> ExitCode {
         Ok(handle) => handle.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the command panicked"))),
         Err(error) => Err(anyhow::Error::new(error).context("cannot start the command's thread")),
     };
+    // Spans still buffered go to the collector before the process exits.
+    exporting.flush();
     match outcome {
         Ok(code) => code,
         Err(error) => {

@@ -27,6 +27,8 @@ use crate::task_keys::{KEY_ID_HEADER, SIGNATURE_HEADER, TaskKey};
 
 /// The header of a refused task in the dead queue that says why.
 pub const REASON_HEADER: &str = "sluice-refused";
+/// The W3C trace context headers a task may carry (traces.rs).
+pub const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 
 /// What a worker needs to run one batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,7 +171,8 @@ impl TaskQueue {
         &self.queue
     }
 
-    /// Publishes `task`, signed with `key` when there is one, and waits
+    /// Publishes `task`, signed with `key` when there is one, with the
+    /// current span's trace context, and waits
     /// until the broker has it on disk.
     pub async fn publish(&self, task: &Task, key: Option<&TaskKey>) -> Result<()> {
         let body = serde_json::to_vec(task).map_err(|e| Error::Broker(format!("cannot encode the task: {e}")))?;
@@ -177,6 +180,13 @@ impl TaskQueue {
         if let Some(key) = key {
             headers.insert(SIGNATURE_HEADER.into(), AMQPValue::LongString(key.sign(&body).into()));
             headers.insert(KEY_ID_HEADER.into(), AMQPValue::LongString(key.id().into()));
+        }
+        // The trace the worker's batch joins: not signed, and used for
+        // nothing but linking spans.
+        for (name, value) in crate::traces::current_context() {
+            if TRACE_HEADERS.contains(&name.as_str()) {
+                headers.insert(name.as_str().into(), AMQPValue::LongString(value.as_str().into()));
+            }
         }
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
@@ -255,6 +265,14 @@ pub fn header<'a>(delivery: &'a Delivery, name: &str) -> Option<&'a str> {
         AMQPValue::ShortString(text) => Some(text.as_str()),
         _ => None,
     }
+}
+
+/// The trace context a task carries, for its batch's span.
+pub fn trace_context(delivery: &Delivery) -> std::collections::HashMap<String, String> {
+    TRACE_HEADERS
+        .iter()
+        .filter_map(|name| Some((name.to_string(), header(delivery, name)?.chars().take(512).collect())))
+        .collect()
 }
 
 /// Where rejected tasks of `queue` go.

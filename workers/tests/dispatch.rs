@@ -266,3 +266,160 @@ fn tasks_travel_over_amqps_checked_against_the_ca_file() {
     assert!(status.success(), "{said}");
     assert_eq!(parquet_rows(&ws.path("out")).1, expected);
 }
+
+/// An OTLP/HTTP receiver on a free port of 127.0.0.1: the JSON body of
+/// every export request, as a collector gets it.
+struct Collector {
+    endpoint: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+/// One exported span: its name, trace, id, parent and attributes.
+#[derive(Debug, Clone)]
+struct ExportedSpan {
+    name: String,
+    trace: String,
+    id: String,
+    parent: String,
+    attributes: std::collections::BTreeMap<String, String>,
+}
+
+impl Collector {
+    fn start() -> Self {
+        Self::start_at("127.0.0.1:0")
+    }
+
+    fn start_at(address: &str) -> Self {
+        use std::io::{BufRead, Read, Write};
+        let listener = std::net::TcpListener::bind(address)
+            .unwrap_or_else(|e| panic!("a receiver on {address} (is another collector running there?): {e}"));
+        let endpoint = format!("http://{}", listener.local_addr().expect("address"));
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = bodies.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let kept = kept.clone();
+                std::thread::spawn(move || {
+                    let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
+                    loop {
+                        let mut length = 0usize;
+                        let mut line = String::new();
+                        // The request line and headers, up to the blank line.
+                        loop {
+                            line.clear();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                                length = value.trim().parse().unwrap_or(0);
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        if let Ok(json) = serde_json::from_slice(&body) {
+                            kept.lock().expect("lock").push(json);
+                        }
+                        let reply = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+                        if (&stream).write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Collector { endpoint, bodies }
+    }
+
+    /// The variables that point sluice at this receiver.
+    fn env(&self) -> [(&'static str, String); 2] {
+        [("OTEL_EXPORTER_OTLP_ENDPOINT", self.endpoint.clone()), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json".into())]
+    }
+
+    fn spans(&self) -> Vec<ExportedSpan> {
+        let value = |v: &serde_json::Value| match &v["value"] {
+            serde_json::Value::Object(map) => map.values().next().map(|x| x.to_string().trim_matches('"').to_string()),
+            _ => None,
+        };
+        let mut spans = Vec::new();
+        for body in self.bodies.lock().expect("lock").iter() {
+            for resource in body["resourceSpans"].as_array().into_iter().flatten() {
+                for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+                    for span in scope["spans"].as_array().into_iter().flatten() {
+                        let attributes = span["attributes"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|a| Some((a["key"].as_str()?.to_string(), value(a)?)))
+                            .collect();
+                        spans.push(ExportedSpan {
+                            name: span["name"].as_str().unwrap_or_default().into(),
+                            trace: span["traceId"].as_str().unwrap_or_default().into(),
+                            id: span["spanId"].as_str().unwrap_or_default().into(),
+                            parent: span["parentSpanId"].as_str().unwrap_or_default().into(),
+                            attributes,
+                        });
+                    }
+                }
+            }
+        }
+        spans
+    }
+}
+
+#[test]
+fn a_dispatched_batch_is_one_trace_from_the_controller_to_the_worker() {
+    let collector = Collector::start();
+    let queue = TestQueue::new("traced");
+    let ws = Workspace::new();
+    write_inputs(&ws, 1, 10);
+    let path = ws.pipeline(&pipeline(&queue.0));
+    let controller = controller(&path).envs(collector.env()).spawn().expect("controller");
+    wait_for_tasks(&queue.0, 1);
+    let (status, said) = finish(
+        worker(&queue.0, "1s", ws.dir.path()).envs(collector.env()).spawn().expect("worker"),
+        Duration::from_secs(60),
+    );
+    assert!(status.success(), "{said}");
+    let (status, said) = finish(controller, Duration::from_secs(60));
+    assert!(status.success(), "{said}");
+
+    let spans = collector.spans();
+    let named = |name: &str| spans.iter().filter(|s| s.name == name).cloned().collect::<Vec<_>>();
+    let task = named("task").into_iter().next().unwrap_or_else(|| panic!("the controller's task span: {spans:#?}"));
+    let dispatch = named("dispatch").into_iter().find(|s| s.id == task.parent).expect("the task's pass");
+    assert!(named("plan").iter().any(|plan| plan.parent == dispatch.id && plan.trace == task.trace), "{spans:#?}");
+    // The worker's batch is the task's child, in the controller's trace.
+    let batch = named("batch").into_iter().next().expect("the worker's batch span");
+    assert_eq!((&batch.trace, &batch.parent), (&task.trace, &task.id), "{spans:#?}");
+    assert_eq!(batch.attributes.get("pipeline").map(String::as_str), Some("dispatched"), "{batch:?}");
+    assert_eq!(batch.attributes.get("batch_id"), task.attributes.get("batch_id"), "{batch:?}");
+    assert_eq!(batch.attributes.get("attempt").map(String::as_str), Some("1"), "{batch:?}");
+    for step in ["read", "transform", "commit", "publish"] {
+        let child = named(step).into_iter().next().unwrap_or_else(|| panic!("no {step} span: {spans:#?}"));
+        assert_eq!((&child.trace, &child.parent), (&batch.trace, &batch.id), "{step} is the batch's: {spans:#?}");
+    }
+    // Only spans: no log line is exported as an event.
+    for body in collector.bodies.lock().expect("lock").iter() {
+        assert!(!body.to_string().contains("batch committed"), "a log line was exported: {body}");
+    }
+
+    // Without the variable, nothing is sent, not even to the default
+    // endpoint an exporter built without one would use.
+    let default = Collector::start_at("127.0.0.1:4318");
+    let exported = collector.bodies.lock().expect("lock").len();
+    let quiet = Workspace::new();
+    write_inputs(&quiet, 1, 5);
+    let local = quiet
+        .pipeline(&pipeline(&queue.0).replace("dispatch = ", "# dispatch = ").replace("task_queue", "# task_queue"));
+    let output = common::run(&["run", &local, "--until-caught-up"]);
+    assert!(output.status.success(), "{}", common::printed(&output));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(collector.bodies.lock().expect("lock").len(), exported, "nothing exported without an endpoint");
+    assert!(default.bodies.lock().expect("lock").is_empty(), "nothing sent to localhost:4318");
+}
