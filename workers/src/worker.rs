@@ -521,12 +521,12 @@ async fn stage(
     }
     .instrument(tracing::info_span!("transform"))
     .await?;
+    // Made before the plan starts to run: made after `execute_stream`,
+    // the span was closed on the log lines but never reached the trace
+    // exporter (whose per-layer filter had not seen it made).
+    let write = tracing::info_span!("write");
     let stream = execute_stream(plan.clone(), ctx.task_ctx())?;
-    let staged = spec
-        .sink
-        .stage_with_dead_letters(attempt, stream, dead_letters)
-        .instrument(tracing::info_span!("write"))
-        .await?;
+    let staged = spec.sink.stage_with_dead_letters(attempt, stream, dead_letters).instrument(write).await?;
     Ok((staged, scanned_rows(&plan), tables))
 }
 

@@ -400,7 +400,7 @@ fn a_dispatched_batch_is_one_trace_from_the_controller_to_the_worker() {
     assert_eq!(batch.attributes.get("pipeline").map(String::as_str), Some("dispatched"), "{batch:?}");
     assert_eq!(batch.attributes.get("batch_id"), task.attributes.get("batch_id"), "{batch:?}");
     assert_eq!(batch.attributes.get("attempt").map(String::as_str), Some("1"), "{batch:?}");
-    for step in ["read", "transform", "commit", "publish"] {
+    for step in ["read", "transform", "write", "commit", "publish"] {
         let child = named(step).into_iter().next().unwrap_or_else(|| panic!("no {step} span: {spans:#?}"));
         assert_eq!((&child.trace, &child.parent), (&batch.trace, &batch.id), "{step} is the batch's: {spans:#?}");
     }
