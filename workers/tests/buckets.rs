@@ -194,6 +194,36 @@ fn credentials_from_the_storage_table_with_a_secret_from_the_environment(kind: K
     assert_eq!(parquet_rows(local.path()).1, expected_rows(0..2, 30));
 }
 
+/// A lookup table in the bucket joins each batch, and a new version of it
+/// is read by the next batch of the same process.
+fn a_lookup_table_in_the_bucket_is_joined_and_read_again_once_replaced(kind: Kind) {
+    let bucket = Bucket::new(kind, "lookup");
+    let ws = Workspace::new();
+    let tables = format!(
+        "[tables.names]\nurl = \"{}\"\npattern = \"*.csv\"\nformat = \"csv\"\n\n\
+         [tables.names.schema]\ncountry = \"string\"\nname = \"string\"\n",
+        bucket.url("reference")
+    );
+    let spec = pipeline(&bucket, &tables).replace(
+        "sql = \"SELECT id, country, amount FROM input\"",
+        "sql = \"SELECT id, name, amount FROM input LEFT JOIN names USING (country)\"",
+    );
+    let pipeline = ws.pipeline(&spec);
+    bucket.put("reference/names.csv", b"country,name\nFR,France\n".to_vec());
+    bucket.put("in/a.csv", b"id,country,amount\n1,FR,1.5\n".to_vec());
+    let mut controller = start(&bucket, &pipeline);
+    wait_for(|| bucket.visible("out") == 1, "the first batch");
+    bucket.put("reference/names.csv", b"country,name\nFR,la France\n".to_vec());
+    bucket.put("in/b.csv", b"id,country,amount\n2,FR,2.5\n".to_vec());
+    wait_for(|| bucket.visible("out") == 2, "the second batch");
+    kill_9(&mut controller);
+    let local = tempfile::tempdir().expect("tempdir");
+    bucket.download("out", local.path());
+    let (columns, found) = parquet_rows(local.path());
+    assert_eq!(columns, ["id", "name", "amount"]);
+    assert_eq!(found, [["1", "France", "1.5"], ["2", "la France", "2.5"]]);
+}
+
 /// The variables through which a store could find credentials other than
 /// those of `[storage]`.
 const STORE_VARIABLES: &[&str] = &[
@@ -224,6 +254,11 @@ macro_rules! every_store_runs {
         #[test]
         fn credentials_from_the_storage_table_with_a_secret_from_the_environment() {
             super::credentials_from_the_storage_table_with_a_secret_from_the_environment($kind);
+        }
+
+        #[test]
+        fn a_lookup_table_in_the_bucket_is_joined_and_read_again_once_replaced() {
+            super::a_lookup_table_in_the_bucket_is_joined_and_read_again_once_replaced($kind);
         }
     };
 }
