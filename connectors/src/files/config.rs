@@ -105,6 +105,9 @@ pub struct FilesSinkConfig {
     /// Parquet only: `zstd` (default), `snappy`, `gzip`, `lz4`, `brotli`
     /// or `none`.
     pub compression: Option<Spanned<String>>,
+    /// Parquet only: the level of `compression`: zstd 1–22 (default 1),
+    /// gzip 0–9 (default 6), brotli 0–11 (default 1).
+    pub compression_level: Option<Spanned<i64>>,
     /// Columns whose values name hive-style folders (`country=FR/`); they
     /// are left out of the files themselves.
     #[serde(default)]

@@ -92,6 +92,21 @@ impl FilesSink {
                 Compression::UNCOMPRESSED
             }
         };
+        let compression = match &config.compression_level {
+            None => compression,
+            Some(_) if config.format != OutputFormat::Parquet => {
+                problems.0.push(component.error(
+                    "compression_level",
+                    "applies to parquet only",
+                    Some("remove it, or write format = \"parquet\"".into()),
+                ));
+                compression
+            }
+            Some(level) => with_level(compression, *level.get_ref()).unwrap_or_else(|message| {
+                problems.0.push(component.error("compression_level", message, None));
+                compression
+            }),
+        };
         let mut seen = Vec::new();
         for column in &config.partition_by {
             if column.is_empty() || seen.contains(column) {
@@ -297,6 +312,43 @@ fn parse_compression(name: &str) -> Option<Compression> {
     })
 }
 
+/// `compression` at `level`, or why it cannot be: each codec's range, and
+/// no level for a codec without levels.
+fn with_level(compression: Compression, level: i64) -> Result<Compression, String> {
+    let out_of_range = |codec: &str, range: &str| format!("is {level}; {codec} levels are {range}");
+    match compression {
+        Compression::ZSTD(_) => i32::try_from(level)
+            .ok()
+            .and_then(|level| ZstdLevel::try_new(level).ok())
+            .map(Compression::ZSTD)
+            .ok_or_else(|| out_of_range("zstd", "1 to 22")),
+        Compression::GZIP(_) => u32::try_from(level)
+            .ok()
+            .and_then(|level| GzipLevel::try_new(level).ok())
+            .map(Compression::GZIP)
+            .ok_or_else(|| out_of_range("gzip", "0 to 9")),
+        Compression::BROTLI(_) => u32::try_from(level)
+            .ok()
+            .and_then(|level| BrotliLevel::try_new(level).ok())
+            .map(Compression::BROTLI)
+            .ok_or_else(|| out_of_range("brotli", "0 to 11")),
+        other => Err(format!(
+            "is given, but compression \"{}\" has no levels; levels are for zstd, gzip and brotli",
+            compression_name(other)
+        )),
+    }
+}
+
+/// The level `compression` writes at, for `explain`.
+fn level_of(compression: Compression) -> Option<i64> {
+    match compression {
+        Compression::ZSTD(level) => Some(level.compression_level().into()),
+        Compression::GZIP(level) => Some(level.compression_level().into()),
+        Compression::BROTLI(level) => Some(level.compression_level().into()),
+        _ => None,
+    }
+}
+
 fn compression_name(compression: Compression) -> &'static str {
     match compression {
         Compression::ZSTD(_) => "zstd",
@@ -453,6 +505,9 @@ impl Sink for FilesSink {
         ];
         if self.encoding.format == OutputFormat::Parquet {
             lines.push(("compression", compression_name(self.encoding.compression).to_string()));
+            if let Some(level) = level_of(self.encoding.compression) {
+                lines.push(("compression_level", level.to_string()));
+            }
         }
         if self.partitioner.is_partitioned() {
             lines.push(("partition_by", self.partitioner.columns().join(", ")));
