@@ -1,25 +1,36 @@
 #!/usr/bin/env python3
-"""sluice against DuckDB, Polars and DataFusion's Python package, on the same files in the same run.
+"""sluice against DuckDB (its CLI and its Python package), Polars and DataFusion's Python package, on the same
+files in the same run, every tool writing zstd Parquet at the same level.
 
-    python3 benches/run.py                 # small size (1M order rows, ~125 MB of CSV): a few minutes
-    python3 benches/run.py --size full     # ~1 GB of CSV (8M rows)
+    python3 benches/run.py                   # 1M and 10M order rows, zstd level 1 and each tool's default
+    python3 benches/run.py --size small      # 1M rows only: a few minutes
+    python3 benches/run.py --size full       # 1M, 10M and 30M rows
+    python3 benches/run.py --only w1 --levels 1 --runs 1     # a quick look at one workload
 
 It builds sluice and bench-log (`cargo build --release -p sluice-workers -p sluice-benches`), installs the peers pinned in
-benches/requirements.txt into benches/.venv, generates seeded data into benches/data/<size>/, then runs
-each workload --runs times (default 3), alternating sluice and each peer, each run a fresh process with a
-new output folder (and, for sluice, a new checkpoint log). Output folders are removed only at the end: on a
-file system that slows down creating files soon after many were removed (ext4 without a journal searches past
-recently freed inodes), removing one run's thousands of files would slow whichever tool runs next. It reports the median wall time, the peak
-RSS (the process's own, from wait4) and the ratio of sluice's time to each peer's, prints the table and
-writes it into benches/README.md between the `peers:` markers, with the date and the machine.
+benches/requirements.txt into benches/.venv (DuckDB's CLI from the `duckdb-cli` package), generates seeded data
+into benches/data/ (once; `.complete` marks a finished set), then runs each workload --runs times (default 3),
+alternating sluice and each peer, each run a fresh process with a new output folder (and, for sluice, a new
+checkpoint log). Output folders are removed only at the end: on a file system that slows down creating files
+soon after many were removed (ext4 without a journal searches past recently freed inodes), removing one run's
+thousands of files would slow whichever tool runs next. For each tool it reports the median wall time, the peak
+RSS (the process's own and its children's, from wait4), the CPU time and the bytes written; for sluice, its time
+÷ the fastest peer's and its peak RSS ÷ the median peer's. One table per level: `1` (every tool told
+`zstd` level 1) and `default` (every tool told `zstd` and nothing else: DuckDB 3, Polars 3, DataFusion 4,
+sluice 1). It prints the tables and writes them into benches/README.md between the `peers:` markers, with the
+date and the machine; the raw figures go to benches/data/results.json.
 
-Workloads (every tool gets the same declared column types and zstd Parquet out):
+Workloads (every tool gets the same declared column types, the same SQL and zstd Parquet out):
   W1  CSV -> Parquet
   W2  CSV -> filter + derived decimal column -> Parquet
   W3  NDJSON -> group by country, status -> Parquet (one global aggregate: one sluice batch)
-  W4  2,000 small CSV files -> one Parquet each (the per-file trigger case)
+  W4  2,000 small CSV files (500 rows each) -> one Parquet each (the per-file trigger case)
   cold start: one 10-row CSV, process start to commit
   log overhead: bench-log, the checkpoint log's records of 2,000 one-file batches on the same disk
+
+The orders: 10 columns (id, customer "Last, First" with accents and quotes, country, decimal amount, status,
+two timestamps (shipped_at empty for the 4 in 7 not shipped), a float unit price, a short note, and free text of 0-60
+characters with commas and quotes, a third of it empty), as CSV (RFC 4180 quoting) and as NDJSON.
 """
 
 import argparse
@@ -38,37 +49,34 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from peers import COLUMNS, W2_SQL, W3_SQL, duckdb_statements  # noqa: E402
+
 VENV = os.path.join(HERE, ".venv")
 SLUICE = os.path.join(ROOT, "target", "release", "sluice")
 BENCH_LOG = os.path.join(ROOT, "target", "release", "bench-log")
-PEERS = ["duckdb", "polars", "datafusion"]
+DUCKDB_CLI = os.path.join(VENV, "bin", "duckdb")
+PEERS = ["duckdb-cli", "duckdb", "polars", "datafusion"]
+NAMES = {"sluice": "sluice", "duckdb-cli": "DuckDB CLI", "duckdb": "DuckDB (Python)", "polars": "Polars",
+         "datafusion": "DataFusion (Python)"}
+ROWS_PER_FILE = 1_000_000
+SIZES = {"small": ["1m"], "default": ["1m", "10m"], "full": ["1m", "10m", "30m"]}
 
-SCHEMA = """[source.schema]
-order_id = "int64"
-customer = "string"
-country = "string"
-amount = "decimal(10,2)"
-status = "string"
-ordered_at = "timestamp"
-note = "string"
-"""
-
-W2_SQL = ("SELECT order_id, customer, country, amount, CAST(amount * 1.2 AS DECIMAL(12, 2)) AS amount_with_vat, "
-          "ordered_at FROM input WHERE status <> 'cancelled' AND amount > 10")
-W3_SQL = ("SELECT country, status, COUNT(*) AS orders, SUM(amount) AS total, MAX(ordered_at) AS last_order "
-          "FROM input GROUP BY country, status")
+SCHEMA = "[source.schema]\n" + "".join(
+    f'{name} = "{"decimal(10,2)" if kind == "decimal" else kind}"\n' for name, kind in COLUMNS)
 
 
-def pipeline(name, inbox, out, fmt, sql=None, one_batch=False, per_file=False):
+def pipeline(name, inbox, out, fmt, level, sql=None, one_batch=False, per_file=False):
     trigger = ""
     if one_batch:
         trigger = '[trigger]\nmax_files_per_batch = 100000\nmax_bytes_per_batch = "64GiB"\n'
     elif per_file:
         trigger = "[trigger]\nmax_files_per_batch = 1\n"
     transform = f'[transform]\nsql = "{sql}"\n' if sql else ""
+    level_line = "" if level == "default" else f"compression_level = {level}\n"
     return (f'[pipeline]\nname = "{name}"\n[source]\ntype = "files"\nurl = "{inbox}"\npattern = "*.{fmt}"\n'
             f'format = "{fmt}"\n{SCHEMA}{trigger}{transform}'
-            f'[sink]\ntype = "files"\nurl = "{out}"\ncompression = "zstd"\n')
+            f'[sink]\ntype = "files"\nurl = "{out}"\ncompression = "zstd"\n{level_line}')
 
 
 # --- data ---------------------------------------------------------------------------------------------
@@ -79,14 +87,36 @@ FIRST = ["Ada", "Grace", "Émile", "Zoë", "Björn", "Chloé", "Sørina", "Jürg
 LAST = ["Lovelace", "Hopper", "O'Brien", "Núñez", "Dvořák", "Søndergaard", "Okafor", "Nakamura", "Ferreira"]
 NOTES = ["", "", "fragile", "leave at door, please", 'gift: "happy birthday"', "appel avant livraison — merci",
          "Lieferung ab 18 Uhr", "置き配希望", "call, then ring twice"]
+WORDS = ["box", "arrived", "late", "damaged", "great", "thanks", "door", "\"urgent\"", "colour", "size", "M,", "L",
+         "refund?", "ok", "résumé", "wrong", "item", "please", "call", "me", "before", "5pm,", "said \"fine\"", "again",
+         "gift", "wrap", "no", "invoice", "needed", "Größe", "42", "x2", "see", "note:", "its", "fine", "a", "the"]
 
 
-def order_rows(rng, first_id, n):
-    for i in range(first_id, first_id + n):
-        customer = f"{rng.choice(LAST)}, {rng.choice(FIRST)}"
-        amount = f"{rng.randint(100, 250000) / 100:.2f}"
-        at = f"2026-{rng.randint(1, 12):02}-{rng.randint(1, 28):02}T{rng.randint(0, 23):02}:{rng.randint(0, 59):02}:00"
-        yield i, customer, rng.choice(COUNTRIES), amount, rng.choice(STATUSES), at, rng.choice(NOTES)
+def pools(rng):
+    """Values drawn from per column: whole columns are drawn at once (random.choices), which keeps generating
+    10M rows to a couple of minutes."""
+    customers = [f"{last}, {first}" for last in LAST for first in FIRST]
+    times = [f"2026-{rng.randint(1, 12):02}-{rng.randint(1, 28):02}T{rng.randint(0, 23):02}:"
+             f"{rng.randint(0, 59):02}:{rng.randint(0, 59):02}" for _ in range(50_000)]
+    comments = []
+    for _ in range(100_000):
+        if rng.random() < 1 / 3:
+            comments.append("")
+            continue
+        text = " ".join(rng.choices(WORDS, k=rng.randint(1, 12)))[:60].strip()
+        comments.append(text)
+    amounts = [f"{cents / 100:.2f}" for cents in range(100, 250_001)]
+    prices = [repr(round(rng.uniform(0.5, 400.0), rng.choice([2, 3, 6]))) for _ in range(20_000)]
+    return customers, times, comments, amounts, prices
+
+
+def order_columns(rng, values, first_id, n):
+    customers, times, comments, amounts, prices = values
+    statuses = rng.choices(STATUSES, k=n)
+    shipped = [at if status in ("shipped", "refunded") else "" for status, at in zip(statuses, rng.choices(times, k=n))]
+    return (range(first_id, first_id + n), rng.choices(customers, k=n), rng.choices(COUNTRIES, k=n),
+            rng.choices(amounts, k=n), statuses, rng.choices(times, k=n), shipped, rng.choices(prices, k=n),
+            rng.choices(NOTES, k=n), rng.choices(comments, k=n))
 
 
 def csv_field(text):
@@ -95,45 +125,68 @@ def csv_field(text):
     return text
 
 
-def write_csv(path, rows):
+def write_csv(path, columns):
+    ids, customers, countries, amounts, statuses, ordered, shipped, prices, notes, comments = columns
     with open(path, "w", encoding="utf-8", newline="") as out:
-        out.write("order_id,customer,country,amount,status,ordered_at,note\n")
-        for i, customer, country, amount, status, at, note in rows:
-            out.write(f"{i},{csv_field(customer)},{country},{amount},{status},{at},{csv_field(note)}\n")
+        out.write(",".join(name for name, _ in COLUMNS) + "\n")
+        out.writelines(f"{i},{csv_field(customer)},{country},{amount},{status},{at},{sent},{price},"
+                       f"{csv_field(note)},{csv_field(comment)}\n"
+                       for i, customer, country, amount, status, at, sent, price, note, comment
+                       in zip(ids, customers, countries, amounts, statuses, ordered, shipped, prices, notes, comments))
 
 
-def write_json(path, rows):
+def write_json(path, columns):
+    ids, customers, countries, amounts, statuses, ordered, shipped, prices, notes, comments = columns
+    text = lambda value: json.dumps(value, ensure_ascii=False) if value else "null"
     with open(path, "w", encoding="utf-8") as out:
-        for i, customer, country, amount, status, at, note in rows:
-            out.write(json.dumps({"order_id": i, "customer": customer, "country": country, "amount": float(amount),
-                                  "status": status, "ordered_at": at, "note": note}, ensure_ascii=False) + "\n")
+        out.writelines(f'{{"order_id":{i},"customer":{text(customer)},"country":"{country}","amount":{amount},'
+                       f'"status":"{status}","ordered_at":"{at}","shipped_at":{text(sent)},"unit_price":{price},'
+                       f'"note":{text(note)},"comment":{text(comment)}}}\n'
+                       for i, customer, country, amount, status, at, sent, price, note, comment
+                       in zip(ids, customers, countries, amounts, statuses, ordered, shipped, prices, notes, comments))
 
 
-def generate(data, files, rows_per_file):
+def generate_orders(data, files):
+    """`files` CSV and NDJSON files of 1M rows each into data/csv and data/json."""
     done = os.path.join(data, ".complete")
     if os.path.exists(done):
         return
     shutil.rmtree(data, ignore_errors=True)
-    for sub in ("csv", "json", "small", "tiny"):
+    for sub in ("csv", "json"):
         os.makedirs(os.path.join(data, sub))
-    rng = random.Random(20261128)
-    print(f"generating {files} x {rows_per_file:,} rows of CSV and NDJSON, 2,000 small CSV files ...", flush=True)
+    rng = random.Random(20261202)
+    values = pools(rng)
+    print(f"generating {files} x {ROWS_PER_FILE:,} rows of CSV and NDJSON into {data} ...", flush=True)
     for f in range(files):
-        state = rng.getstate()
-        write_csv(os.path.join(data, "csv", f"orders-{f:03}.csv"), order_rows(rng, f * rows_per_file, rows_per_file))
-        rng.setstate(state)
-        write_json(os.path.join(data, "json", f"orders-{f:03}.json"), order_rows(rng, f * rows_per_file, rows_per_file))
+        columns = order_columns(rng, values, f * ROWS_PER_FILE, ROWS_PER_FILE)
+        write_csv(os.path.join(data, "csv", f"orders-{f:03}.csv"), columns)
+        write_json(os.path.join(data, "json", f"orders-{f:03}.json"), columns)
+    open(done, "w").close()
+
+
+def generate_small(data):
+    """2,000 CSV files of 500 rows, and one of 10 rows for the cold start."""
+    done = os.path.join(data, ".complete")
+    if os.path.exists(done):
+        return
+    shutil.rmtree(data, ignore_errors=True)
+    for sub in ("small", "tiny"):
+        os.makedirs(os.path.join(data, sub))
+    rng = random.Random(20261203)
+    values = pools(rng)
+    print("generating 2,000 small CSV files ...", flush=True)
     for f in range(2000):
-        write_csv(os.path.join(data, "small", f"orders-{f:04}.csv"), order_rows(rng, 100_000_000 + f * 500, 500))
-    write_csv(os.path.join(data, "tiny", "orders.csv"), order_rows(rng, 0, 10))
+        write_csv(os.path.join(data, "small", f"orders-{f:04}.csv"), order_columns(rng, values, f * 500, 500))
+    write_csv(os.path.join(data, "tiny", "orders.csv"), order_columns(rng, values, 0, 10))
     open(done, "w").close()
 
 
 # --- running ------------------------------------------------------------------------------------------
 
 def timed(command, cwd=None):
-    """Wall seconds and peak RSS (MB) of one process; fails loudly if it fails. Its output goes to
-    files, not pipes, so that a chatty process never waits on a full pipe."""
+    """Wall seconds, peak RSS (MB), CPU seconds and printed output of one process (its children included);
+    fails loudly if it fails. Its output goes to files, not pipes, so that a chatty process never waits on a
+    full pipe."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         process = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=err)
@@ -144,7 +197,16 @@ def timed(command, cwd=None):
         printed, complained = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"failed: {' '.join(command)}\n{printed}\n{complained[-4000:]}")
-    return took, usage.ru_maxrss / 1024, printed
+    return took, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime, printed
+
+
+def output_bytes(folder):
+    """Bytes of the Parquet files below `folder` (sluice's checkpoint log and staging excluded)."""
+    total = 0
+    for parent, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(("_", "."))]
+        total += sum(os.path.getsize(os.path.join(parent, name)) for name in names if name.endswith(".parquet"))
+    return total
 
 
 def fresh(folder):
@@ -153,7 +215,8 @@ def fresh(folder):
     return folder
 
 
-def setup(size, build):
+def setup(sizes, build):
+    """Builds sluice, installs the peers and generates the data; returns the venv's python and the data folder."""
     if build:
         print("building sluice (cargo build --release -p sluice-workers -p sluice-benches) ...", flush=True)
         subprocess.run(["cargo", "build", "--release", "--locked", "-p", "sluice-workers", "-p", "sluice-benches"],
@@ -166,66 +229,94 @@ def setup(size, build):
         print("installing the peers into benches/.venv ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
     subprocess.run([python, "-m", "pip", "install", "-q", "-r", os.path.join(HERE, "requirements.txt")], check=True)
-    files, rows = (1, 1_000_000) if size == "small" else (8, 1_000_000)
-    data = os.path.join(HERE, "data", size)
-    generate(data, files, rows)
+    data = os.path.join(HERE, "data")
+    for size in sizes:
+        generate_orders(os.path.join(data, size), int(size[:-1]))
+    if sizes:
+        generate_small(os.path.join(data, "small-files"))
     return python, data
+
+
+def command_for(tool, key, inbox, out, level, work, options):
+    """The command one run of `tool` is; writes sluice's pipeline file or DuckDB CLI's script first."""
+    if tool == "sluice":
+        toml = os.path.join(work, f"{key}.toml")
+        with open(toml, "w") as f:
+            f.write(pipeline(key, inbox, out, level=level, **options))
+        return [SLUICE, "run", toml, "--until-caught-up"]
+    if tool == "duckdb-cli":
+        script = os.path.join(work, f"{key}.sql")
+        with open(script, "w") as f:
+            f.write("\n".join(duckdb_statements(key, inbox, out, level)) + "\n")
+        return [DUCKDB_CLI, "-bail", "-f", script]
+    return [os.path.join(VENV, "bin", "python"), os.path.join(HERE, "peers.py"), tool, key, inbox, out, level]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=["small", "full"], default="small")
+    parser.add_argument("--size", choices=list(SIZES), default="default",
+                        help="small: 1M rows; default: 1M and 10M; full: 1M, 10M and 30M")
+    parser.add_argument("--levels", default="1,default", help="comma-separated zstd levels, `default` for each "
+                        "tool's own (default: 1,default)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", help="comma-separated workloads, e.g. w1,w2")
-    parser.add_argument("--no-readme", action="store_true", help="print the table only")
+    parser.add_argument("--no-readme", action="store_true", help="print the tables only")
     parser.add_argument("--no-build", action="store_true", help="use target/release/sluice as it is")
     args = parser.parse_args()
-    python, data = setup(args.size, not args.no_build)
-    work = fresh(os.path.join(HERE, "data", "work"))
+    sizes = SIZES[args.size]
+    levels = args.levels.split(",")
+    _, data = setup(sizes, not args.no_build)
+    work = fresh(os.path.join(data, "work"))
 
     workloads = {
-        "w1": ("W1 CSV → Parquet", "csv", dict(fmt="csv", one_batch=False)),
+        "w1": ("W1 CSV → Parquet", "csv", dict(fmt="csv")),
         "w2": ("W2 CSV → filter + derived column → Parquet", "csv", dict(fmt="csv", sql=W2_SQL)),
         "w3": ("W3 NDJSON → group by → Parquet", "json", dict(fmt="json", sql=W3_SQL, one_batch=True)),
         "w4": ("W4 2,000 small CSV → one Parquet each", "small", dict(fmt="csv", per_file=True)),
     }
     chosen = args.only.split(",") if args.only else list(workloads)
-    results = {}
-    for key in chosen:
-        title, folder, options = workloads[key]
-        inbox = os.path.join(data, folder)
-        toml = os.path.join(work, f"{key}.toml")
-        runs = {tool: [] for tool in ["sluice"] + PEERS}
-        for run in range(args.runs):
-            for tool in runs:
-                out = fresh(os.path.join(work, f"{key}-{tool}-{run + 1}"))
-                if tool == "sluice":
-                    with open(toml, "w") as f:
-                        f.write(pipeline(key, inbox, out, **options))
-                    command = [SLUICE, "run", toml, "--until-caught-up"]
-                else:
-                    command = [python, os.path.join(HERE, "peers.py"), tool, key, inbox, out]
-                took, rss, printed = timed(command)
-                runs[tool].append((took, rss))
-                print(f"{key} run {run + 1} {tool:10} {took:7.2f} s {rss:7.0f} MB  {printed.strip()[:100]}", flush=True)
-        results[key] = (title, {tool: (statistics.median(t for t, _ in r), max(m for _, m in r))
-                                for tool, r in runs.items()})
+    results = []
+    for level in levels:
+        for key in chosen:
+            title, folder, options = workloads[key]
+            for size in (["2,000 × 500"] if key == "w4" else sizes):
+                inbox = (os.path.join(data, "small-files", "small") if key == "w4"
+                         else os.path.join(data, size, folder))
+                runs = {tool: [] for tool in ["sluice"] + PEERS}
+                for run in range(args.runs):
+                    for tool in runs:
+                        out = fresh(os.path.join(work, f"{key}-{size}-{level}-{tool}-{run + 1}"))
+                        command = command_for(tool, key, inbox, out, level, work, options)
+                        took, rss, cpu, printed = timed(command)
+                        written = output_bytes(out)
+                        runs[tool].append((took, rss, cpu, written))
+                        print(f"{key} {size:>4} level {level:7} run {run + 1} {tool:10} {took:7.2f} s {rss:6.0f} MB "
+                              f"{cpu:6.2f} s CPU {written / 1e6:8.1f} MB out  {printed.strip()[:80]}", flush=True)
+                results.append(dict(workload=key, title=title, size=size, level=level, tools={
+                    tool: dict(wall_s=statistics.median(r[0] for r in rs), rss_mb=max(r[1] for r in rs),
+                               cpu_s=statistics.median(r[2] for r in rs), bytes=statistics.median(r[3] for r in rs),
+                               walls=[r[0] for r in rs])
+                    for tool, rs in runs.items()}))
 
     tiny = os.path.join(work, "tiny.toml")
     cold = []
     for run in range(max(5, args.runs)):
         with open(tiny, "w") as f:
-            f.write(pipeline("tiny", os.path.join(data, "tiny"), fresh(os.path.join(work, f"tiny-{run + 1}")), "csv"))
+            f.write(pipeline("tiny", os.path.join(data, "small-files", "tiny"),
+                             fresh(os.path.join(work, f"tiny-{run + 1}")), "csv", "default"))
         cold.append(timed([SLUICE, "run", tiny, "--until-caught-up"])[0])
     cold_ms = statistics.median(cold) * 1000
     print(f"cold start: {cold_ms:.0f} ms", flush=True)
 
-    logged = [json.loads(timed([BENCH_LOG, "--batches", "2000", "--dir", work])[2]) for _ in range(args.runs)]
+    logged = [json.loads(timed([BENCH_LOG, "--batches", "2000", "--dir", work])[3]) for _ in range(args.runs)]
     log_cost = {key: statistics.median(run[key] for run in logged)
                 for key in ("plan_ms", "lease_commit_median_us", "lease_commit_p90_us")}
     print(f"log overhead: {log_cost}", flush=True)
 
     shutil.rmtree(work, ignore_errors=True)
+    with open(os.path.join(data, "results.json"), "w") as f:
+        json.dump(dict(commit=git_head(), date=str(datetime.date.today()), results=results, cold_ms=cold,
+                       log=log_cost), f, indent=1)
 
     table = render(results, cold_ms, cold, log_cost, args)
     print("\n" + table)
@@ -257,17 +348,29 @@ def render(results, cold_ms, cold, log_cost, args):
     pinned = ", ".join(line for line in versions.splitlines() if line and not line.startswith("#"))
     lines = [
         f"Measured {datetime.date.today()} on {cores} cores ({model}), {memory:.0f} GiB, {platform.system()}; "
-        f"size `{args.size}`, median of {args.runs} runs, alternating; {pinned}; sluice release build of "
-        f"{git_head()}. Ratio: sluice's time ÷ the peer's (below 1.00× sluice is faster).",
-        "",
-        "| workload | sluice | DuckDB | Polars | DataFusion (Python) | vs DuckDB | vs Polars | vs DataFusion |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"median of {args.runs} runs, alternating; {pinned}; sluice release build of {git_head()}. "
+        "Each cell: median wall time · peak RSS · Parquet bytes written. **sluice ÷ fastest**: sluice's time ÷ the "
+        "fastest peer's (below 1.00× sluice is faster); **RSS ÷ median**: sluice's peak RSS ÷ the median peer's; "
+        "**cores busy**: CPU time ÷ wall time, sluice's and the fastest peer's.",
     ]
-    for key, (title, by_tool) in results.items():
-        cell = lambda tool: f"{by_tool[tool][0]:.2f} s, {by_tool[tool][1]:.0f} MB"
-        ratio = lambda tool: f"{by_tool['sluice'][0] / by_tool[tool][0]:.2f}×"
-        lines.append(f"| {title} | {cell('sluice')} | {cell('duckdb')} | {cell('polars')} | {cell('datafusion')} | "
-                     f"{ratio('duckdb')} | {ratio('polars')} | {ratio('datafusion')} |")
+    for level in dict.fromkeys(r["level"] for r in results):
+        told = "every tool told zstd level 1" if level == "1" else (
+            f"zstd level {level}" if level != "default" else
+            "every tool told `zstd` and no level: DuckDB 3, Polars 3, DataFusion 4, sluice 1")
+        lines += ["", f"**Level {level}** ({told})", "",
+                  "| workload | rows | " + " | ".join(NAMES[t] for t in ["sluice"] + PEERS) +
+                  " | sluice ÷ fastest | fastest | RSS ÷ median | cores busy |",
+                  "| --- | --- | " + " | ".join("---" for _ in ["sluice"] + PEERS) + " | --- | --- | --- | --- |"]
+        for result in (r for r in results if r["level"] == level):
+            tools = result["tools"]
+            fastest = min(PEERS, key=lambda tool: tools[tool]["wall_s"])
+            cell = lambda t: f"{tools[t]['wall_s']:.2f} s · {tools[t]['rss_mb']:.0f} MB · {tools[t]['bytes'] / 1e6:.1f} MB"
+            median_rss = statistics.median(tools[t]["rss_mb"] for t in PEERS)
+            busy = lambda t: tools[t]["cpu_s"] / tools[t]["wall_s"]
+            rows = result["size"].upper() if result["size"].endswith("m") else result["size"]
+            lines.append(f"| {result['title']} | {rows} | " + " | ".join(cell(t) for t in ["sluice"] + PEERS) +
+                         f" | {tools['sluice']['wall_s'] / tools[fastest]['wall_s']:.2f}× | {NAMES[fastest]} | "
+                         f"{tools['sluice']['rss_mb'] / median_rss:.2f}× | {busy('sluice'):.1f}, {busy(fastest):.1f} |")
     lines.append("")
     lines.append(f"Cold start (one 10-row CSV, `sluice run --until-caught-up`, process start to exit after the commit): "
                  f"median **{cold_ms:.0f} ms** ({', '.join(f'{t * 1000:.0f}' for t in cold)} ms).")
