@@ -135,6 +135,9 @@ struct RowGroup {
 }
 
 /// A leaf column's writer: at hand, or encoding a run on the blocking pool.
+/// One lives per leaf column of a file being written: its size does not
+/// matter.
+#[allow(clippy::large_enum_variant)]
 enum Encoder {
     Idle(ArrowColumnWriter),
     Busy(JoinHandle<parquet::errors::Result<ArrowColumnWriter>>),
@@ -339,7 +342,8 @@ mod tests {
             ],
             None,
         );
-        RecordBatch::try_new(schema, vec![Arc::new(ids), Arc::new(text), Arc::new(at), Arc::new(inner)]).unwrap()
+        RecordBatch::try_new(schema, vec![Arc::new(ids), Arc::new(text), Arc::new(at), Arc::new(inner)])
+            .expect("works in memory")
     }
 
     fn nested_fields() -> Fields {
@@ -357,13 +361,13 @@ mod tests {
 
     fn properties(row_group: usize) -> WriterProperties {
         WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap()))
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("works in memory")))
             .set_max_row_group_row_count(Some(row_group))
             .build()
     }
 
     async fn written(store: &Arc<dyn ObjectStore>, name: &str) -> Bytes {
-        store.get(&Path::from(name)).await.unwrap().bytes().await.unwrap()
+        store.get(&Path::from(name)).await.expect("works in memory").bytes().await.expect("works in memory")
     }
 
     #[tokio::test]
@@ -385,22 +389,24 @@ mod tests {
             properties(3_000),
             1_000,
         )
-        .unwrap();
+        .expect("works in memory");
         let mut plain = Vec::new();
-        let mut reference = ArrowWriter::try_new(&mut plain, schema(), Some(properties(3_000))).unwrap();
+        let mut reference =
+            ArrowWriter::try_new(&mut plain, schema(), Some(properties(3_000))).expect("works in memory");
         for batch in &batches {
-            parallel.write(batch).await.unwrap();
-            reference.write(batch).unwrap();
+            parallel.write(batch).await.expect("works in memory");
+            reference.write(batch).expect("works in memory");
         }
-        parallel.finish().await.unwrap();
-        reference.close().unwrap();
+        parallel.finish().await.expect("works in memory");
+        reference.close().expect("works in memory");
         let bytes = written(&store, "parallel.parquet").await;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).expect("works in memory");
         assert_eq!(reader.metadata().num_row_groups(), 3, "8,734 rows: 3,000, 3,000 and 2,734");
         assert_eq!(reader.schema(), &schema(), "the Arrow schema travels in the file");
-        let back: Vec<RecordBatch> = reader.build().unwrap().map(|b| b.unwrap()).collect();
-        let expected = arrow::compute::concat_batches(&schema(), &batches).unwrap();
-        assert_eq!(arrow::compute::concat_batches(&schema(), &back).unwrap(), expected);
+        let back: Vec<RecordBatch> =
+            reader.build().expect("works in memory").map(|b| b.expect("works in memory")).collect();
+        let expected = arrow::compute::concat_batches(&schema(), &batches).expect("works in memory");
+        assert_eq!(arrow::compute::concat_batches(&schema(), &back).expect("works in memory"), expected);
         assert_eq!(bytes.as_ref(), plain.as_slice(), "the same bytes as the parquet crate's own writer");
     }
 
@@ -409,14 +415,17 @@ mod tests {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let mut file =
             ParquetFile::new(BufWriter::new(store.clone(), Path::from("small.parquet")), schema(), properties(1 << 20))
-                .unwrap();
-        file.write(&rows(0, 10)).await.unwrap();
-        file.write(&rows(10, 490)).await.unwrap();
-        file.finish().await.unwrap();
-        let reader = ParquetRecordBatchReaderBuilder::try_new(written(&store, "small.parquet").await).unwrap();
+                .expect("works in memory");
+        file.write(&rows(0, 10)).await.expect("works in memory");
+        file.write(&rows(10, 490)).await.expect("works in memory");
+        file.finish().await.expect("works in memory");
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(written(&store, "small.parquet").await).expect("works in memory");
         assert_eq!(reader.metadata().num_row_groups(), 1);
-        let back: Vec<RecordBatch> = reader.build().unwrap().map(|b| b.unwrap()).collect();
-        let expected = arrow::compute::concat_batches(&schema(), &[rows(0, 10), rows(10, 490)]).unwrap();
-        assert_eq!(arrow::compute::concat_batches(&schema(), &back).unwrap(), expected);
+        let back: Vec<RecordBatch> =
+            reader.build().expect("works in memory").map(|b| b.expect("works in memory")).collect();
+        let expected =
+            arrow::compute::concat_batches(&schema(), &[rows(0, 10), rows(10, 490)]).expect("works in memory");
+        assert_eq!(arrow::compute::concat_batches(&schema(), &back).expect("works in memory"), expected);
     }
 }
