@@ -364,7 +364,7 @@ def render(results, cold_ms, cold, log_cost, args):
         for result in (r for r in results if r["level"] == level):
             tools = result["tools"]
             fastest = min(PEERS, key=lambda tool: tools[tool]["wall_s"])
-            cell = lambda t: f"{tools[t]['wall_s']:.2f} s · {tools[t]['rss_mb']:.0f} MB · {tools[t]['bytes'] / 1e6:.1f} MB"
+            cell = lambda t: f"{tools[t]['wall_s']:.2f} s · {tools[t]['rss_mb']:.0f} MB · {size_text(tools[t]['bytes'])}"
             median_rss = statistics.median(tools[t]["rss_mb"] for t in PEERS)
             busy = lambda t: tools[t]["cpu_s"] / tools[t]["wall_s"]
             rows = result["size"].upper() if result["size"].endswith("m") else result["size"]
@@ -380,6 +380,11 @@ def render(results, cold_ms, cold, log_cost, args):
                  f"(90th percentile {log_cost['lease_commit_p90_us']:.0f} µs); planning all 2,000 in one record "
                  f"{log_cost['plan_ms']:.1f} ms.")
     return "\n".join(lines)
+
+
+def size_text(count):
+    """Bytes as MB, or as KB below 0.1 MB (an aggregate's few rows)."""
+    return f"{count / 1e6:.1f} MB" if count >= 100_000 else f"{count / 1e3:.1f} KB"
 
 
 def git_head():
