@@ -146,14 +146,20 @@ def write_json(path, columns):
                        in zip(ids, customers, countries, amounts, statuses, ordered, shipped, prices, notes, comments))
 
 
+def new_set(data, subs):
+    """False if `data` holds a finished set (`.complete`); else empties it, makes `subs` in it and says True."""
+    if os.path.exists(os.path.join(data, ".complete")):
+        return False
+    shutil.rmtree(data, ignore_errors=True)
+    for sub in subs:
+        os.makedirs(os.path.join(data, sub))
+    return True
+
+
 def generate_orders(data, files):
     """`files` CSV and NDJSON files of 1M rows each into data/csv and data/json."""
-    done = os.path.join(data, ".complete")
-    if os.path.exists(done):
+    if not new_set(data, ("csv", "json")):
         return
-    shutil.rmtree(data, ignore_errors=True)
-    for sub in ("csv", "json"):
-        os.makedirs(os.path.join(data, sub))
     rng = random.Random(20261202)
     values = pools(rng)
     print(f"generating {files} x {ROWS_PER_FILE:,} rows of CSV and NDJSON into {data} ...", flush=True)
@@ -161,24 +167,20 @@ def generate_orders(data, files):
         columns = order_columns(rng, values, f * ROWS_PER_FILE, ROWS_PER_FILE)
         write_csv(os.path.join(data, "csv", f"orders-{f:03}.csv"), columns)
         write_json(os.path.join(data, "json", f"orders-{f:03}.json"), columns)
-    open(done, "w").close()
+    open(os.path.join(data, ".complete"), "w").close()
 
 
 def generate_small(data):
     """2,000 CSV files of 500 rows, and one of 10 rows for the cold start."""
-    done = os.path.join(data, ".complete")
-    if os.path.exists(done):
+    if not new_set(data, ("small", "tiny")):
         return
-    shutil.rmtree(data, ignore_errors=True)
-    for sub in ("small", "tiny"):
-        os.makedirs(os.path.join(data, sub))
     rng = random.Random(20261203)
     values = pools(rng)
     print("generating 2,000 small CSV files ...", flush=True)
     for f in range(2000):
         write_csv(os.path.join(data, "small", f"orders-{f:04}.csv"), order_columns(rng, values, f * 500, 500))
     write_csv(os.path.join(data, "tiny", "orders.csv"), order_columns(rng, values, 0, 10))
-    open(done, "w").close()
+    open(os.path.join(data, ".complete"), "w").close()
 
 
 # --- running ------------------------------------------------------------------------------------------

@@ -106,8 +106,6 @@ impl FileWriter {
 /// that a task's start costs nothing beside its work, few enough that
 /// the rows held stay small.
 const RUN_ROWS: usize = 64 * 1024;
-/// Rows in a row group, as the parquet crate's writer has them by default.
-const ROW_GROUP_ROWS: usize = 1024 * 1024;
 /// Encoded bytes held in memory before they are sent to the store.
 const UPLOAD_BYTES: usize = 8 << 20;
 
@@ -120,7 +118,6 @@ struct ParquetFile {
     out: BufWriter,
     /// The row group being encoded, if rows arrived since the last one.
     group: Option<RowGroup>,
-    row_groups: usize,
     max_rows: usize,
     run_rows: usize,
 }
@@ -159,10 +156,10 @@ impl ParquetFile {
     }
 
     fn with_runs_of(out: BufWriter, schema: SchemaRef, properties: WriterProperties, run_rows: usize) -> Result<Self> {
-        let max_rows = properties.max_row_group_row_count().unwrap_or(ROW_GROUP_ROWS).max(1);
+        let max_rows = properties.max_row_group_row_count().unwrap_or(usize::MAX).max(1);
         let writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(properties)).map_err(parquet_error)?;
         let (file, factory) = writer.into_serialized_writer().map_err(parquet_error)?;
-        Ok(ParquetFile { file, factory, schema, out, group: None, row_groups: 0, max_rows, run_rows: run_rows.max(1) })
+        Ok(ParquetFile { file, factory, schema, out, group: None, max_rows, run_rows: run_rows.max(1) })
     }
 
     async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
@@ -171,7 +168,10 @@ impl ParquetFile {
             let group = match &mut self.group {
                 Some(group) => group,
                 None => {
-                    let writers = self.factory.create_column_writers(self.row_groups).map_err(parquet_error)?;
+                    let writers = self
+                        .factory
+                        .create_column_writers(self.file.flushed_row_groups().len())
+                        .map_err(parquet_error)?;
                     let columns = writers.into_iter().map(Encoder::Idle).collect();
                     self.group.insert(RowGroup { columns, rows: 0, waiting: Vec::new(), waiting_rows: 0 })
                 }
@@ -218,7 +218,6 @@ impl ParquetFile {
             chunk.append_to_row_group(&mut row_group).map_err(parquet_error)?;
         }
         row_group.close().map_err(parquet_error)?;
-        self.row_groups += 1;
         self.file.flush().map_err(io_error)?;
         if self.file.inner().len() >= UPLOAD_BYTES {
             self.upload().await?;
