@@ -20,6 +20,7 @@ use sluice_workers::{load_pipeline, logging, metrics, status, tasks};
 use tokio::sync::watch;
 
 fn main() -> ExitCode {
+    share_allocator_arenas();
     let cli = Cli::parse();
     let exporting = logging::init(cli.log_format.unwrap_or_else(LogFormat::detect));
     let stack = sql::STACK_SIZE;
@@ -51,6 +52,34 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Caps glibc's allocator at one arena per core (its default is eight per
+/// core), unless `MALLOC_ARENA_MAX` or `GLIBC_TUNABLES` says otherwise.
+/// A batch's buffers of megabytes (input segments, decoded columns, encoded
+/// pages) are allocated on one thread of the blocking pool and freed on
+/// another; with an arena per thread, each keeps the high-water mark of
+/// what passed through it. On the benchmarks' 1M-row files this cuts the
+/// peak RSS by a third (NDJSON 240 MB to 150 MB, CSV 275 MB to 190 MB) and
+/// costs no time; mimalloc and jemalloc were tried and use more of both.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn share_allocator_arenas() {
+    let tuned = std::env::var_os("MALLOC_ARENA_MAX").is_some()
+        || std::env::var("GLIBC_TUNABLES").is_ok_and(|tunables| tunables.contains("arena_max"));
+    if tuned {
+        return;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let arenas = libc::c_int::try_from(cores).unwrap_or(libc::c_int::MAX);
+    // SAFETY: mallopt only sets a parameter of the C allocator, which it
+    // takes its own lock for; it is called before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, arenas);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn share_allocator_arenas() {}
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
