@@ -11,7 +11,7 @@ use crate::logging::LogFormat;
 /// them with SQL, writes Parquet, and records what it did in a checkpoint
 /// log so that every rerun is safe.
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, propagate_version = true)]
+#[command(name = "sluice", version, propagate_version = true, after_help = crate::exit::HELP)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -30,7 +30,8 @@ pub enum Command {
     /// Check pipeline files: keys, types, URLs, and that the SQL plans.
     ///
     /// Prints every problem as FILE:LINE:COL: key.path: message, and exits
-    /// 1 if there is any.
+    /// 2 if there is any.
+    #[command(after_help = crate::exit::HELP)]
     Validate {
         /// Pipeline files to check.
         #[arg(required = true, value_name = "FILE")]
@@ -48,8 +49,9 @@ pub enum Command {
     /// values are read as the output column's type (10.50 matches 10.5 in
     /// a decimal or float column; an empty field is a null). A failed test
     /// prints the rows expected and not produced (-) and produced and not
-    /// expected (+). Exits 1 if a test fails or a file has a problem, which
-    /// is printed as FILE:LINE:COL: key.path: message.
+    /// expected (+). Exits 1 if a test fails, 2 if a file has a problem,
+    /// which is printed as FILE:LINE:COL: key.path: message.
+    #[command(after_help = crate::exit::HELP)]
     Test {
         /// Pipeline files whose tests to run.
         #[arg(required = true, value_name = "FILE")]
@@ -57,6 +59,7 @@ pub enum Command {
     },
     /// Show the pipeline as sluice understands it: the resolved settings,
     /// the input's columns and the DataFusion plan of the transform.
+    #[command(after_help = crate::exit::HELP)]
     Explain {
         /// The pipeline file.
         #[arg(value_name = "FILE")]
@@ -74,6 +77,7 @@ pub enum Command {
     /// s3://, gs:// and az:// URLs. A kafka or amqp source is read
     /// in micro-batches ([trigger] max_records, max_wait, max_bytes), each
     /// acknowledged to the broker once it is committed.
+    #[command(after_help = crate::exit::HELP)]
     Run {
         /// The pipeline file.
         #[arg(value_name = "FILE")]
@@ -95,6 +99,13 @@ pub enum Command {
         /// each task (its first line), instead of SLUICE_TASK_KEY.
         #[arg(long, value_name = "FILE")]
         task_key_file: Option<PathBuf>,
+        /// Print the summary at the end as one JSON object on standard
+        /// output instead of a line: pipeline, batches, files, messages,
+        /// rows_in, rows_out, dead_letters, failed_batches (waiting for
+        /// `sluice retry`), handed_back, abandoned, duplicates, elapsed_s
+        /// and exit_code.
+        #[arg(long)]
+        json: bool,
     },
     /// Take batches from a task queue and run them: an ephemeral worker.
     ///
@@ -113,6 +124,7 @@ pub enum Command {
     /// another, which takes the batch over when the lease runs out. Exits
     /// 0 after --idle-timeout without a task: run it from a KEDA ScaledJob
     /// (deploy/ has one) and no worker exists while the queue is empty.
+    #[command(after_help = crate::exit::HELP)]
     Worker {
         /// The folder (or s3://, gs://, az:// prefix) of the pipeline files
         /// this worker may run: the same files the controller runs. Read
@@ -158,6 +170,7 @@ pub enum Command {
     /// until retried. `sluice status` lists the failed batches and their
     /// errors. The next `sluice run` runs the retried batches.
     #[command(group(clap::ArgGroup::new("which").required(true).args(["batch", "failed"])))]
+    #[command(after_help = crate::exit::HELP)]
     Retry {
         /// The pipeline file.
         #[arg(value_name = "FILE")]
@@ -177,6 +190,7 @@ pub enum Command {
     /// any committed batch whose files were not yet moved into place, and
     /// keeps the files of attempts whose worker still holds the lease. It
     /// is safe to run beside running controllers.
+    #[command(after_help = crate::exit::HELP)]
     Vacuum {
         /// The pipeline file.
         #[arg(value_name = "FILE")]
@@ -185,6 +199,7 @@ pub enum Command {
     /// Show what the checkpoint log says: committed, pending, running and
     /// failed batches, dead letters, new files not yet planned, rows read
     /// and written.
+    #[command(after_help = crate::exit::HELP)]
     Status {
         /// The pipeline file.
         #[arg(value_name = "FILE")]

@@ -13,8 +13,10 @@ use sluice_engine::sql::{self, PlanOver, PlannedInput};
 use sluice_workers::cli::{Cli, Command};
 use sluice_workers::consumer::{self, WorkerOptions};
 use sluice_workers::controller::{self, RunOptions};
+use sluice_workers::exit::{Exit, Shown};
 use sluice_workers::logging::LogFormat;
 use sluice_workers::maintenance::{self, RetryTarget};
+use sluice_workers::report::RunReport;
 use sluice_workers::task_keys::KeySources;
 use sluice_workers::{load_pipeline, logging, metrics, status, tasks};
 use tokio::sync::watch;
@@ -28,7 +30,7 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
+            return Exit::Internal.into();
         }
     };
     // The commands run on a thread of their own, not on `main`: validate
@@ -45,10 +47,10 @@ fn main() -> ExitCode {
     // Spans still buffered go to the collector before the process exits.
     exporting.flush();
     match outcome {
-        Ok(code) => code,
+        Ok(exit) => exit.into(),
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            Exit::of(&error).into()
         }
     }
 }
@@ -81,21 +83,18 @@ fn share_allocator_arenas() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn share_allocator_arenas() {}
 
-async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+async fn dispatch(command: Command) -> anyhow::Result<Exit> {
     match command {
         Command::Validate { files } => validate(&files).await,
         Command::Explain { file } => explain(&file).await,
-        Command::Test { files } => Ok(match sluice_workers::pipeline_tests::test_command(&files).await? {
-            true => ExitCode::SUCCESS,
-            false => ExitCode::FAILURE,
-        }),
-        Command::Run { file, until_caught_up, metrics_addr, task_key_file } => {
+        Command::Test { files } => sluice_workers::pipeline_tests::test_command(&files).await,
+        Command::Run { file, until_caught_up, metrics_addr, task_key_file, json } => {
             if let Some(addr) = metrics_addr {
                 metrics::serve(addr)?;
             }
             let progress = until_caught_up && std::io::IsTerminal::is_terminal(&std::io::stderr());
             let task_keys = KeySources::from_env(task_key_file.into_iter().collect());
-            run(&file, RunOptions { until_caught_up, progress, task_keys }).await
+            run(&file, RunOptions { until_caught_up, progress, task_keys }, json).await
         }
         Command::Worker {
             tasks,
@@ -128,7 +127,7 @@ fn load_or_report(path: &Path) -> Option<PipelineSpec> {
     load_pipeline(path).map_err(|problems| eprintln!("{problems}")).ok()
 }
 
-async fn validate(files: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
+async fn validate(files: &[std::path::PathBuf]) -> anyhow::Result<Exit> {
     let mut failed = false;
     for path in files {
         let checked = match load_pipeline(path) {
@@ -150,23 +149,23 @@ async fn validate(files: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
             ),
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed { Exit::Usage } else { Exit::Done })
 }
 
-async fn explain(path: &Path) -> anyhow::Result<ExitCode> {
-    let Some(spec) = load_or_report(path) else { return Ok(ExitCode::FAILURE) };
+async fn explain(path: &Path) -> anyhow::Result<Exit> {
+    let Some(spec) = load_or_report(path) else { return Ok(Exit::Usage) };
     // Everything shown passes through `redact`: the SQL, URLs and plans
     // may hold values that came from the environment.
     match describe(&spec).await {
         Ok(Ok(text)) => {
             print!("{}", spec.file.redact(&text));
-            Ok(ExitCode::SUCCESS)
+            Ok(Exit::Done)
         }
         Ok(Err(problems)) => {
             eprintln!("{problems}");
-            Ok(ExitCode::FAILURE)
+            Ok(Exit::Usage)
         }
-        Err(error) => Err(anyhow::anyhow!(spec.file.redact(&format!("{error:#}")))),
+        Err(error) => Err(Shown { exit: Exit::of(&error), message: spec.file.redact(&format!("{error:#}")) }.into()),
     }
 }
 
@@ -274,7 +273,7 @@ fn stop_on_signal() -> watch::Receiver<bool> {
     stop_rx
 }
 
-async fn worker(options: WorkerOptions) -> anyhow::Result<ExitCode> {
+async fn worker(options: WorkerOptions) -> anyhow::Result<Exit> {
     let started = Instant::now();
     let stop_rx = stop_on_signal();
     let summary = consumer::serve(options, stop_rx).await?;
@@ -292,63 +291,33 @@ async fn worker(options: WorkerOptions) -> anyhow::Result<ExitCode> {
         summary.rejected,
         controller::elapsed_since(started)
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Done)
 }
 
-async fn run(path: &Path, options: RunOptions) -> anyhow::Result<ExitCode> {
-    let Some(spec) = load_or_report(path).map(Arc::new) else { return Ok(ExitCode::FAILURE) };
+async fn run(path: &Path, options: RunOptions, json: bool) -> anyhow::Result<Exit> {
+    let Some(spec) = load_or_report(path).map(Arc::new) else { return Ok(Exit::Usage) };
     // SQL that cannot plan over the declared schema would fail every batch
     // it is given: refuse it before anything is planned, as `validate` does.
     if spec.source.declared_schema().is_some() {
         let ctx = sql::session(spec.concurrency);
         if let Err(problems) = sql::plan_pipeline(&spec, &ctx, PlanOver::DeclaredSchema).await {
             eprintln!("{problems}");
-            return Ok(ExitCode::FAILURE);
+            return Ok(Exit::Usage);
         }
     }
     let started = Instant::now();
     let stop_rx = stop_on_signal();
     let summary = controller::run(spec.clone(), options, stop_rx)
         .await
-        .map_err(|e| anyhow::anyhow!(spec.file.redact(&e.to_string())))
+        .map_err(|e| Shown::engine(&e, |text| spec.file.redact(text)))
         .with_context(|| format!("pipeline {}", spec.name))?;
-    let (inputs, unit) = match spec.source.stream() {
-        Some(_) => (summary.messages, "messages"),
-        None => (summary.files, "files"),
-    };
-    let mut line = format!(
-        "sluice: {}: {} batches, {inputs} {unit}, {} rows in, {} rows out, {} dead letters in {:.2}s",
-        spec.name,
-        summary.batches,
-        summary.rows_in,
-        summary.rows_out,
-        summary.rows_dead_lettered,
-        controller::elapsed_since(started)
-    );
-    if summary.duplicates > 0 {
-        line.push_str(&format!(
-            "; {} redelivered messages were in committed batches already (not written again)",
-            summary.duplicates
-        ));
+    let report = RunReport::new(spec.name.as_str(), &summary, controller::elapsed_since(started));
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", report.to_text(path, spec.source.stream().is_some()));
     }
-    if summary.abandoned > 0 {
-        line.push_str(&format!("; {} batches abandoned (inputs changed, planned again)", summary.abandoned));
-    }
-    if summary.failed_in_log > 0 {
-        line.push_str(&format!(
-            "; {} batches failed and wait for `sluice retry {} --failed` (`sluice status` shows why)",
-            summary.failed_in_log,
-            path.display()
-        ));
-    }
-    if summary.failed > summary.failed_in_log {
-        line.push_str(&format!(
-            "; {} batches failed and handed their messages back to the queue (the log shows why)",
-            summary.failed - summary.failed_in_log
-        ));
-    }
-    println!("{line}");
-    Ok(if summary.failed_in_log > 0 || summary.failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(report.exit())
 }
 
 async fn wait_for_signal() {
@@ -373,10 +342,10 @@ async fn wait_for_signal() {
     }
 }
 
-async fn retry(path: &Path, target: &RetryTarget) -> anyhow::Result<ExitCode> {
-    let Some(spec) = load_or_report(path) else { return Ok(ExitCode::FAILURE) };
+async fn retry(path: &Path, target: &RetryTarget) -> anyhow::Result<Exit> {
+    let Some(spec) = load_or_report(path) else { return Ok(Exit::Usage) };
     let retried =
-        maintenance::retry(&spec, target).await.map_err(|e| anyhow::anyhow!(spec.file.redact(&e.to_string())))?;
+        maintenance::retry(&spec, target).await.map_err(|e| Shown::engine(&e, |text| spec.file.redact(text)))?;
     for (id, files) in &retried {
         println!("sluice: {}: batch {id} ({files} files) is pending again", spec.name);
     }
@@ -384,27 +353,27 @@ async fn retry(path: &Path, target: &RetryTarget) -> anyhow::Result<ExitCode> {
         0 => println!("sluice: {}: no failed batches", spec.name),
         _ => println!("sluice: {}: `sluice run {}` runs them", spec.name, path.display()),
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Done)
 }
 
-async fn vacuum(path: &Path) -> anyhow::Result<ExitCode> {
-    let Some(spec) = load_or_report(path) else { return Ok(ExitCode::FAILURE) };
-    let done = maintenance::vacuum(&spec).await.map_err(|e| anyhow::anyhow!(spec.file.redact(&e.to_string())))?;
+async fn vacuum(path: &Path) -> anyhow::Result<Exit> {
+    let Some(spec) = load_or_report(path) else { return Ok(Exit::Usage) };
+    let done = maintenance::vacuum(&spec).await.map_err(|e| Shown::engine(&e, |text| spec.file.redact(text)))?;
     println!(
         "sluice: {}: removed {} staged attempts that never committed, finished publishing {} committed batches, \
          kept {} staged attempts of running workers",
         spec.name, done.removed, done.published, done.kept
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Done)
 }
 
-async fn show_status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let Some(spec) = load_or_report(path) else { return Ok(ExitCode::FAILURE) };
-    let status = status::pipeline_status(&spec).await.map_err(|e| anyhow::anyhow!(spec.file.redact(&e.to_string())))?;
+async fn show_status(path: &Path, json: bool) -> anyhow::Result<Exit> {
+    let Some(spec) = load_or_report(path) else { return Ok(Exit::Usage) };
+    let status = status::pipeline_status(&spec).await.map_err(|e| Shown::engine(&e, |text| spec.file.redact(text)))?;
     if json {
         println!("{}", spec.file.redact(&serde_json::to_string_pretty(&status)?));
     } else {
         print!("{}", spec.file.redact(&status.to_text()));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Done)
 }

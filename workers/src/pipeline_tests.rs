@@ -512,7 +512,7 @@ impl ConnectorRegistry for TestRegistry {
 }
 
 /// `sluice test FILE...`: every test of every file; whether all passed.
-pub async fn test_command(files: &[PathBuf]) -> anyhow::Result<bool> {
+pub async fn test_command(files: &[PathBuf]) -> anyhow::Result<crate::exit::Exit> {
     let (mut passed, mut failed, mut broken) = (0usize, 0usize, 0usize);
     // A test file named by itself (a glob such as pipelines/*.toml takes
     // them too) stands for its pipeline, tested once.
@@ -575,7 +575,12 @@ pub async fn test_command(files: &[PathBuf]) -> anyhow::Result<bool> {
         n => format!(", {n} files with problems (above)"),
     };
     println!("sluice test: {passed} passed, {failed} failed{problems}");
-    Ok(failed == 0 && broken == 0)
+    // A file with problems is the worse news: no test of it could run.
+    Ok(match (broken, failed) {
+        (0, 0) => crate::exit::Exit::Done,
+        (0, _) => crate::exit::Exit::BatchesFailed,
+        _ => crate::exit::Exit::Usage,
+    })
 }
 
 #[cfg(test)]

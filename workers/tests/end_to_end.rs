@@ -301,7 +301,7 @@ url = "out"
         .env("SLUICE_TEST_SECRET", "hunter2-very-secret")
         .output()
         .expect("runs");
-    assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
+    assert_eq!(output.status.code(), Some(2), "{}", printed(&output));
     let all = printed(&output);
     assert!(!all.contains("hunter2-very-secret"), "the value leaked: {all}");
     assert!(all.contains("source.delimiter") && all.contains("${env:SLUICE_TEST_SECRET}"), "{all}");
@@ -375,7 +375,7 @@ fn a_missing_source_folder_is_an_error_that_names_it() {
     let ws = Workspace::new();
     let pipeline = ws.pipeline(&ORDERS.replace("url = \"inbox\"", "url = \"inbox-typo\""));
     let output = run(&["run", &pipeline, "--until-caught-up"]);
-    assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
+    assert_eq!(output.status.code(), Some(2), "{}", printed(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("inbox-typo does not exist"), "{stderr}");
 }
@@ -430,7 +430,7 @@ fn validate_checks_the_sql_syntax_before_there_is_input() {
     let text = ORDERS.replace("[source.schema]\nid = \"int64\"\ncountry = \"string\"\namount = \"float64\"\n", "");
     let pipeline = ws.pipeline(&text.replace("[sink]", "[transform]\nsql = \"SELEC id FROM input\"\n\n[sink]"));
     let output = run(&["validate", &pipeline]);
-    assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
+    assert_eq!(output.status.code(), Some(2), "{}", printed(&output));
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("transform.sql: the SQL does not parse"),
         "{}",
@@ -445,7 +445,7 @@ fn validate_checks_the_sql_syntax_before_there_is_input() {
     ws.write("inbox/a.csv", "id,country,amount\n1,FR,1\n");
     let pipeline = ws.pipeline(&text.replace("[sink]", "[transform]\nsql = \"SELECT nope FROM input\"\n\n[sink]"));
     let output = run(&["validate", &pipeline]);
-    assert_eq!(output.status.code(), Some(1), "with a file present the SQL is planned: {}", printed(&output));
+    assert_eq!(output.status.code(), Some(2), "with a file present the SQL is planned: {}", printed(&output));
 }
 
 #[test]
@@ -588,7 +588,7 @@ fn lookup_tables_are_checked_with_the_pipeline() {
     // The SQL is planned over the table's declared columns.
     let pipeline = ws.pipeline(&with_countries("").replace("SELECT id, country, name,", "SELECT id, country, nom,"));
     let output = run(&["validate", &pipeline]);
-    assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
+    assert_eq!(output.status.code(), Some(2), "{}", printed(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("transform.sql: the SQL does not plan") && stderr.contains("nom"), "{stderr}");
     // A name the SQL cannot use, and the input's own.
@@ -596,7 +596,7 @@ fn lookup_tables_are_checked_with_the_pipeline() {
         let pipeline = ws.pipeline(&with_countries("").replace("[tables.countries", &format!("[tables.{name}")));
         let output = run(&["validate", &pipeline]);
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
+        assert_eq!(output.status.code(), Some(2), "{}", printed(&output));
         assert!(stderr.contains(&format!("pipeline.toml:20:9: {place}: names a lookup table")), "{stderr}");
     }
 }
@@ -624,4 +624,94 @@ fn the_compression_level_is_the_one_asked_for() {
         );
     }
     assert!(sizes[1] < sizes[0], "zstd 19 writes fewer bytes than zstd 1: {sizes:?}");
+}
+
+/// The summary `sluice run --json` prints, parsed.
+fn run_json(pipeline: &str) -> (Option<i32>, serde_json::Value) {
+    let output = run(&["run", pipeline, "--until-caught-up", "--json"]);
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", printed(&output)));
+    (output.status.code(), report)
+}
+
+#[test]
+fn run_json_prints_the_summary_as_one_object_with_the_exit_code() {
+    let ws = Workspace::new();
+    let pipeline = ws.pipeline(ORDERS);
+    ws.write("inbox/a.csv", "id,country,amount\n1,FR,10.5\nnot-a-number,DE,20\n");
+    ws.write("inbox/b.csv", "id,country,amount\n3,US,30.25\n");
+    let (code, report) = run_json(&pipeline);
+    assert_eq!(code, Some(0), "{report}");
+    for (field, value) in [
+        ("batches", 1),
+        ("files", 2),
+        ("rows_in", 3),
+        ("rows_out", 2),
+        ("dead_letters", 1),
+        ("failed_batches", 0),
+        ("exit_code", 0),
+    ] {
+        assert_eq!(report[field], value, "{field}: {report}");
+    }
+    assert_eq!(report["pipeline"], "orders", "{report}");
+    assert!(report["elapsed_s"].as_f64().is_some_and(|s| s >= 0.0), "{report}");
+
+    let (code, report) = run_json(&pipeline);
+    assert_eq!((code, report["batches"].as_u64(), report["files"].as_u64()), (Some(0), Some(0), Some(0)), "{report}");
+}
+
+#[test]
+fn a_run_that_leaves_a_failed_batch_exits_1_and_counts_it() {
+    let ws = Workspace::new();
+    let pipeline = ws.pipeline(&format!(
+        "{ORDERS}\n[transform]\nsql = \"SELECT id, 1 / (id - 1) AS amount FROM input\"\n\n[workers]\nmax_attempts = 1\n"
+    ));
+    ws.write("inbox/bad.csv", "id,country,amount\n1,FR,5\n");
+    let (code, report) = run_json(&pipeline);
+    assert_eq!(code, Some(1), "{report}");
+    assert_eq!((report["failed_batches"].as_u64(), report["exit_code"].as_u64()), (Some(1), Some(1)), "{report}");
+    assert_eq!(report["batches"], 0, "{report}");
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_lists_the_exit_codes() {
+    let output = run(&["run", "--no-such-flag", "p.toml"]);
+    assert_eq!(output.status.code(), Some(2), "{}", printed(&output));
+    let output = run(&["run", "/no/such/pipeline.toml", "--until-caught-up"]);
+    assert_eq!(output.status.code(), Some(2), "{}", printed(&output));
+    for args in [&["--help"][..], &["run", "--help"]] {
+        let output = run(args);
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{}", printed(&output));
+        for code in
+            ["  0   done", "  1   batches failed", "  2   a bad pipeline file", "  3   a store or broker", "  70  "]
+        {
+            assert!(help.contains(code), "{args:?} names exit code `{code}`:\n{help}");
+        }
+    }
+}
+
+#[test]
+fn a_broker_that_cannot_be_reached_exits_3() {
+    let ws = Workspace::new();
+    // Nothing listens on port 1: the connection is refused at once.
+    let output = common::sluice()
+        .args(["worker", "--tasks", "amqp://guest:guest@127.0.0.1:1/%2f", "--insecure-unsigned-tasks"])
+        .args(["--idle-timeout", "1s", "--pipelines"])
+        .arg(ws.dir.path())
+        .output()
+        .expect("sluice runs");
+    assert_eq!(output.status.code(), Some(3), "{}", printed(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot connect to amqp://guest:***@127.0.0.1:1"), "{stderr}");
+}
+
+#[test]
+fn an_unreadable_log_record_is_an_internal_error_exit_70() {
+    let ws = Workspace::new();
+    let pipeline = ws.pipeline(ORDERS);
+    ws.write("inbox/a.csv", "id,country,amount\n1,FR,10.5\n");
+    ws.write("out/_sluice/log/00000000000000000000.json", "{ not a record");
+    let output = run(&["run", &pipeline, "--until-caught-up"]);
+    assert_eq!(output.status.code(), Some(70), "{}", printed(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("is unreadable"), "{}", printed(&output));
 }

@@ -98,7 +98,7 @@ fn problems_in_a_test_file_are_refused_with_their_place() {
     let (_dir, path) = quickstart_with_tests(tests);
     let output = common::run(&["test", &path]);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{}", common::printed(&output));
+    assert_eq!(output.status.code(), Some(2), "{}", common::printed(&output));
     for expected in [
         "quickstart.test.toml:3:14: test.input_file: cannot read ",
         "quickstart.test.toml:5:9: test.order: is \"sorted\"; write \"any\" or \"exact\"",
@@ -109,7 +109,7 @@ fn problems_in_a_test_file_are_refused_with_their_place() {
     let unknown = quickstart_with_tests("[[test]]\nname = \"x\"\ninput = \"a\"\nexpect = \"b\"\n");
     let output = common::run(&["test", &unknown.1]);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{}", common::printed(&output));
+    assert_eq!(output.status.code(), Some(2), "{}", common::printed(&output));
     assert!(stderr.contains("quickstart.test.toml:4:1: test: unknown field `expect`"), "{}", common::printed(&output));
 }
 

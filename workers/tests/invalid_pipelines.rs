@@ -32,8 +32,8 @@ fn every_invalid_pipeline_is_refused_with_its_errors() {
             .output()
             .expect("sluice runs");
         let stderr = String::from_utf8_lossy(&output.stderr);
-        if output.status.code() != Some(1) {
-            failures.push(format!("{shown}: expected exit 1\n{}", common::printed(&output)));
+        if output.status.code() != Some(2) {
+            failures.push(format!("{shown}: expected exit 2\n{}", common::printed(&output)));
             continue;
         }
         for want in expected {

@@ -190,7 +190,7 @@ fn follow_symlinks_is_refused_where_there_are_no_links() {
     let text = PIPELINE.replace("url = \"inbox\"", "url = \"s3://bucket/inbox\"\nfollow_symlinks = true");
     let pipeline = ws.pipeline(&text);
     let output = run(&["validate", &pipeline]);
-    assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
+    assert_eq!(output.status.code(), Some(2), "{}", printed(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     let located = format!("{pipeline}:8:19: source.follow_symlinks: applies to a local folder only");
     assert!(stderr.contains(&located), "{stderr}");
@@ -237,7 +237,7 @@ fn an_expression_too_deep_to_plan_is_refused_where_it_is_written() {
     ws.write("inbox/a.csv", "id,country\n1,FR\n");
     for command in ["validate", "run"] {
         let output = run(&[command, &pipeline]);
-        assert_eq!(output.status.code(), Some(1), "{command}: {}", printed(&output));
+        assert_eq!(output.status.code(), Some(2), "{command}: {}", printed(&output));
         let stderr = String::from_utf8_lossy(&output.stderr);
         let located = format!("{pipeline}:21:7: transform.sql: an expression nests more than 5000 levels deep");
         assert!(stderr.contains(&located), "{command}: {stderr}");

@@ -68,7 +68,7 @@ fn a_password_with_a_raw_at_sign_is_refused_with_its_place_and_never_printed() {
     for command in ["validate", "explain", "run", "status"] {
         let output = common::sluice().args([command, &file]).env("SLUICE_CANARY", CANARY).output().expect("runs");
         let shown = printed(&output);
-        assert_eq!(output.status.code(), Some(1), "{command} refuses the URL:\n{shown}");
+        assert_eq!(output.status.code(), Some(2), "{command} refuses the URL:\n{shown}");
         assert!(shown.contains("workers.dispatch"), "{command} names the key:\n{shown}");
         assert!(shown.contains("percent-encode"), "{command} says what to do:\n{shown}");
         assert!(shown.contains("pipeline.toml:"), "{command} gives the place:\n{shown}");
@@ -92,7 +92,7 @@ fn a_literal_url_with_two_at_signs_is_refused() {
     );
     let output = run(&["validate", &file]);
     let shown = printed(&output);
-    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert_eq!(output.status.code(), Some(2), "{shown}");
     assert!(shown.contains("workers.dispatch") && shown.contains("%40"), "{shown}");
 }
 
@@ -128,7 +128,7 @@ fn run_refuses_sql_that_does_not_plan_before_planning_any_batch() {
     let file = pipeline_with(&ws, "SELECT no_such_column FROM input", "");
     let output = run(&["run", &file, "--until-caught-up"]);
     let shown = printed(&output);
-    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert_eq!(output.status.code(), Some(2), "{shown}");
     assert!(shown.contains("pipeline.toml:") && shown.contains("transform.sql"), "{shown}");
     let log = ws.path("out/_sluice");
     let records = std::fs::read_dir(&log).map(|entries| entries.count()).unwrap_or(0);
@@ -173,7 +173,7 @@ fn assert_refused(path: &Path, message: &str) {
     command.arg("validate").arg(path);
     let (status, stdout, stderr) = run_guarded(command, scratch.path(), Duration::from_secs(20));
     let status = status.unwrap_or_else(|| panic!("validate {} hung", path.display()));
-    assert_eq!(status.code(), Some(1), "validate {}:\nstdout:\n{stdout}\nstderr:\n{stderr}", path.display());
+    assert_eq!(status.code(), Some(2), "validate {}:\nstdout:\n{stdout}\nstderr:\n{stderr}", path.display());
     assert!(stderr.starts_with(&format!("{}:1:1: ", path.display())), "no location in:\n{stderr}");
     assert!(stderr.contains(message), "`{message}` missing in:\n{stderr}");
 }
@@ -214,7 +214,7 @@ fn a_file_that_is_not_utf8_is_refused_at_its_first_bad_byte() {
     std::fs::write(&path, b"[pipeline]\nname = \"x\xffy\"\n").expect("write");
     let output = common::sluice().arg("validate").arg(&path).output().expect("sluice runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{}", common::printed(&output));
+    assert_eq!(output.status.code(), Some(2), "{}", common::printed(&output));
     assert!(stderr.starts_with(&format!("{}:2:10: ", path.display())), "{stderr}");
     assert!(stderr.contains("not valid UTF-8"), "{stderr}");
 }
@@ -347,7 +347,7 @@ fn assert_validate_refuses(text: &str, wanted: &[&str]) {
     let pipeline = ws.pipeline(text);
     let output = common::run(&["validate", &pipeline]);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{}", common::printed(&output));
+    assert_eq!(output.status.code(), Some(2), "{}", common::printed(&output));
     for want in wanted {
         assert!(stderr.contains(&format!("{pipeline}:{want}")), "`{want}` missing in:\n{stderr}");
     }

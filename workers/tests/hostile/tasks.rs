@@ -245,7 +245,7 @@ fn a_worker_without_a_task_key_refuses_to_start_and_unsigned_tasks_run_only_when
         .output()
         .expect("worker");
     let said = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert_eq!(output.status.code(), Some(2), "{said}");
     assert!(said.contains("no task key") && said.contains("--insecure-unsigned-tasks"), "{said}");
 
     let queue = TestQueue::new("unsigned");
