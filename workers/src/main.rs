@@ -317,7 +317,7 @@ async fn run(path: &Path, options: RunOptions, json: bool) -> anyhow::Result<Exi
     } else {
         println!("{}", report.to_text(path, spec.source.stream().is_some()));
     }
-    Ok(report.exit())
+    Ok(report.exit)
 }
 
 async fn wait_for_signal() {

@@ -36,14 +36,19 @@ pub struct RunReport {
     pub duplicates: u64,
     /// Seconds from start to end.
     pub elapsed_s: f64,
-    /// The code the process exits with.
-    pub exit_code: u8,
+    /// How the run ended: any failed batch is exit code 1. Shown as the
+    /// number, `exit_code`.
+    #[serde(rename = "exit_code")]
+    pub exit: Exit,
 }
 
 impl RunReport {
     /// The report of `summary`, for the pipeline `pipeline`.
     pub fn new(pipeline: &str, summary: &RunSummary, elapsed_s: f64) -> RunReport {
-        let mut report = RunReport {
+        let failed_batches = summary.failed_in_log;
+        let handed_back = summary.failed.saturating_sub(summary.failed_in_log);
+        let exit = if failed_batches > 0 || handed_back > 0 { Exit::BatchesFailed } else { Exit::Done };
+        RunReport {
             pipeline: pipeline.to_string(),
             batches: summary.batches,
             files: summary.files,
@@ -51,20 +56,13 @@ impl RunReport {
             rows_in: summary.rows_in,
             rows_out: summary.rows_out,
             dead_letters: summary.rows_dead_lettered,
-            failed_batches: summary.failed_in_log,
-            handed_back: summary.failed.saturating_sub(summary.failed_in_log),
+            failed_batches,
+            handed_back,
             abandoned: summary.abandoned,
             duplicates: summary.duplicates,
             elapsed_s: (elapsed_s * 1000.0).round() / 1000.0,
-            exit_code: 0,
-        };
-        report.exit_code = report.exit().code();
-        report
-    }
-
-    /// How the run ended: any failed batch is exit code 1.
-    pub fn exit(&self) -> Exit {
-        if self.failed_batches > 0 || self.handed_back > 0 { Exit::BatchesFailed } else { Exit::Done }
+            exit,
+        }
     }
 
     /// The one line for people; `path` is the pipeline file, for the
@@ -113,7 +111,7 @@ mod tests {
     #[test]
     fn a_clean_run_is_done_and_says_so_in_one_line() {
         let report = RunReport::new("orders", &summary(), 1.50049);
-        assert_eq!(report.exit(), Exit::Done);
+        assert_eq!(report.exit, Exit::Done);
         assert_eq!(
             report.to_text(Path::new("p.toml"), false),
             "sluice: orders: 2 batches, 3 files, 10 rows in, 9 rows out, 1 dead letters in 1.50s"
@@ -129,7 +127,7 @@ mod tests {
     fn failed_batches_are_exit_code_one_and_named_in_the_line() {
         let failed = RunSummary { failed: 3, failed_in_log: 2, ..summary() };
         let report = RunReport::new("orders", &failed, 0.5);
-        assert_eq!((report.failed_batches, report.handed_back, report.exit_code), (2, 1, 1));
+        assert_eq!((report.failed_batches, report.handed_back, report.exit.code()), (2, 1, 1));
         let line = report.to_text(Path::new("p.toml"), true);
         assert!(line.starts_with("sluice: orders: 2 batches, 0 messages,"), "{line}");
         assert!(line.contains("2 batches failed and wait for `sluice retry p.toml --failed`"), "{line}");
