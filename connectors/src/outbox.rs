@@ -27,10 +27,10 @@ use datafusion::execution::SendableRecordBatchStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use sluice_engine::log::batch_of_token;
 use sluice_engine::sink::{Attempt, OutputObject, Sink, Staged};
 use sluice_engine::spec::{Component, Diagnostics};
 use sluice_engine::storage::StorageLocation;
+use sluice_engine::txn::batch_of_token;
 use sluice_engine::{Error, Result};
 
 /// Where staged rows of broker sinks go, below the checkpoint location.

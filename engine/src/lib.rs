@@ -19,6 +19,7 @@ pub mod spec;
 pub mod sql;
 pub mod storage;
 pub mod stream;
+pub mod txn;
 pub mod units;
 
 pub use error::{Error, Result};

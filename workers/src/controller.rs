@@ -19,14 +19,13 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::StreamExt;
-use sluice_engine::batch::{Batch, BatchId, PipelineName};
-use sluice_engine::log::{
-    Appended, CheckpointLog, Committed, LogState, Planned, PlannedBatches, Record, commits_to_replay,
-};
+use sluice_engine::batch::{Batch, BatchId};
+use sluice_engine::log::{CheckpointLog, Committed, LogState};
 use sluice_engine::planner::cut_batches;
 use sluice_engine::sink::{Sink, Staged};
 use sluice_engine::spec::PipelineSpec;
-use sluice_engine::{Error, Result, failpoint};
+use sluice_engine::txn::{self, commits_to_replay};
+use sluice_engine::{Error, Result};
 use tokio::sync::{Mutex, watch};
 use tracing::Instrument;
 
@@ -290,53 +289,11 @@ async fn prepare(spec: &PipelineSpec, log: &Mutex<CheckpointLog>, wake: &mut Wak
     let mut found = wake.discover(source.as_ref()).await?;
     let inputs = changes::inputs_to_plan(source.as_ref(), std::mem::take(&mut found.inputs), log.state()).await?;
     let batches = cut_batches(inputs, spec.trigger.limits(), &spec.name, spec.version);
-    let planned = plan(&spec.name, spec.version, &mut log, batches).await;
+    let planned = txn::plan_files(&mut log, &spec.name, spec.version, batches, Utc::now()).await;
     // Notifications are acknowledged once what they name is in the log.
     wake.settle(found, planned.is_ok()).await;
     planned?;
     Ok(log.state().pending())
-}
-
-/// Appends the write-ahead record of the new batches: one `planned`
-/// record, or one `planned_batches` record for several, so that a backlog
-/// of many batches costs one write. When another run planned some of the
-/// same inputs first, the batches it did not plan are tried again.
-async fn plan(pipeline: &PipelineName, version: u32, log: &mut CheckpointLog, mut batches: Vec<Batch>) -> Result<()> {
-    while !batches.is_empty() {
-        let plans: Vec<Planned> = batches
-            .iter()
-            .map(|batch| Planned {
-                batch_id: batch.id.clone(),
-                pipeline: pipeline.clone(),
-                version,
-                inputs: batch.inputs.clone(),
-                stream: None,
-                at: Utc::now(),
-            })
-            .collect();
-        let record = match plans.len() {
-            1 => Record::Planned(plans.into_iter().next().expect("one plan")),
-            _ => Record::PlannedBatches(PlannedBatches { batches: plans }),
-        };
-        failpoint::hit("before_plan");
-        match log.append(record).await? {
-            Appended::Written(seq) => {
-                let files: usize = batches.iter().map(|batch| batch.inputs.len()).sum();
-                tracing::debug!(seq = seq.0, batches = batches.len(), files, "planned");
-                failpoint::hit("after_plan");
-                return Ok(());
-            }
-            Appended::Refused(refusal) => {
-                let before = batches.len();
-                batches.retain(|batch| batch.inputs.iter().all(|input| !log.state().has_seen(&input.key())));
-                tracing::debug!(?refusal, "another run planned {} of the batches first", before - batches.len());
-                if batches.len() == before {
-                    return Err(Error::Refused(format!("planning {before} batches: {refusal:?}")));
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Batches of the log that wait for `sluice retry`.
@@ -398,47 +355,5 @@ pub(crate) fn panic_message(error: tokio::task::JoinError) -> String {
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "a panic without a message".into()),
         Err(error) => error.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use object_store::local::LocalFileSystem;
-    use object_store::path::Path;
-    use sluice_engine::batch::InputObject;
-    use sluice_engine::log::Seq;
-    use sluice_engine::planner::{BatchLimits, plan_new};
-
-    use super::*;
-
-    fn input(path: &str) -> InputObject {
-        InputObject { path: path.into(), size: 1, ..InputObject::default() }
-    }
-
-    #[tokio::test]
-    async fn batches_another_run_planned_first_are_left_to_it_and_the_rest_planned_in_one_record() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("store"));
-        let name = PipelineName::new("p").expect("a name");
-        let open = || CheckpointLog::open_in(store.clone(), Path::from("log"), &name, 1000);
-        let (mut ours, mut theirs) = (open().await.expect("log"), open().await.expect("log"));
-        let limits = BatchLimits { max_files: 1, max_bytes: u64::MAX };
-        let found = vec![input("1.csv"), input("2.csv"), input("3.csv")];
-        let batches = plan_new(found.clone(), ours.state(), limits, &name, 1);
-
-        // The other run planned 2.csv after this one listed the inbox.
-        plan(&name, 1, &mut theirs, vec![batches[1].clone()]).await.expect("planned");
-        plan(&name, 1, &mut ours, batches.clone()).await.expect("planned");
-
-        let pending: Vec<Batch> = ours.state().pending();
-        assert_eq!(
-            pending.iter().map(|batch| batch.id.clone()).collect::<Vec<_>>(),
-            [batches[1].id.clone(), batches[0].id.clone(), batches[2].id.clone()]
-        );
-        let seq = |batch: &Batch| ours.state().batch(&batch.id).expect("planned").planned_seq;
-        assert_eq!((seq(&batches[1]), seq(&batches[0]), seq(&batches[2])), (Seq(0), Seq(1), Seq(1)));
-        assert!(plan_new(found, ours.state(), limits, &name, 1).is_empty(), "nothing planned twice");
     }
 }

@@ -3,8 +3,9 @@
 
 use chrono::Utc;
 use sluice_engine::batch::BatchId;
-use sluice_engine::log::{Appended, CheckpointLog, Leased, Record, Refusal, Retried, batch_of_token, is_leftover};
+use sluice_engine::log::CheckpointLog;
 use sluice_engine::spec::PipelineSpec;
+use sluice_engine::txn::{self, Retrying, is_leftover};
 use sluice_engine::{Error, Result};
 
 use crate::controller::replay_publishes;
@@ -34,19 +35,16 @@ pub async fn retry(spec: &PipelineSpec, target: &RetryTarget) -> Result<Vec<(Bat
     let mut retried = Vec::new();
     for id in ids {
         let files = log.state().batch(&id).map_or(0, |entry| entry.planned.inputs.len());
-        let record = Record::Retried(Retried { batch_id: id.clone(), at: Utc::now() });
-        match log.append(record).await? {
-            Appended::Written(_) => retried.push((id, files)),
-            Appended::Refused(refusal) => {
-                let why = match refusal {
-                    Refusal::NotPlanned => "the log has no such batch; `sluice status --json` lists the failed ones",
-                    Refusal::AlreadyCommitted => "it is committed already",
-                    Refusal::NotFailed => "it has not failed: it is pending and runs with the next `sluice run`",
-                    _ => "the log refuses it",
-                };
-                return Err(Error::Config(format!("cannot retry batch {id}: {why}")));
+        let why = match txn::retry(&mut log, &id, Utc::now()).await? {
+            Retrying::Retried => {
+                retried.push((id, files));
+                continue;
             }
-        }
+            Retrying::Unknown => "the log has no such batch; `sluice status --json` lists the failed ones",
+            Retrying::AlreadyCommitted => "it is committed already",
+            Retrying::NotFailed => "it has not failed: it is pending and runs with the next `sluice run`",
+        };
+        return Err(Error::Config(format!("cannot retry batch {id}: {why}")));
     }
     Ok(retried)
 }
@@ -80,7 +78,7 @@ pub async fn vacuum(spec: &PipelineSpec) -> Result<Vacuumed> {
     for (sink, tokens) in [&spec.sink, &spec.dead_letters].into_iter().zip(listed) {
         for token in tokens {
             let leftover = |log: &CheckpointLog| is_leftover(log.state(), &token, Utc::now());
-            if leftover(&log) && fence(&mut log, &token, &owner).await? && leftover(&log) {
+            if leftover(&log) && txn::fence(&mut log, &token, &owner, Utc::now()).await? && leftover(&log) {
                 sink.discard(&token).await?;
                 done.removed += 1;
             } else {
@@ -91,34 +89,4 @@ pub async fn vacuum(spec: &PipelineSpec) -> Result<Vacuumed> {
     // Commits that landed while vacuum ran are published now.
     done.published += replay_publishes(spec, &log).await?;
     Ok(done)
-}
-
-/// Makes sure no attempt of the batch behind `token` that holds a lease
-/// now can commit: takes an expired lease over. False if a worker holds
-/// the batch's lease, live.
-async fn fence(log: &mut CheckpointLog, token: &str, owner: &str) -> Result<bool> {
-    let Some(entry) = batch_of_token(token).and_then(|id| log.state().batch(&id).cloned()) else {
-        return Ok(false);
-    };
-    if !entry.is_pending() || entry.lease.is_none() {
-        // Committed, failed, abandoned or released: no attempt of it holds
-        // a lease, so none can commit.
-        return Ok(true);
-    }
-    let now = Utc::now();
-    let record = Record::Leased(Leased {
-        batch_id: entry.planned.batch_id.clone(),
-        attempt: entry.attempts + 1,
-        owner: owner.to_string(),
-        // Runs out at once: any worker may take the batch next.
-        expires: now,
-        at: now,
-    });
-    Ok(match log.append(record).await? {
-        Appended::Written(_) => true,
-        // The batch settled meanwhile; the caller decides again on the
-        // state the append read.
-        Appended::Refused(Refusal::AlreadyCommitted | Refusal::Abandoned | Refusal::Failed) => true,
-        Appended::Refused(_) => false,
-    })
 }

@@ -19,16 +19,16 @@
 //! them again, and those of them a commit already holds are recognised by
 //! their `message_id` and not written twice.
 
-use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{TimeDelta, Utc};
+use chrono::Utc;
 use sluice_engine::batch::{Batch, BatchId};
-use sluice_engine::log::{Abandoned, Appended, CheckpointLog, LogState, Planned, Record, Started};
+use sluice_engine::log::CheckpointLog;
 use sluice_engine::spec::PipelineSpec;
 use sluice_engine::stream::{Message, ReadMode, StreamInputs, StreamReader, StreamSource};
-use sluice_engine::{Error, Result, failpoint};
+use sluice_engine::txn::{self, Fresh, Terms, batches_redelivered, drop_redeliveries, is_orphaned};
+use sluice_engine::{Error, Result};
 use tokio::sync::{Mutex, watch};
 use tracing::Instrument;
 
@@ -216,7 +216,7 @@ impl StreamRun {
                 "partitions new to the log begin at {}",
                 partitions.iter().map(|p| format!("{}/{}@{}", p.topic, p.partition, p.offset)).collect::<Vec<_>>().join(", ")
             );
-            log.append(Record::Started(Started { partitions, at: Utc::now() })).await?;
+            txn::start(&mut log, partitions, Utc::now()).await?;
             // Another run may have recorded its start first: the log's holds.
             reader.release(log.state()).await?;
         }
@@ -250,16 +250,14 @@ impl StreamRun {
     async fn abandon_unless_held(&self, batch: &Batch) -> Result<()> {
         let mut log = self.log.lock().await;
         let now = Utc::now();
-        let Some(entry) = log.state().batch(&batch.id) else { return Ok(()) };
-        let grace = TimeDelta::from_std(self.spec.lease_timeout).unwrap_or(TimeDelta::seconds(30));
-        if entry.live_lease(now).is_some() || (entry.lease.is_none() && entry.planned.at + grace > now) {
+        let grace = Terms::of(&self.spec).lease_for;
+        if !log.state().batch(&batch.id).is_some_and(|entry| is_orphaned(entry, now, grace)) {
             return Ok(());
         }
         let reason =
             "its messages were never acknowledged: the broker delivers them again, and they are planned afresh";
         tracing::info!(pipeline = %self.spec.name, batch_id = %batch.id, "batch abandoned: {reason}");
-        let record = Record::Abandoned(Abandoned { batch_id: batch.id.clone(), reason: reason.into(), at: now });
-        log.append(record).await?;
+        txn::abandon(&mut log, &batch.id, reason, now).await?;
         Ok(())
     }
 
@@ -310,8 +308,7 @@ impl StreamRun {
                     self.spec.max_attempts,
                     log.state().batch(&batch.id).and_then(|entry| entry.last_error.clone()).unwrap_or_default()
                 );
-                let record = Record::Abandoned(Abandoned { batch_id: batch.id.clone(), reason, at: Utc::now() });
-                log.append(record).await?;
+                txn::abandon(&mut log, &batch.id, &reason, Utc::now()).await?;
                 reader.release(log.state()).await?;
                 return Ok(Ended::HandedBack);
             }
@@ -324,12 +321,7 @@ impl StreamRun {
                 let mut log = self.log.lock().await;
                 if !replayable {
                     let reason = "the run stopped before it committed; its messages went back to the queue";
-                    let record = Record::Abandoned(Abandoned {
-                        batch_id: batch.id.clone(),
-                        reason: reason.into(),
-                        at: Utc::now(),
-                    });
-                    log.append(record).await?;
+                    txn::abandon(&mut log, &batch.id, reason, Utc::now()).await?;
                 }
                 reader.release(log.state()).await?;
             }
@@ -348,22 +340,14 @@ impl StreamRun {
         log.refresh().await?;
         let mut fresh = drop_redeliveries(log.state(), messages);
         loop {
-            let held: BTreeSet<BatchId> = fresh
-                .messages
-                .iter()
-                .filter_map(|message| message.origin.message_id())
-                .filter_map(|id| log.state().unsettled_batch_of(id))
-                .filter(|entry| entry.is_pending())
-                .map(|entry| entry.planned.batch_id.clone())
-                .collect();
+            let held = batches_redelivered(log.state(), &fresh.messages);
             if held.is_empty() {
                 return Ok(fresh);
             }
             for batch_id in held {
                 let reason = "its messages were delivered again, to another run: the run that read them is gone";
                 tracing::info!(pipeline = %self.spec.name, %batch_id, "batch abandoned: {reason}");
-                let record = Record::Abandoned(Abandoned { batch_id, reason: reason.into(), at: Utc::now() });
-                log.append(record).await?;
+                txn::abandon(&mut log, &batch_id, reason, Utc::now()).await?;
             }
             // Any of them that committed first holds redeliveries.
             let more = drop_redeliveries(log.state(), fresh.messages);
@@ -374,29 +358,8 @@ impl StreamRun {
     /// Appends the batch's planned record (write-ahead): false if the log
     /// refuses it, because another run planned these messages first.
     async fn plan(&self, batch: &Batch) -> Result<bool> {
-        let record = Record::Planned(Planned {
-            batch_id: batch.id.clone(),
-            pipeline: self.spec.name.clone(),
-            version: self.spec.version,
-            inputs: Vec::new(),
-            stream: batch.stream.clone(),
-            at: Utc::now(),
-        });
-        failpoint::hit("before_plan");
-        match self.log.lock().await.append(record).await? {
-            Appended::Written(seq) => {
-                tracing::debug!(seq = seq.0, inputs = %batch.describe_inputs(), "planned");
-                failpoint::hit("after_plan");
-                Ok(true)
-            }
-            Appended::Refused(refusal) => {
-                tracing::info!(
-                    ?refusal,
-                    "another run planned these messages first; reading on from the log's positions"
-                );
-                Ok(false)
-            }
-        }
+        let mut log = self.log.lock().await;
+        txn::plan_stream(&mut log, &self.spec.name, self.spec.version, batch, Utc::now()).await
     }
 
     /// Runs `batch` until it is committed, failed for good, abandoned, or
@@ -490,25 +453,4 @@ impl StreamRun {
             Err(error) => tracing::debug!("cannot read the lag: {error}"),
         }
     }
-}
-
-/// A micro-batch without the messages a commit already holds.
-struct Fresh {
-    messages: Vec<Message>,
-    duplicates: u64,
-}
-
-/// Leaves out redelivered messages whose id is in a committed batch, and
-/// the second of two messages with one id.
-fn drop_redeliveries(state: &LogState, messages: Vec<Message>) -> Fresh {
-    let before = messages.len();
-    let mut seen = HashSet::new();
-    let messages: Vec<Message> = messages
-        .into_iter()
-        .filter(|message| match message.origin.message_id() {
-            Some(id) => !state.is_committed_message(id) && seen.insert(id.to_string()),
-            None => true,
-        })
-        .collect();
-    Fresh { duplicates: (before - messages.len()) as u64, messages }
 }

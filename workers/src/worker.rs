@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use arrow::array::{Int32Array, RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema};
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use datafusion::catalog::TableProvider;
 use datafusion::common::stats::Precision;
 use datafusion::execution::SendableRecordBatchStream;
@@ -28,15 +28,14 @@ use datafusion::prelude::SessionContext;
 use futures::FutureExt;
 use sluice_engine::batch::Batch;
 use sluice_engine::failpoint;
-use sluice_engine::log::{
-    Abandoned, Appended, CheckpointLog, Claim, Committed, Failed, Leased, RanBy, Record, Refusal, claim, gives_up,
-};
+use sluice_engine::log::{CheckpointLog, RanBy};
 use sluice_engine::lookup::{self, TableVersions};
 use sluice_engine::sink::{Attempt, Staged};
 use sluice_engine::source::{Input, ReadTally, Rejected, SourceConnector};
 use sluice_engine::spec::PipelineSpec;
 use sluice_engine::sql::{self, INPUT_TABLE};
-use sluice_engine::stream::{Message, StreamInputs};
+use sluice_engine::stream::Message;
+use sluice_engine::txn::{self, Abandoning, Committing, Failing, Leasing, Produced, Renewed, Settled, Terms};
 use sluice_engine::{Error, Result};
 use tokio::sync::Mutex;
 use tracing::Instrument;
@@ -203,61 +202,20 @@ async fn lease(
     owner: &str,
 ) -> Result<Result<u32, BatchOutcome>> {
     let mut log = log.lock().await;
-    let now = Utc::now();
-    let (attempt, taken_from) = match claim(log.state(), &batch.id, owner, now, spec.max_attempts) {
-        Claim::Start { attempt } | Claim::Resume { attempt } => (attempt, None),
-        Claim::TakeOver { attempt, from } => (attempt, Some(from)),
-        Claim::Wait { until, .. } => return Ok(Err(BatchOutcome::Busy { until })),
-        Claim::GiveUp { attempt, error } => {
-            let record = Record::Failed(Failed {
-                batch_id: batch.id.clone(),
-                attempt,
-                error: error.clone(),
-                gave_up: true,
-                at: now,
-            });
-            return Ok(Err(match log.append(record).await? {
-                Appended::Written(_) => BatchOutcome::Failed { error, gave_up: true },
-                Appended::Refused(Refusal::Leased { expires, .. }) => BatchOutcome::Busy { until: expires },
-                Appended::Refused(_) => settled(log.state(), batch),
-            }));
-        }
-        Claim::Settled => return Ok(Err(settled(log.state(), batch))),
-    };
-    let record = Record::Leased(Leased {
-        batch_id: batch.id.clone(),
-        attempt,
-        owner: owner.to_string(),
-        expires: now + lease_span(spec),
-        at: now,
-    });
-    Ok(match log.append(record).await? {
-        Appended::Written(_) => {
+    Ok(match txn::lease(&mut log, &batch.id, owner, Terms::of(spec), Utc::now()).await? {
+        Leasing::Leased { attempt, taken_from } => {
             tracing::Span::current().record("attempt", attempt);
             if let Some(from) = taken_from {
                 tracing::info!("took the batch over from {from}, whose lease ran out");
             }
             Ok(attempt)
         }
-        Appended::Refused(Refusal::Leased { expires, .. }) => Err(BatchOutcome::Busy { until: expires }),
-        Appended::Refused(Refusal::Fenced) => Err(BatchOutcome::Busy { until: now }),
-        Appended::Refused(_) => Err(settled(log.state(), batch)),
+        Leasing::Busy { until } => Err(BatchOutcome::Busy { until }),
+        Leasing::GaveUp { error } => Err(BatchOutcome::Failed { error, gave_up: true }),
+        Leasing::Settled(Settled::Committed) => Err(BatchOutcome::AlreadyCommitted),
+        Leasing::Settled(Settled::Abandoned { reason }) => Err(BatchOutcome::Abandoned { reason }),
+        Leasing::Settled(Settled::Closed) => Err(BatchOutcome::Settled),
     })
-}
-
-fn settled(state: &sluice_engine::log::LogState, batch: &Batch) -> BatchOutcome {
-    match state.batch(&batch.id) {
-        Some(entry) if entry.committed.is_some() => BatchOutcome::AlreadyCommitted,
-        Some(entry) => match &entry.abandoned {
-            Some(abandoned) => BatchOutcome::Abandoned { reason: abandoned.reason.clone() },
-            None => BatchOutcome::Settled,
-        },
-        None => BatchOutcome::Settled,
-    }
-}
-
-fn lease_span(spec: &PipelineSpec) -> TimeDelta {
-    TimeDelta::from_std(spec.lease_timeout).unwrap_or(TimeDelta::seconds(30))
 }
 
 /// Renews the lease every third of its span while the attempt runs, and
@@ -273,7 +231,7 @@ impl Renewal {
         attempt: u32,
         fenced: Arc<AtomicBool>,
     ) -> Self {
-        let span = lease_span(spec);
+        let terms = Terms::of(spec);
         let every = spec.lease_timeout / 3;
         let (batch_id, owner) = (batch.id.clone(), owner.to_string());
         let logged_in = tracing::Span::current();
@@ -281,23 +239,15 @@ impl Renewal {
             async move {
                 loop {
                     tokio::time::sleep(every).await;
-                    let now = Utc::now();
-                    let record = Record::Leased(Leased {
-                        batch_id: batch_id.clone(),
-                        attempt,
-                        owner: owner.clone(),
-                        expires: now + span,
-                        at: now,
-                    });
-                    match log.lock().await.append(record).await {
-                        Ok(Appended::Written(_)) => {}
-                        Ok(Appended::Refused(refusal)) => {
-                            if matches!(refusal, Refusal::Leased { .. } | Refusal::Fenced) {
-                                tracing::warn!(%batch_id, attempt, "lost the lease to another worker: {refusal:?}");
-                                fenced.store(true, Ordering::SeqCst);
-                            }
+                    let mut log = log.lock().await;
+                    match txn::renew(&mut log, &batch_id, &owner, attempt, terms, Utc::now()).await {
+                        Ok(Renewed::Held) => {}
+                        Ok(Renewed::Lost) => {
+                            tracing::warn!(%batch_id, attempt, "lost the lease to another worker");
+                            fenced.store(true, Ordering::SeqCst);
                             return;
                         }
+                        Ok(Renewed::Settled) => return,
                         // The next renewal may get through; if none does, the
                         // lease runs out and the commit is refused.
                         Err(error) => tracing::warn!(%batch_id, attempt, "cannot renew the lease: {error}"),
@@ -311,16 +261,6 @@ impl Renewal {
     fn stop(self) {
         self.0.abort();
     }
-}
-
-/// What an attempt produced, staged and not yet committed.
-struct Produced {
-    staged: Staged,
-    rows_in: u64,
-    dead_letters: Option<Staged>,
-    rows_dead_lettered: u64,
-    /// The lookup tables' versions the SQL joined against.
-    tables: TableVersions,
 }
 
 /// The attempt's work: read, transform, stage, verify, commit, publish.
@@ -360,39 +300,14 @@ async fn attempt(
     }
 
     let rows_out = produced.staged.rows();
-    let record = Record::Committed(Committed {
-        batch_id: batch.id.clone(),
-        attempt: attempt_no,
-        staged: produced.staged.clone(),
-        rows_in: produced.rows_in,
-        dead_letters: produced.dead_letters.clone(),
-        rows_dead_lettered: produced.rows_dead_lettered,
-        source_positions: match &batch.stream {
-            Some(StreamInputs::Kafka { ranges }) => ranges.clone(),
-            _ => Vec::new(),
-        },
-        ran_by: Some(ran_by.clone()),
-        tables: produced.tables.clone(),
-        at: Utc::now(),
-    });
-    // Ok(Ok(())) once the log holds this attempt's commit.
-    let committed: Result<Result<(), Refusal>> = async {
+    let committing = async {
         let mut log = log.lock().await;
-        Ok(match log.append(record).await? {
-            Appended::Written(seq) => {
-                tracing::debug!(seq = seq.0, "committed");
-                Ok(())
-            }
-            // A put that succeeded but was reported as lost and retried by
-            // the store's client comes back as "taken": it is ours.
-            Appended::Refused(Refusal::AlreadyCommitted) if committed_by(&log, batch, &attempt) => Ok(()),
-            Appended::Refused(refusal) => Err(refusal),
-        })
+        txn::commit(&mut log, batch, attempt_no, &produced, ran_by, Utc::now()).await
     }
     .instrument(tracing::info_span!("commit"))
     .await;
-    let refused = match committed {
-        Ok(Ok(())) => {
+    let outcome = match committing {
+        Ok(Committing::Committed) => {
             failpoint::hit("after_commit");
             publish(spec, batch, &produced).instrument(tracing::info_span!("publish")).await;
             return Ok(BatchOutcome::Committed {
@@ -401,26 +316,20 @@ async fn attempt(
                 rows_dead_lettered: produced.rows_dead_lettered,
             });
         }
-        Ok(Err(refusal)) => refusal,
+        Ok(Committing::AlreadyCommitted) => BatchOutcome::AlreadyCommitted,
+        Ok(Committing::Abandoned) => BatchOutcome::Abandoned { reason: "another run abandoned it first".into() },
+        Ok(Committing::Fenced) => BatchOutcome::Fenced,
+        // The log refuses the commit outright: it will never name these files.
+        Err(refused @ Error::Refused(_)) => {
+            discard_quietly(spec, &attempt).await;
+            return Err(refused);
+        }
         // Whether the record was written is unknown: the staged files
         // stay, for the next run to publish if the commit is in the log.
         Err(error) => return Err(error),
     };
     discard_quietly(spec, &attempt).await;
-    Ok(match refused {
-        Refusal::AlreadyCommitted => BatchOutcome::AlreadyCommitted,
-        Refusal::Abandoned => BatchOutcome::Abandoned { reason: "another run abandoned it first".into() },
-        Refusal::Fenced | Refusal::Leased { .. } => BatchOutcome::Fenced,
-        other => return Err(Error::Refused(format!("commit of batch {}: {other:?}", batch.id))),
-    })
-}
-
-/// Whether the log's commit of `batch` is this attempt's.
-fn committed_by(log: &CheckpointLog, batch: &Batch, attempt: &Attempt) -> bool {
-    log.state()
-        .batch(&batch.id)
-        .and_then(|entry| entry.committed.as_ref())
-        .is_some_and(|committed| committed.staged.token == attempt.token)
+    Ok(outcome)
 }
 
 /// Dead-letter chunks (a slice of a segment's records each) waiting for
@@ -615,12 +524,10 @@ async fn discard_quietly(spec: &PipelineSpec, attempt: &Attempt) {
 }
 
 async fn abandon(log: &Mutex<CheckpointLog>, batch: &Batch, reason: String) -> Result<BatchOutcome> {
-    let record = Record::Abandoned(Abandoned { batch_id: batch.id.clone(), reason: reason.clone(), at: Utc::now() });
-    match log.lock().await.append(record).await? {
-        Appended::Written(_) | Appended::Refused(Refusal::Abandoned) => Ok(BatchOutcome::Abandoned { reason }),
-        Appended::Refused(Refusal::AlreadyCommitted) => Ok(BatchOutcome::AlreadyCommitted),
-        Appended::Refused(other) => Err(Error::Refused(format!("abandoning batch {}: {other:?}", batch.id))),
-    }
+    Ok(match txn::abandon(&mut *log.lock().await, &batch.id, &reason, Utc::now()).await? {
+        Abandoning::Abandoned => BatchOutcome::Abandoned { reason },
+        Abandoning::AlreadyCommitted => BatchOutcome::AlreadyCommitted,
+    })
 }
 
 /// Records a failed attempt, which releases the lease; the last allowed
@@ -634,15 +541,12 @@ async fn record_failure(
 ) -> Result<BatchOutcome> {
     let message = spec.file.redact(&error.to_string());
     let mut log = log.lock().await;
-    // An error that every attempt would meet gives up at once.
-    let gave_up = error.fails_every_attempt()
-        || log.state().batch(&batch.id).is_some_and(|entry| gives_up(entry, spec.max_attempts));
-    let record =
-        Record::Failed(Failed { batch_id: batch.id.clone(), attempt, error: message.clone(), gave_up, at: Utc::now() });
-    match log.append(record).await {
-        Ok(Appended::Written(_)) => Ok(BatchOutcome::Failed { error: message, gave_up }),
-        Ok(Appended::Refused(Refusal::AlreadyCommitted)) => Ok(BatchOutcome::AlreadyCommitted),
-        Ok(Appended::Refused(_)) => Ok(BatchOutcome::Fenced),
+    let failing =
+        txn::fail(&mut log, &batch.id, attempt, &message, error.fails_every_attempt(), Terms::of(spec), Utc::now());
+    match failing.await {
+        Ok(Failing::Recorded { gave_up }) => Ok(BatchOutcome::Failed { error: message, gave_up }),
+        Ok(Failing::AlreadyCommitted) => Ok(BatchOutcome::AlreadyCommitted),
+        Ok(Failing::Fenced) => Ok(BatchOutcome::Fenced),
         // The log cannot be written either: the lease runs out, and the
         // batch is taken over.
         Err(log_error) => {

@@ -15,7 +15,6 @@
 //! number.
 
 mod paths;
-mod protocol;
 mod record;
 mod state;
 
@@ -28,7 +27,6 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use serde::{Deserialize, Serialize};
 
 pub use paths::LogPaths;
-pub use protocol::{Claim, batch_of_token, claim, commits_to_replay, gives_up, is_leftover, leftover_tokens};
 pub use record::{Abandoned, Committed, Failed, Leased, Planned, PlannedBatches, RanBy, Record, Retried, Started};
 pub use state::{BatchEntry, LogState, Refusal};
 
