@@ -37,9 +37,9 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::catalogue::Catalogue;
-use crate::controller::backoff;
 use crate::logging;
 use crate::metrics::{self, CommittedBatch};
+use crate::run::backoff;
 use crate::task_keys::{KEY_ID_HEADER, KeySources, SIGNATURE_HEADER, TaskKey, Unsigned, verify};
 use crate::tasks::{Task, TaskQueue, dead_queue, header, shown_url};
 use crate::worker::{BatchOutcome, Runner, batch_span, owner_id, run_batch};
@@ -278,7 +278,7 @@ async fn handle(delivery: Delivery, shared: &Shared, mut stop: watch::Receiver<b
                     let (spec, log, batch, owner) = (spec.clone(), log.clone(), task.batch.clone(), owner.clone());
                     tokio::spawn(async move { run_batch(&spec, &log, &batch, &owner, None).await }.in_current_span())
                         .await
-                        .unwrap_or_else(|error| Err(Error::Panicked(crate::controller::panic_message(error))))
+                        .unwrap_or_else(|error| Err(Error::Panicked(crate::run::panic_message(error))))
                 }
                 Err(error) => Err(error),
             };

@@ -12,11 +12,11 @@ use sluice_engine::spec::{Diagnostics, PipelineSpec};
 use sluice_engine::sql::{self, PlanOver, PlannedInput};
 use sluice_workers::cli::{Cli, Command};
 use sluice_workers::consumer::{self, WorkerOptions};
-use sluice_workers::controller::{self, RunOptions};
 use sluice_workers::exit::{Exit, Shown};
 use sluice_workers::logging::LogFormat;
 use sluice_workers::maintenance::{self, RetryTarget};
 use sluice_workers::report::RunReport;
+use sluice_workers::run::{self, RunOptions};
 use sluice_workers::task_keys::KeySources;
 use sluice_workers::{load_pipeline, logging, metrics, status, tasks};
 use tokio::sync::watch;
@@ -289,7 +289,7 @@ async fn worker(options: WorkerOptions) -> anyhow::Result<Exit> {
         summary.skipped,
         summary.failed,
         summary.rejected,
-        controller::elapsed_since(started)
+        run::elapsed_since(started)
     );
     Ok(Exit::Done)
 }
@@ -307,11 +307,11 @@ async fn run(path: &Path, options: RunOptions, json: bool) -> anyhow::Result<Exi
     }
     let started = Instant::now();
     let stop_rx = stop_on_signal();
-    let summary = controller::run(spec.clone(), options, stop_rx)
+    let summary = run::run(spec.clone(), options, stop_rx)
         .await
         .map_err(|e| Shown::engine(&e, |text| spec.file.redact(text)))
         .with_context(|| format!("pipeline {}", spec.name))?;
-    let report = RunReport::new(spec.name.as_str(), &summary, controller::elapsed_since(started));
+    let report = RunReport::new(spec.name.as_str(), &summary, run::elapsed_since(started));
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

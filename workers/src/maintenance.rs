@@ -8,7 +8,7 @@ use sluice_engine::spec::PipelineSpec;
 use sluice_engine::txn::{self, Retrying, is_leftover};
 use sluice_engine::{Error, Result};
 
-use crate::controller::replay_publishes;
+use crate::run::replay_publishes;
 
 /// Which failed batches `sluice retry` plans again.
 #[derive(Debug, Clone)]

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::controller::RunSummary;
 use crate::exit::Exit;
+use crate::run::RunSummary;
 
 /// The end of one `sluice run`, as `--json` prints it.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -32,7 +32,8 @@ use sluice_engine::{Error, Result};
 use tokio::sync::{Mutex, watch};
 use tracing::Instrument;
 
-use crate::controller::{RunOptions, RunSummary, TRANSIENT_ATTEMPTS, backoff, failed_in_log, replay_publishes};
+use super::options::{RunOptions, RunSummary, TRANSIENT_ATTEMPTS, backoff};
+use super::pass::{failed_in_log, replay_publishes};
 use crate::metrics::{self, CommittedBatch};
 use crate::worker::{BatchOutcome, Runner, batch_span, run_batch};
 
@@ -57,7 +58,7 @@ enum Ended {
 
 /// Reads, plans, runs and acknowledges micro-batches until caught up (with
 /// the option) or stopped; the batch in hand when told to stop is finished.
-pub(crate) async fn run(
+pub(super) async fn run(
     spec: Arc<PipelineSpec>,
     options: RunOptions,
     mut stop: watch::Receiver<bool>,

@@ -1,9 +1,6 @@
-//! The controller behind `sluice run`: finds new input, plans it into
-//! batches (write-ahead), and runs batches with the configured concurrency
-//! until caught up or until told to stop; with `[workers] dispatch` it
-//! hands them to `sluice worker`s instead (see `dispatch`). Any number of
-//! controllers may run the same pipeline: leases in the log share the
-//! batches out.
+//! `sluice run` of files in this process: plans new input into batches
+//! (write-ahead), and runs batches with the configured concurrency until
+//! caught up or until told to stop.
 //!
 //! ```text
 //! loop:  refresh log ─► replay publishes of committed batches
@@ -20,82 +17,23 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures::StreamExt;
 use sluice_engine::batch::{Batch, BatchId};
-use sluice_engine::log::{CheckpointLog, Committed, LogState};
-use sluice_engine::planner::cut_batches;
-use sluice_engine::sink::{Sink, Staged};
+use sluice_engine::log::CheckpointLog;
 use sluice_engine::spec::PipelineSpec;
-use sluice_engine::txn::{self, commits_to_replay};
 use sluice_engine::{Error, Result};
 use tokio::sync::{Mutex, watch};
 use tracing::Instrument;
 
-use crate::changes;
+use super::options::{RunOptions, RunSummary, backoff, panic_message};
+use super::pass::{backlog, failed_in_log, plan_pass};
 use crate::metrics::{self, CommittedBatch};
 use crate::progress::Progress;
 use crate::wake::Wake;
 use crate::worker::{BatchOutcome, Runner, batch_span, run_batch};
 
-/// How `sluice run` behaves.
-#[derive(Debug, Clone, Default)]
-pub struct RunOptions {
-    /// Process everything pending, then return.
-    pub until_caught_up: bool,
-    /// Show a progress bar.
-    pub progress: bool,
-    /// With `[workers] dispatch`: where the key that signs tasks comes from.
-    pub task_keys: crate::task_keys::KeySources,
-}
-
-/// What one `sluice run` did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RunSummary {
-    /// Batches this run committed.
-    pub batches: u64,
-    /// Input files in those batches.
-    pub files: u64,
-    /// Rows read.
-    pub rows_in: u64,
-    /// Rows written.
-    pub rows_out: u64,
-    /// Malformed records set aside as dead letters.
-    pub rows_dead_lettered: u64,
-    /// Batches that used up their attempts in this run.
-    pub failed: u64,
-    /// Batches given up because their inputs changed before they ran.
-    pub abandoned: u64,
-    /// Batches of the log that wait for `sluice retry`, at the end.
-    pub failed_in_log: u64,
-    /// Stream messages in the batches this run committed.
-    pub messages: u64,
-    /// Redelivered messages recognised as committed already, not written again.
-    pub duplicates: u64,
-}
-
-/// How often reading the log or listing the source is tried before a run
-/// that runs until caught up gives up.
-pub(crate) const TRANSIENT_ATTEMPTS: u32 = 3;
-
-/// Runs the pipeline until caught up (with the option) or until `stop`
-/// turns true; the batches in hand when it does are finished first. With
-/// `[workers] dispatch`, the batches go to `sluice worker`s instead.
-pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, stop: watch::Receiver<bool>) -> Result<RunSummary> {
-    metrics::register(spec.name.as_str());
-    let log = Arc::new(Mutex::new(CheckpointLog::open(&spec.checkpoint, &spec.name).await?));
-    if spec.source.stream().is_some() {
-        return crate::stream::run(spec, options, stop, log).await;
-    }
-    // A controller that runs until stopped sleeps until its source changes.
-    let wake = Wake::new(&spec, !options.until_caught_up)?;
-    match spec.dispatch.clone() {
-        Some(dispatch) => crate::dispatch::run(spec, options, stop, log, wake, &dispatch).await,
-        None => run_here(spec, options, stop, log, wake).await,
-    }
-}
-
 /// Runs the batches in this process, `[workers] concurrency` at once. A
 /// batch is a task of the async runtime that exists only while it runs:
 /// an idle controller holds no worker and no thread that is awake.
-async fn run_here(
+pub(super) async fn run(
     spec: Arc<PipelineSpec>,
     options: RunOptions,
     mut stop: watch::Receiver<bool>,
@@ -239,121 +177,4 @@ async fn run_here(
     drop(progress);
     summary.failed_in_log = failed_in_log(&log).await;
     Ok(summary)
-}
-
-/// One pass of [`prepare`]: the pending batches, or `None` after a store
-/// failure that was waited out. A store that fails for a while does not
-/// end a controller that runs until stopped; one that runs until caught up
-/// gives up after a few tries.
-pub(crate) async fn plan_pass(
-    spec: &PipelineSpec,
-    log: &Mutex<CheckpointLog>,
-    options: &RunOptions,
-    wake: &mut Wake,
-    failures: &mut u32,
-    stop: &mut watch::Receiver<bool>,
-) -> Result<Option<Vec<Batch>>> {
-    match prepare(spec, log, wake).instrument(tracing::info_span!("plan", pipeline = %spec.name)).await {
-        Ok(pending) => {
-            *failures = 0;
-            let (pending_batches, files_behind) = backlog(log.lock().await.state());
-            metrics::backlog(spec.name.as_str(), pending_batches, files_behind);
-            Ok(Some(pending))
-        }
-        Err(error) if error.is_retryable() && (!options.until_caught_up || *failures + 1 < TRANSIENT_ATTEMPTS) => {
-            *failures += 1;
-            let wait = backoff(*failures).max(spec.trigger.poll_interval.0);
-            tracing::warn!(
-                pipeline = %spec.name,
-                "cannot read the log or list the source, trying again in {wait:?}: {}",
-                spec.file.redact(&error.to_string())
-            );
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => {}
-            }
-            Ok(None)
-        }
-        Err(error) => Err(error),
-    }
-}
-
-/// Brings the log up to date, replays publishes that a crash cut short,
-/// plans new input, and returns every pending batch, oldest first.
-async fn prepare(spec: &PipelineSpec, log: &Mutex<CheckpointLog>, wake: &mut Wake) -> Result<Vec<Batch>> {
-    let mut log = log.lock().await;
-    log.refresh().await?;
-    replay_publishes(spec, &log).await?;
-
-    let source = spec.source.objects().ok_or_else(|| Error::Config("a stream has no files to list".into()))?;
-    let mut found = wake.discover(source.as_ref()).await?;
-    let inputs = changes::inputs_to_plan(source.as_ref(), std::mem::take(&mut found.inputs), log.state()).await?;
-    let batches = cut_batches(inputs, spec.trigger.limits(), &spec.name, spec.version);
-    let planned = txn::plan_files(&mut log, &spec.name, spec.version, batches, Utc::now()).await;
-    // Notifications are acknowledged once what they name is in the log.
-    wake.settle(found, planned.is_ok()).await;
-    planned?;
-    Ok(log.state().pending())
-}
-
-/// Batches of the log that wait for `sluice retry`.
-pub(crate) async fn failed_in_log(log: &Mutex<CheckpointLog>) -> u64 {
-    log.lock().await.state().batches().filter(|entry| entry.failed.is_some()).count() as u64
-}
-
-/// Batches pending (running ones included) and the input files not yet
-/// committed, as the gauges show them.
-fn backlog(state: &LogState) -> (usize, usize) {
-    (state.pending().len(), state.files_waiting())
-}
-
-/// Publishes committed batches whose staged files are still waiting:
-/// outputs and dead letters. A store that fails ends the pass (it is
-/// tried again); a batch whose files cannot be published is reported and
-/// left, so that it does not stop every other batch.
-pub async fn replay_publishes(spec: &PipelineSpec, log: &CheckpointLog) -> Result<u64> {
-    let mut replayed = 0;
-    type StagedOf = fn(&Committed) -> Option<&Staged>;
-    let sinks: [(&Arc<dyn Sink>, &str, StagedOf); 2] = [
-        (&spec.sink, "outputs", |committed| Some(&committed.staged)),
-        (&spec.dead_letters, "dead letters", |committed| committed.dead_letters.as_ref()),
-    ];
-    for (sink, what, staged_of) in sinks {
-        let tokens = sink.staged_tokens().await?;
-        for committed in commits_to_replay(log.state(), &tokens) {
-            let Some(staged) = staged_of(committed) else { continue };
-            tracing::info!(batch_id = %committed.batch_id, "finishing the publish of a committed batch's {what}");
-            match sink.publish(staged).await {
-                Ok(()) => replayed += 1,
-                Err(error) if error.is_retryable() => return Err(error),
-                Err(error) => tracing::error!(
-                    pipeline = %spec.name, batch_id = %committed.batch_id,
-                    "cannot publish the committed batch's {what}: {}", spec.file.redact(&error.to_string())
-                ),
-            }
-        }
-    }
-    Ok(replayed)
-}
-
-/// How long to wait before try number `failures + 1`: 1 s, 2 s, 4 s, ... at most a minute.
-pub(crate) fn backoff(failures: u32) -> Duration {
-    Duration::from_millis(500u64 << failures.min(7)).min(Duration::from_secs(60))
-}
-
-/// Seconds since `start`, for the summary line.
-pub fn elapsed_since(start: Instant) -> f64 {
-    start.elapsed().as_secs_f64()
-}
-
-/// What a spawned batch's panic said, for its failure message.
-pub(crate) fn panic_message(error: tokio::task::JoinError) -> String {
-    match error.try_into_panic() {
-        Ok(panic) => panic
-            .downcast_ref::<&str>()
-            .map(ToString::to_string)
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".into()),
-        Err(error) => error.to_string(),
-    }
 }

@@ -25,7 +25,8 @@ use sluice_engine::spec::{Dispatch, PipelineSpec};
 use tokio::sync::{Mutex, watch};
 use tracing::Instrument;
 
-use crate::controller::{RunOptions, RunSummary, TRANSIENT_ATTEMPTS, backoff, failed_in_log, plan_pass};
+use super::options::{RunOptions, RunSummary, TRANSIENT_ATTEMPTS, backoff};
+use super::pass::{failed_in_log, plan_pass};
 use crate::progress::Progress;
 use crate::tasks::{Task, TaskQueue, dead_queue, shown_url};
 use crate::wake::Wake;
@@ -36,7 +37,7 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 const QUIET_HINT: Duration = Duration::from_secs(30);
 
 /// Plans, publishes and follows, until caught up or stopped.
-pub(crate) async fn run(
+pub(super) async fn run(
     spec: Arc<PipelineSpec>,
     options: RunOptions,
     mut stop: watch::Receiver<bool>,

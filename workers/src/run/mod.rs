@@ -1,0 +1,43 @@
+//! `sluice run`: finds new input, plans it into batches (write-ahead),
+//! and runs them until caught up or until told to stop. Where the batches
+//! run is the run mode's: in this process ([`local`]), on `sluice
+//! worker`s through a task queue ([`dispatch`]), or as micro-batches of a
+//! stream ([`stream`]). Any number of runs may run the same pipeline:
+//! leases in the log share the batches out.
+
+mod dispatch;
+mod local;
+mod options;
+mod pass;
+mod stream;
+
+use std::sync::Arc;
+
+use sluice_engine::Result;
+use sluice_engine::log::CheckpointLog;
+use sluice_engine::spec::PipelineSpec;
+use tokio::sync::{Mutex, watch};
+
+pub use options::{RunOptions, RunSummary, elapsed_since};
+pub(crate) use options::{backoff, panic_message};
+pub use pass::replay_publishes;
+
+use crate::metrics;
+use crate::wake::Wake;
+
+/// Runs the pipeline until caught up (with the option) or until `stop`
+/// turns true; the batches in hand when it does are finished first. With
+/// `[workers] dispatch`, the batches go to `sluice worker`s instead.
+pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, stop: watch::Receiver<bool>) -> Result<RunSummary> {
+    metrics::register(spec.name.as_str());
+    let log = Arc::new(Mutex::new(CheckpointLog::open(&spec.checkpoint, &spec.name).await?));
+    if spec.source.stream().is_some() {
+        return stream::run(spec, options, stop, log).await;
+    }
+    // A controller that runs until stopped sleeps until its source changes.
+    let wake = Wake::new(&spec, !options.until_caught_up)?;
+    match spec.dispatch.clone() {
+        Some(dispatch) => dispatch::run(spec, options, stop, log, wake, &dispatch).await,
+        None => local::run(spec, options, stop, log, wake).await,
+    }
+}

@@ -1,0 +1,115 @@
+//! One planning pass of a run of files: the log brought up to date,
+//! publishes a crash cut short finished, new input planned.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use sluice_engine::batch::Batch;
+use sluice_engine::log::{CheckpointLog, Committed, LogState};
+use sluice_engine::planner::cut_batches;
+use sluice_engine::sink::{Sink, Staged};
+use sluice_engine::spec::PipelineSpec;
+use sluice_engine::txn::{self, commits_to_replay};
+use sluice_engine::{Error, Result};
+use tokio::sync::{Mutex, watch};
+use tracing::Instrument;
+
+use super::options::{RunOptions, TRANSIENT_ATTEMPTS, backoff};
+use crate::changes;
+use crate::metrics;
+use crate::wake::Wake;
+
+/// One pass of [`prepare`]: the pending batches, or `None` after a store
+/// failure that was waited out. A store that fails for a while does not
+/// end a controller that runs until stopped; one that runs until caught up
+/// gives up after a few tries.
+pub(super) async fn plan_pass(
+    spec: &PipelineSpec,
+    log: &Mutex<CheckpointLog>,
+    options: &RunOptions,
+    wake: &mut Wake,
+    failures: &mut u32,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Option<Vec<Batch>>> {
+    match prepare(spec, log, wake).instrument(tracing::info_span!("plan", pipeline = %spec.name)).await {
+        Ok(pending) => {
+            *failures = 0;
+            let (pending_batches, files_behind) = backlog(log.lock().await.state());
+            metrics::backlog(spec.name.as_str(), pending_batches, files_behind);
+            Ok(Some(pending))
+        }
+        Err(error) if error.is_retryable() && (!options.until_caught_up || *failures + 1 < TRANSIENT_ATTEMPTS) => {
+            *failures += 1;
+            let wait = backoff(*failures).max(spec.trigger.poll_interval.0);
+            tracing::warn!(
+                pipeline = %spec.name,
+                "cannot read the log or list the source, trying again in {wait:?}: {}",
+                spec.file.redact(&error.to_string())
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => {}
+            }
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Brings the log up to date, replays publishes that a crash cut short,
+/// plans new input, and returns every pending batch, oldest first.
+async fn prepare(spec: &PipelineSpec, log: &Mutex<CheckpointLog>, wake: &mut Wake) -> Result<Vec<Batch>> {
+    let mut log = log.lock().await;
+    log.refresh().await?;
+    replay_publishes(spec, &log).await?;
+
+    let source = spec.source.objects().ok_or_else(|| Error::Config("a stream has no files to list".into()))?;
+    let mut found = wake.discover(source.as_ref()).await?;
+    let inputs = changes::inputs_to_plan(source.as_ref(), std::mem::take(&mut found.inputs), log.state()).await?;
+    let batches = cut_batches(inputs, spec.trigger.limits(), &spec.name, spec.version);
+    let planned = txn::plan_files(&mut log, &spec.name, spec.version, batches, Utc::now()).await;
+    // Notifications are acknowledged once what they name is in the log.
+    wake.settle(found, planned.is_ok()).await;
+    planned?;
+    Ok(log.state().pending())
+}
+
+/// Batches of the log that wait for `sluice retry`.
+pub(super) async fn failed_in_log(log: &Mutex<CheckpointLog>) -> u64 {
+    log.lock().await.state().batches().filter(|entry| entry.failed.is_some()).count() as u64
+}
+
+/// Batches pending (running ones included) and the input files not yet
+/// committed, as the gauges show them.
+pub(super) fn backlog(state: &LogState) -> (usize, usize) {
+    (state.pending().len(), state.files_waiting())
+}
+
+/// Publishes committed batches whose staged files are still waiting:
+/// outputs and dead letters. A store that fails ends the pass (it is
+/// tried again); a batch whose files cannot be published is reported and
+/// left, so that it does not stop every other batch.
+pub async fn replay_publishes(spec: &PipelineSpec, log: &CheckpointLog) -> Result<u64> {
+    let mut replayed = 0;
+    type StagedOf = fn(&Committed) -> Option<&Staged>;
+    let sinks: [(&Arc<dyn Sink>, &str, StagedOf); 2] = [
+        (&spec.sink, "outputs", |committed| Some(&committed.staged)),
+        (&spec.dead_letters, "dead letters", |committed| committed.dead_letters.as_ref()),
+    ];
+    for (sink, what, staged_of) in sinks {
+        let tokens = sink.staged_tokens().await?;
+        for committed in commits_to_replay(log.state(), &tokens) {
+            let Some(staged) = staged_of(committed) else { continue };
+            tracing::info!(batch_id = %committed.batch_id, "finishing the publish of a committed batch's {what}");
+            match sink.publish(staged).await {
+                Ok(()) => replayed += 1,
+                Err(error) if error.is_retryable() => return Err(error),
+                Err(error) => tracing::error!(
+                    pipeline = %spec.name, batch_id = %committed.batch_id,
+                    "cannot publish the committed batch's {what}: {}", spec.file.redact(&error.to_string())
+                ),
+            }
+        }
+    }
+    Ok(replayed)
+}
