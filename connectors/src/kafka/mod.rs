@@ -86,6 +86,16 @@ fn shown_option(key: &str, value: &str) -> String {
     format!("{key} = {}", if secret { "***" } else { value })
 }
 
+/// How long a metadata or watermark request may take.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs a blocking client call off the async threads.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> sluice_engine::Result<T> + Send + 'static,
+) -> sluice_engine::Result<T> {
+    tokio::task::spawn_blocking(call).await.map_err(|e| Error::Broker(format!("kafka client call panicked: {e}")))?
+}
+
 /// A client error as the engine's: a broker that can be retried.
 fn broker_error(brokers: &str, what: &str, error: impl std::fmt::Display) -> Error {
     Error::Broker(format!("kafka {brokers}: {what}: {error}; is the broker running? (locally: scripts/start-kafka.sh)"))

@@ -142,18 +142,18 @@ impl KafkaReader {
         self.listed = Instant::now();
         let (consumer, topics, brokers) = (self.consumer.clone(), self.topics.clone(), self.brokers.clone());
         let known: BTreeSet<PartitionKey> = self.next.keys().cloned().collect();
-        let added = super::source::blocking(move || {
+        let added = super::blocking(move || {
             let mut added = BTreeMap::new();
             for topic in &topics {
                 let metadata = consumer
-                    .fetch_metadata(Some(topic), super::source::REQUEST_TIMEOUT)
+                    .fetch_metadata(Some(topic), super::REQUEST_TIMEOUT)
                     .map_err(|e| broker_error(&brokers, "cannot read the topic's metadata", e))?;
                 for described in metadata.topics().iter().filter(|t| t.name() == topic) {
                     for partition in described.partitions() {
                         let key = PartitionKey { topic: topic.clone(), partition: partition.id() };
                         if !known.contains(&key) {
                             let (low, _) = consumer
-                                .fetch_watermarks(topic, partition.id(), super::source::REQUEST_TIMEOUT)
+                                .fetch_watermarks(topic, partition.id(), super::REQUEST_TIMEOUT)
                                 .map_err(|e| broker_error(&brokers, "cannot read the offsets", e))?;
                             added.insert(key, low);
                         }

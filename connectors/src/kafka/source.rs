@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
@@ -19,11 +18,8 @@ use sluice_engine::{Error, Result};
 
 use super::config::{KafkaSourceConfig, StartPosition};
 use super::reader::{KafkaReader, Until, find_ends, read_ranges};
-use super::{broker_error, check_brokers, check_options, client_config, shown_option};
+use super::{REQUEST_TIMEOUT, blocking, broker_error, check_brokers, check_options, client_config, shown_option};
 use crate::formats::messages::MessageDecoder;
-
-/// How long a metadata or watermark request may take.
-pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reads records of Kafka topics.
 pub struct KafkaSource {
@@ -145,11 +141,6 @@ impl KafkaSource {
         })
         .await
     }
-}
-
-/// Runs a blocking client call off the async threads.
-pub(super) async fn blocking<T: Send + 'static>(call: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(call).await.map_err(|e| Error::Broker(format!("kafka client call panicked: {e}")))?
 }
 
 #[async_trait]
