@@ -7,12 +7,13 @@
 //! ([`batch`]), the checkpoint log ([`log`]) and the pure planning
 //! decisions over it ([`planner`]).
 
-pub mod batch;
 pub mod error;
 pub mod failpoint;
 pub mod log;
 pub mod lookup;
+pub mod model;
 pub mod planner;
+pub mod read;
 pub mod sink;
 pub mod source;
 pub mod spec;
@@ -23,3 +24,4 @@ pub mod txn;
 pub mod units;
 
 pub use error::{Error, Result};
+pub use model::batch;

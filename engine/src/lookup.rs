@@ -11,14 +11,13 @@
 //! that does not fit its schema, fails the batch with the table's name: a
 //! join never runs against nothing. The version each batch used is recorded in its commit.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use serde::{Deserialize, Serialize};
 
-use crate::batch::InputObject;
+pub use crate::model::{TableObject, TableVersions};
 use crate::source::Source;
 use crate::{Error, Result};
 
@@ -36,27 +35,6 @@ impl std::fmt::Debug for LookupTable {
         f.debug_struct("LookupTable").field("name", &self.name).finish_non_exhaustive()
     }
 }
-
-/// One object of a table's version: what a commit records of it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct TableObject {
-    /// Its path below the table's location.
-    pub path: String,
-    /// Its size in bytes.
-    pub size: u64,
-    /// Its entity tag, when the store gives one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub etag: Option<String>,
-}
-
-impl TableObject {
-    fn of(input: &InputObject) -> Self {
-        TableObject { path: input.path.clone(), size: input.size, etag: input.etag.clone() }
-    }
-}
-
-/// The versions of the tables a batch read, by table name.
-pub type TableVersions = BTreeMap<String, Vec<TableObject>>;
 
 /// A table's rows as last read, and the objects (with their modification
 /// times) they were read from.

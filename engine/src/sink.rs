@@ -13,73 +13,11 @@ use std::fmt;
 use arrow::datatypes::Schema;
 use async_trait::async_trait;
 use datafusion::execution::SendableRecordBatchStream;
-use serde::{Deserialize, Serialize};
 
 use crate::Result;
-use crate::batch::BatchId;
-use crate::source::ReadTally;
+pub use crate::model::{Attempt, OutputObject, Staged, unique_suffix};
+use crate::read::ReadTally;
 use crate::storage::StorageLocation;
-
-/// One attempt at a batch. Its staged outputs are kept apart from other
-/// attempts' until the log says which attempt committed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attempt {
-    /// The batch.
-    pub batch_id: BatchId,
-    /// Unique per attempt: `<batch id>-<random>`.
-    pub token: String,
-}
-
-impl Attempt {
-    /// A new attempt at `batch_id`.
-    pub fn new(batch_id: BatchId) -> Self {
-        let token = format!("{batch_id}-{}", unique_suffix());
-        Attempt { batch_id, token }
-    }
-}
-
-/// 16 hex digits that differ between processes and calls: what tells
-/// attempts, and workers, apart.
-pub fn unique_suffix() -> String {
-    format!("{:016x}", random_u64())
-}
-
-fn random_u64() -> u64 {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    hasher.write_u32(std::process::id());
-    hasher.finish()
-}
-
-/// One output object of a batch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutputObject {
-    /// Final path relative to the sink location, with `/`.
-    pub path: String,
-    /// Rows in the object.
-    pub rows: u64,
-    /// Size in bytes.
-    pub bytes: u64,
-}
-
-/// What an attempt staged: recorded in the commit so that publishing can
-/// be replayed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Staged {
-    /// The attempt's token; names its staging folder.
-    pub token: String,
-    /// The outputs, by final path.
-    pub outputs: Vec<OutputObject>,
-}
-
-impl Staged {
-    /// Rows over all outputs.
-    pub fn rows(&self) -> u64 {
-        self.outputs.iter().map(|o| o.rows).sum()
-    }
-}
 
 /// A destination for a pipeline's rows, implemented by each sink connector.
 ///

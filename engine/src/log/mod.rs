@@ -30,7 +30,7 @@ pub use paths::LogPaths;
 pub use record::{Abandoned, Committed, Failed, Leased, Planned, PlannedBatches, RanBy, Record, Retried, Started};
 pub use state::{BatchEntry, LogState, Refusal};
 
-use crate::batch::PipelineName;
+use crate::model::PipelineName;
 use crate::storage::StorageLocation;
 use crate::{Error, Result};
 

@@ -3,9 +3,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::batch::{BatchId, InputObject, PipelineName};
-use crate::sink::Staged;
-use crate::stream::{OffsetRange, PartitionStart, StreamInputs};
+use crate::model::{
+    BatchId, InputObject, OffsetRange, PartitionStart, PipelineName, Staged, StreamInputs, TableVersions,
+};
 
 /// One record of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,7 +120,7 @@ pub struct Committed {
     /// The version (objects and entity tags) of each lookup table the
     /// winning attempt joined against, by `[tables.NAME]`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub tables: crate::lookup::TableVersions,
+    pub tables: TableVersions,
     /// When it was committed.
     pub at: DateTime<Utc>,
 }

@@ -13,8 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Seq;
 use super::record::{Abandoned, Committed, Failed, Leased, Planned, PlannedBatches, Record};
-use crate::batch::{Batch, BatchId, InputKey};
-use crate::stream::{MESSAGE_ID_WINDOW, PartitionKey, StreamInputs};
+use crate::model::{Batch, BatchId, InputKey, MESSAGE_ID_WINDOW, PartitionKey, StreamInputs};
 
 /// The state of one batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -454,7 +453,7 @@ mod positions {
 
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use crate::stream::PartitionKey;
+    use crate::model::PartitionKey;
 
     #[derive(Serialize, Deserialize)]
     struct Position {
@@ -503,8 +502,8 @@ mod tests {
     use super::*;
     use crate::batch::{InputObject, PipelineName};
     use crate::log::record::{Retried, Started};
+    use crate::model::{OffsetRange, PartitionStart};
     use crate::sink::Staged;
-    use crate::stream::{OffsetRange, PartitionStart};
 
     fn id(id: &str) -> BatchId {
         BatchId::from_string(id.into())

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::stream::StreamInputs;
+use super::messages::StreamInputs;
 
 /// The name of a pipeline: `[a-z0-9_-]+`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

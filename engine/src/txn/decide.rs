@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use super::outcome::{Abandoning, Committing, Failing, Leasing, Renewed, Retrying, Settled};
 use crate::batch::{Batch, BatchId};
 use crate::log::{BatchEntry, LogState, Refusal};
-use crate::stream::{OffsetRange, StreamInputs};
+use crate::model::{OffsetRange, StreamInputs};
 
 /// What a worker does with a batch, given the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -348,7 +348,7 @@ mod tests {
 
     #[test]
     fn only_a_kafka_batch_moves_source_positions() {
-        let range = crate::stream::OffsetRange { topic: "t".into(), partition: 0, start: 0, end: 2 };
+        let range = crate::model::OffsetRange { topic: "t".into(), partition: 0, start: 0, end: 2 };
         let mut batch = Batch::of_objects(id(), vec![]);
         assert!(source_positions(&batch).is_empty());
         batch.stream = Some(StreamInputs::Kafka { ranges: vec![range.clone()] });

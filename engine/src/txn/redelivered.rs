@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::batch::BatchId;
 use crate::log::{BatchEntry, LogState};
-use crate::stream::Message;
+use crate::model::Message;
 
 /// A micro-batch without the messages a commit already holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,8 +61,8 @@ mod tests {
 
     use super::*;
     use crate::log::{Committed, Planned, Record};
+    use crate::model::{Origin, StreamInputs};
     use crate::sink::Staged;
-    use crate::stream::{Origin, StreamInputs};
     use crate::txn::testing::{Log, at};
 
     fn message(id: &str) -> Message {

@@ -12,8 +12,8 @@ use crate::log::{
     Abandoned, Appended, CheckpointLog, Committed, Failed, Leased, Planned, PlannedBatches, RanBy, Record, Retried,
     Started,
 };
+use crate::model::PartitionStart;
 use crate::spec::PipelineSpec;
-use crate::stream::PartitionStart;
 use crate::{Error, Result, failpoint};
 
 /// A pipeline's terms for its batches' attempts.

@@ -11,8 +11,8 @@ use object_store::path::Path;
 use super::*;
 use crate::batch::{Batch, BatchId, InputObject, PipelineName};
 use crate::log::{CheckpointLog, RanBy, Seq};
+use crate::model::PartitionStart;
 use crate::sink::Staged;
-use crate::stream::PartitionStart;
 
 const TERMS: Terms = Terms { lease_for: TimeDelta::seconds(10), max_attempts: 2 };
 
@@ -174,8 +174,8 @@ async fn vacuum_fences_a_lease_that_ran_out_and_keeps_a_live_one() {
 async fn a_stream_batch_is_planned_once_and_a_start_recorded() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let (mut a, mut b) = (open(&store).await, open(&store).await);
-    let range = crate::stream::OffsetRange { topic: "t".into(), partition: 0, start: 0, end: 5 };
-    let inputs = crate::stream::StreamInputs::Kafka { ranges: vec![range.clone()] };
+    let range = crate::model::OffsetRange { topic: "t".into(), partition: 0, start: 0, end: 5 };
+    let inputs = crate::model::StreamInputs::Kafka { ranges: vec![range.clone()] };
     let one = Batch { id: BatchId::derive_stream(&name(), 1, &inputs), inputs: vec![], stream: Some(inputs) };
     start(&mut a, vec![PartitionStart { topic: "t".into(), partition: 0, offset: 0 }], at(0)).await.expect("starts");
     assert!(plan_stream(&mut a, &name(), 1, &one, at(1)).await.expect("plans"));
