@@ -525,11 +525,12 @@ fn a_lookup_table_is_joined_and_read_again_when_it_changes() {
         }
     };
     wait_for_outputs(1);
-    ws.write("inbox/b.csv", "id,country,amount\n3,DE,1\n");
+    // Each file lands whole: one listed half-written would be a batch of its own.
+    ws.land("inbox/b.csv", "id,country,amount\n3,DE,1\n");
     wait_for_outputs(2);
     let new_version = "country,name\nFR,France\nDE,Deutschland\nJP,Japan\n";
-    ws.write("reference/countries.csv", new_version);
-    ws.write("inbox/c.csv", "id,country,amount\n4,DE,2\n5,JP,3\n");
+    ws.land("reference/countries.csv", new_version);
+    ws.land("inbox/c.csv", "id,country,amount\n4,DE,2\n5,JP,3\n");
     wait_for_outputs(3);
     let _ = controller.kill();
     let _ = controller.wait();

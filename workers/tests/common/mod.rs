@@ -78,6 +78,19 @@ impl Workspace {
         path
     }
 
+    /// Writes `text` to `relative` as one step, as a file lands in a
+    /// bucket: written beside it first, then renamed, so that a run never
+    /// lists it half-written.
+    pub(crate) fn land(&self, relative: &str, text: &str) -> PathBuf {
+        let path = self.path(relative);
+        let name = path.file_name().expect("a file name").to_string_lossy().into_owned();
+        let beside = path.with_file_name(format!(".{name}.landing"));
+        fs::create_dir_all(path.parent().expect("has a parent")).expect("folders");
+        fs::write(&beside, text).expect("write");
+        fs::rename(&beside, &path).expect("rename");
+        path
+    }
+
     /// Writes the pipeline file and returns its path as a string.
     pub(crate) fn pipeline(&self, text: &str) -> String {
         self.write("pipeline.toml", text).to_str().expect("utf-8 path").to_string()
