@@ -22,9 +22,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::Utc;
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
@@ -36,13 +35,14 @@ use tokio::sync::{Mutex, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::backoff::Backoff;
 use crate::catalogue::Catalogue;
+use crate::drive::{Driven, Driver};
 use crate::logging;
-use crate::metrics::{self, CommittedBatch};
-use crate::run::backoff;
+use crate::metrics;
 use crate::task_keys::{KEY_ID_HEADER, KeySources, SIGNATURE_HEADER, TaskKey, Unsigned, verify};
 use crate::tasks::{Task, TaskQueue, dead_queue, header, shown_url};
-use crate::worker::{BatchOutcome, Runner, batch_span, owner_id, run_batch};
+use crate::worker::{BatchOutcome, Runner, batch_span, owner_id};
 
 /// How `sluice worker` runs.
 #[derive(Debug, Clone)]
@@ -267,109 +267,57 @@ async fn handle(delivery: Delivery, shared: &Shared, mut stop: watch::Receiver<b
     let span = batch_span(spec, &task.batch, &owner.owner);
     crate::traces::set_parent(&span, &crate::tasks::trace_context(&delivery));
     let ran = async {
-        let mut failures = 0;
-        loop {
-            let started = Instant::now();
-            let refreshed = log.lock().await.refresh().await;
-            let outcome = match refreshed {
-                // Spawned, so that a panic ends this attempt and not the
-                // task: the task is then rejected, never left unsettled.
-                Ok(_) => {
-                    let (spec, log, batch, owner) = (spec.clone(), log.clone(), task.batch.clone(), owner.clone());
-                    tokio::spawn(async move { run_batch(&spec, &log, &batch, &owner, None).await }.in_current_span())
-                        .await
-                        .unwrap_or_else(|error| Err(Error::Panicked(crate::run::panic_message(error))))
-                }
-                Err(error) => Err(error),
-            };
-            match outcome {
-                Ok(BatchOutcome::Committed { rows_in, rows_out, rows_dead_lettered }) => {
-                    let bytes_in = task.batch.inputs.iter().map(|input| input.size).sum();
-                    let counts =
-                        CommittedBatch { rows_in, rows_out, rows_dead_lettered, bytes_in, duration: started.elapsed() };
-                    metrics::committed(spec.name.as_str(), counts);
-                    tracing::info!(
-                        pipeline = %spec.name, batch_id = %task.batch.id, files = task.batch.inputs.len(),
-                        rows_in, rows_out, rows_dead_lettered, "batch committed"
-                    );
-                    return Ran::Settled(BatchOutcome::Committed { rows_in, rows_out, rows_dead_lettered });
-                }
-                Ok(BatchOutcome::Busy { until }) => {
-                    // The holder may be dead (this may be its task, handed
-                    // on): wait for its lease, then try to take it over.
-                    let wait = (until - Utc::now()).to_std().unwrap_or_default().max(Duration::from_millis(50));
-                    tracing::debug!("held by another worker for {wait:?}");
-                    if !pause(wait, &mut stop).await {
-                        return Ran::Stopped;
-                    }
-                }
-                Ok(BatchOutcome::Fenced) => {
-                    tracing::warn!("another worker took the batch over; this attempt is dropped");
-                    if !pause(Duration::from_millis(100), &mut stop).await {
-                        return Ran::Stopped;
-                    }
-                }
-                Ok(BatchOutcome::Failed { error, gave_up: false }) => {
-                    failures += 1;
-                    metrics::attempt_failed(spec.name.as_str(), false);
-                    let wait = backoff(failures);
-                    tracing::warn!(
-                        pipeline = %spec.name, batch_id = %task.batch.id,
-                        "attempt failed, trying again in {wait:?}: {error}"
-                    );
-                    if !pause(wait, &mut stop).await {
-                        return Ran::Stopped;
-                    }
-                }
-                Ok(BatchOutcome::Failed { error, gave_up: true }) => {
-                    metrics::attempt_failed(spec.name.as_str(), true);
-                    tracing::error!(
-                        pipeline = %spec.name, batch_id = %task.batch.id,
-                        "batch failed {} times and waits for `sluice retry`: {error}", spec.max_attempts
-                    );
-                    return Ran::Settled(BatchOutcome::Failed { error, gave_up: true });
-                }
-                Ok(BatchOutcome::Settled) if log.lock().await.state().batch(&task.batch.id).is_none() => {
-                    // Not in this worker's log: it reads other storage than
-                    // the controller (a file system not mounted, another path).
-                    return Ran::Unknown(format!(
-                        "batch {} is not in the checkpoint log at {}; does this worker see the controller's \
-                         storage at the same path?",
-                        task.batch.id, spec.checkpoint
-                    ));
-                }
-                Ok(
-                    settled @ (BatchOutcome::AlreadyCommitted | BatchOutcome::Settled | BatchOutcome::Abandoned { .. }),
-                ) => {
-                    tracing::info!(
-                        pipeline = %spec.name, batch_id = %task.batch.id,
-                        "nothing to do, the batch is settled: {settled:?}"
-                    );
-                    return Ran::Settled(settled);
-                }
-                Err(panicked @ Error::Panicked(_)) => {
-                    return Ran::Unknown(spec.file.redact(&panicked.to_string()));
-                }
-                Err(error) => {
-                    failures += 1;
-                    let message = spec.file.redact(&error.to_string());
-                    if failures >= 3 {
-                        tracing::warn!(
-                            pipeline = %spec.name, batch_id = %task.batch.id,
-                            "cannot run the batch, handing the task back to the queue: {message}"
-                        );
-                        return Ran::Stopped;
-                    }
-                    let wait = backoff(failures);
-                    tracing::warn!(
-                        pipeline = %spec.name, batch_id = %task.batch.id,
-                        "cannot run the batch, trying again in {wait:?}: {message}"
-                    );
-                    if !pause(wait, &mut stop).await {
-                        return Ran::Stopped;
-                    }
-                }
+        let driver = Driver {
+            spec: spec.clone(),
+            log: log.clone(),
+            runner: owner.clone(),
+            // A store that keeps failing hands the task back to the queue.
+            errors: Backoff::IN_ATTEMPT,
+            retry_any_error: true,
+            refresh: true,
+            wait_for_holder: true,
+        };
+        match driver.drive(&task.batch, None, &mut stop).await {
+            Driven::Settled(BatchOutcome::Committed { rows_in, rows_out, rows_dead_lettered }) => {
+                tracing::info!(
+                    pipeline = %spec.name, batch_id = %task.batch.id, files = task.batch.inputs.len(),
+                    rows_in, rows_out, rows_dead_lettered, "batch committed"
+                );
+                Ran::Settled(BatchOutcome::Committed { rows_in, rows_out, rows_dead_lettered })
             }
+            Driven::Settled(BatchOutcome::Failed { error, gave_up }) => {
+                tracing::error!(
+                    pipeline = %spec.name, batch_id = %task.batch.id,
+                    "batch failed {} times and waits for `sluice retry`: {error}", spec.max_attempts
+                );
+                Ran::Settled(BatchOutcome::Failed { error, gave_up })
+            }
+            Driven::Settled(BatchOutcome::Settled) if log.lock().await.state().batch(&task.batch.id).is_none() => {
+                // Not in this worker's log: it reads other storage than the
+                // controller (a file system not mounted, another path).
+                Ran::Unknown(format!(
+                    "batch {} is not in the checkpoint log at {}; does this worker see the controller's \
+                     storage at the same path?",
+                    task.batch.id, spec.checkpoint
+                ))
+            }
+            Driven::Settled(settled) => {
+                tracing::info!(
+                    pipeline = %spec.name, batch_id = %task.batch.id,
+                    "nothing to do, the batch is settled: {settled:?}"
+                );
+                Ran::Settled(settled)
+            }
+            Driven::Unrun(panicked @ Error::Panicked(_)) => Ran::Unknown(spec.file.redact(&panicked.to_string())),
+            Driven::Unrun(error) => {
+                tracing::warn!(
+                    pipeline = %spec.name, batch_id = %task.batch.id,
+                    "cannot run the batch, handing the task back to the queue: {}",
+                    spec.file.redact(&error.to_string())
+                );
+                Ran::Stopped
+            }
+            Driven::Busy { .. } | Driven::Stopped => Ran::Stopped,
         }
     }
     .instrument(span.clone())
@@ -405,17 +353,6 @@ enum Ran {
 
 /// How long a task whose log cannot be opened waits before going back to the queue.
 const REQUEUE_AFTER: Duration = Duration::from_secs(5);
-
-/// Sleeps `wait`; false if told to stop first.
-async fn pause(wait: Duration, stop: &mut watch::Receiver<bool>) -> bool {
-    if *stop.borrow() {
-        return false;
-    }
-    tokio::select! {
-        _ = tokio::time::sleep(wait) => true,
-        _ = stop.changed() => false,
-    }
-}
 
 /// Hands the task back to the queue, for this worker or another.
 async fn requeue(delivery: &Delivery) -> Handled {

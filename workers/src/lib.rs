@@ -3,15 +3,19 @@
 //! worker` that takes it from there, and the commands of the `sluice`
 //! binary.
 
+pub mod backoff;
 pub mod catalogue;
 mod changes;
 pub mod cli;
 pub mod consumer;
+pub mod drive;
 pub mod exit;
+mod lease;
 pub mod logging;
 pub mod maintenance;
 pub mod metrics;
 pub mod pipeline_tests;
+mod produce;
 pub mod progress;
 pub mod report;
 pub mod run;

@@ -14,31 +14,23 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
-use arrow::array::{Int32Array, RecordBatch, StringArray, UInt64Array};
-use arrow::datatypes::{DataType, Field, Schema};
 use chrono::{DateTime, Utc};
-use datafusion::catalog::TableProvider;
-use datafusion::common::stats::Precision;
-use datafusion::execution::SendableRecordBatchStream;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{ExecutionPlan, StatisticsArgs, StatisticsContext, execute_stream};
-use datafusion::prelude::SessionContext;
 use futures::FutureExt;
 use sluice_engine::batch::Batch;
 use sluice_engine::failpoint;
 use sluice_engine::log::{CheckpointLog, RanBy};
-use sluice_engine::lookup::{self, TableVersions};
-use sluice_engine::sink::{Attempt, Staged};
-use sluice_engine::source::{Input, ReadTally, Rejected, SourceConnector};
+use sluice_engine::sink::Attempt;
 use sluice_engine::spec::PipelineSpec;
-use sluice_engine::sql::{self, INPUT_TABLE};
 use sluice_engine::stream::Message;
-use sluice_engine::txn::{self, Abandoning, Committing, Failing, Leasing, Produced, Renewed, Settled, Terms};
+use sluice_engine::txn::{self, Abandoning, Committing, Failing, Leasing, Produced, Settled, Terms};
 use sluice_engine::{Error, Result};
 use tokio::sync::Mutex;
 use tracing::Instrument;
+
+use crate::backoff::Backoff;
+use crate::lease::Renewal;
+use crate::produce::produce;
 
 /// What running a batch came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,9 +120,6 @@ fn ran_by(task_key: Option<String>) -> RanBy {
     RanBy { worker: process_id().to_string(), host: host_name(), task_key }
 }
 
-/// How often a retryable error is tried again inside one attempt.
-const TRANSIENT_TRIES: u32 = 3;
-
 /// Runs one attempt at `batch`: leases it, runs it, commits it, or
 /// records why not.
 /// Callers run it inside [`batch_span`], so that everything it logs names
@@ -159,8 +148,8 @@ pub async fn run_batch(
         let mut tries = 1;
         loop {
             match attempt(spec, log, batch, ran_by, attempt_no, &fenced, in_hand).await {
-                Err(error) if error.is_retryable() && tries < TRANSIENT_TRIES => {
-                    let wait = Duration::from_millis(500 << tries);
+                Err(error) if error.is_retryable() && !Backoff::IN_ATTEMPT.exhausted(tries) => {
+                    let wait = Backoff::IN_ATTEMPT.wait(tries);
                     tracing::warn!("retrying in {wait:?}: {}", spec.file.redact(&error.to_string()));
                     tokio::time::sleep(wait).await;
                     tries += 1;
@@ -216,51 +205,6 @@ async fn lease(
         Leasing::Settled(Settled::Abandoned { reason }) => Err(BatchOutcome::Abandoned { reason }),
         Leasing::Settled(Settled::Closed) => Err(BatchOutcome::Settled),
     })
-}
-
-/// Renews the lease every third of its span while the attempt runs, and
-/// raises `fenced` if the log refuses a renewal.
-struct Renewal(tokio::task::JoinHandle<()>);
-
-impl Renewal {
-    fn start(
-        spec: &PipelineSpec,
-        log: Arc<Mutex<CheckpointLog>>,
-        batch: &Batch,
-        owner: &str,
-        attempt: u32,
-        fenced: Arc<AtomicBool>,
-    ) -> Self {
-        let terms = Terms::of(spec);
-        let every = spec.lease_timeout / 3;
-        let (batch_id, owner) = (batch.id.clone(), owner.to_string());
-        let logged_in = tracing::Span::current();
-        Renewal(tokio::spawn(
-            async move {
-                loop {
-                    tokio::time::sleep(every).await;
-                    let mut log = log.lock().await;
-                    match txn::renew(&mut log, &batch_id, &owner, attempt, terms, Utc::now()).await {
-                        Ok(Renewed::Held) => {}
-                        Ok(Renewed::Lost) => {
-                            tracing::warn!(%batch_id, attempt, "lost the lease to another worker");
-                            fenced.store(true, Ordering::SeqCst);
-                            return;
-                        }
-                        Ok(Renewed::Settled) => return,
-                        // The next renewal may get through; if none does, the
-                        // lease runs out and the commit is refused.
-                        Err(error) => tracing::warn!(%batch_id, attempt, "cannot renew the lease: {error}"),
-                    }
-                }
-            }
-            .instrument(logged_in),
-        ))
-    }
-
-    fn stop(self) {
-        self.0.abort();
-    }
 }
 
 /// The attempt's work: read, transform, stage, verify, commit, publish.
@@ -332,168 +276,11 @@ async fn attempt(
     Ok(outcome)
 }
 
-/// Dead-letter chunks (a slice of a segment's records each) waiting for
-/// their writer, at most.
-const DEAD_LETTERS_AHEAD: usize = 4;
-
-/// Reads the batch and stages its output, and its malformed records as
-/// dead letters.
-///
-/// The dead letters are staged while the batch runs: the read (and the
-/// sink, for rows it cannot write) hands them to the tally, the tally to a
-/// bounded channel, and the dead-letter sink writes them from there, so
-/// that memory stays bounded whatever their number. Past `[dead_letter]
-/// max_records` the read stops and the attempt fails with
-/// [`Error::TooManyDeadLetters`].
-async fn produce(
-    spec: &PipelineSpec,
-    batch: &Batch,
-    attempt: &Attempt,
-    in_hand: Option<&[Message]>,
-) -> Result<Produced> {
-    let ctx = sql::session(spec.concurrency);
-    let input = read(spec, &ctx, batch, in_hand).await?;
-    let tally = input.tally.clone();
-    let (outlet, letters) = tokio::sync::mpsc::channel(DEAD_LETTERS_AHEAD);
-    tally.stream_to(outlet, spec.dead_letter_max_records);
-    let output = async {
-        let staged = stage(spec, &ctx, input.table, attempt, &tally).await;
-        // Closes the channel, so that the dead letters' file ends.
-        let set_aside = tally.finish().await;
-        (staged, set_aside)
-    };
-    let dead_letters = spec.dead_letters.stage(attempt, dead_letter_stream(spec, batch, letters));
-    let ((staged, set_aside), dead_letters) = tokio::join!(output, dead_letters);
-    // The most telling reason first: a failed read or write of the dead
-    // letters shows in the output's error only as a closed channel.
-    if let Some(too_many) = tally.limit_error() {
-        return Err(too_many);
-    }
-    let dead_letters = dead_letters?;
-    let (staged, scanned, tables) = staged?;
-    let rejected = set_aside?;
-    let rows_read = tally.rows().unwrap_or(scanned);
-    if rejected > 0 {
-        tracing::warn!("{rejected} malformed record(s) went to the dead letters; the rest of the batch goes on");
-    }
-    Ok(Produced {
-        staged,
-        rows_in: rows_read + rejected - tally.rejected_by_output(),
-        dead_letters: (!dead_letters.outputs.is_empty()).then_some(dead_letters),
-        rows_dead_lettered: rejected,
-        tables,
-    })
-}
-
-/// The batch's input as a table: its files read, or its messages decoded
-/// (read again from the broker when they are not in hand).
-async fn read(spec: &PipelineSpec, ctx: &SessionContext, batch: &Batch, in_hand: Option<&[Message]>) -> Result<Input> {
-    match &spec.source {
-        SourceConnector::Objects(source) => {
-            source
-                .read(&ctx.state(), &batch.inputs)
-                .instrument(tracing::info_span!("read", files = batch.inputs.len()))
-                .await
-        }
-        SourceConnector::Stream(source) => {
-            let threads = ctx.state().config().target_partitions();
-            if let Some(messages) = in_hand {
-                return tracing::info_span!("read", messages = messages.len())
-                    .in_scope(|| source.decode(messages, threads));
-            }
-            let inputs = batch
-                .stream
-                .as_ref()
-                .ok_or_else(|| Error::Refused(format!("batch {} of a stream pipeline names no messages", batch.id)))?;
-            let messages =
-                source.replay(inputs).instrument(tracing::info_span!("read", again = %inputs.describe())).await?;
-            source.decode(&messages, threads)
-        }
-    }
-}
-
-/// Runs the SQL over `table` (and the lookup tables) and stages the
-/// result: the staged outputs, the rows read and the lookup tables'
-/// versions.
-async fn stage(
-    spec: &PipelineSpec,
-    ctx: &SessionContext,
-    table: Arc<dyn TableProvider>,
-    attempt: &Attempt,
-    dead_letters: &ReadTally,
-) -> Result<(Staged, u64, TableVersions)> {
-    let (plan, tables) = async {
-        ctx.register_table(INPUT_TABLE, table)?;
-        let tables = lookup::register_all(&spec.tables, ctx).await?;
-        let frame = sql::plan_transform(ctx, spec.sql.as_deref()).await?;
-        Ok::<_, Error>((frame.create_physical_plan().await?, tables))
-    }
-    .instrument(tracing::info_span!("transform"))
-    .await?;
-    // Made before the plan starts to run: made after `execute_stream`,
-    // the span was closed on the log lines but never reached the trace
-    // exporter (whose per-layer filter had not seen it made).
-    let write = tracing::info_span!("write");
-    let stream = execute_stream(plan.clone(), ctx.task_ctx())?;
-    let staged = spec.sink.stage_with_dead_letters(attempt, stream, dead_letters).instrument(write).await?;
-    Ok((staged, scanned_rows(&plan), tables))
-}
-
-/// The dead letters as rows, a chunk at a time as they come: one NDJSON
-/// object each once written (`raw_base64` only when the bytes are not
-/// UTF-8; empty fields are left out).
-fn dead_letter_stream(
-    spec: &PipelineSpec,
-    batch: &Batch,
-    letters: tokio::sync::mpsc::Receiver<Vec<Rejected>>,
-) -> SendableRecordBatchStream {
-    let text = |name: &str| Field::new(name, DataType::Utf8, false);
-    let schema = Arc::new(Schema::new(vec![
-        text("source"),
-        Field::new("line", DataType::UInt64, true),
-        Field::new("offset", DataType::UInt64, true),
-        Field::new("partition", DataType::Int32, true),
-        Field::new("message_id", DataType::Utf8, true),
-        text("error"),
-        text("raw"),
-        Field::new("raw_base64", DataType::Utf8, true),
-        text("pipeline"),
-        text("batch_id"),
-    ]));
-    let (pipeline, batch_id) = (spec.name.to_string(), batch.id.to_string());
-    let rows_schema = schema.clone();
-    let rows = futures::stream::unfold(letters, move |mut letters| {
-        let (schema, pipeline, batch_id) = (rows_schema.clone(), pipeline.clone(), batch_id.clone());
-        async move {
-            let rejected = letters.recv().await?;
-            let n = rejected.len();
-            let rows = RecordBatch::try_new(
-                schema,
-                vec![
-                    Arc::new(StringArray::from_iter_values(rejected.iter().map(|r| r.source.as_str()))),
-                    Arc::new(UInt64Array::from_iter(rejected.iter().map(|r| r.line))),
-                    Arc::new(UInt64Array::from_iter(rejected.iter().map(|r| r.offset))),
-                    Arc::new(Int32Array::from_iter(rejected.iter().map(|r| r.partition))),
-                    Arc::new(StringArray::from_iter(rejected.iter().map(|r| r.message_id.as_deref()))),
-                    Arc::new(StringArray::from_iter_values(rejected.iter().map(|r| r.error.as_str()))),
-                    Arc::new(StringArray::from_iter_values(rejected.iter().map(|r| r.raw.as_str()))),
-                    Arc::new(StringArray::from_iter(rejected.iter().map(|r| r.raw_base64.as_deref()))),
-                    Arc::new(StringArray::from_iter_values(std::iter::repeat_n(pipeline.as_str(), n))),
-                    Arc::new(StringArray::from_iter_values(std::iter::repeat_n(batch_id.as_str(), n))),
-                ],
-            )
-            .map_err(datafusion::error::DataFusionError::from);
-            Some((rows, letters))
-        }
-    });
-    Box::pin(RecordBatchStreamAdapter::new(schema, rows))
-}
-
 /// Tries a few times to make a committed batch's files visible. A publish
 /// that still fails is finished by the controller's next pass, which
 /// replays the publish of every committed batch with staged files.
 async fn publish(spec: &PipelineSpec, batch: &Batch, produced: &Produced) {
-    for attempt in 1..=3u32 {
+    for attempt in 1..=Backoff::PUBLISH.tries {
         let mut result = spec.sink.publish(&produced.staged).await;
         if let (Ok(()), Some(dead)) = (&result, &produced.dead_letters) {
             result = spec.dead_letters.publish(dead).await;
@@ -506,7 +293,7 @@ async fn publish(spec: &PipelineSpec, batch: &Batch, produced: &Produced) {
                     "committed, but moving the files into place failed: {}",
                     spec.file.redact(&error.to_string())
                 );
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                tokio::time::sleep(Backoff::PUBLISH.wait(attempt)).await;
             }
         }
     }
@@ -554,23 +341,4 @@ async fn record_failure(
             Err(Error::Storage(object_store::Error::Generic { store: "log", source: message.into() }))
         }
     }
-}
-
-/// Rows the plan's leaves produced: the rows read from the inputs. A
-/// source that knows its row count exactly (a table in memory, Parquet
-/// metadata) says so; file scans count rows as they go.
-fn scanned_rows(plan: &Arc<dyn ExecutionPlan>) -> u64 {
-    let children = plan.children();
-    if children.is_empty() {
-        let exact =
-            StatisticsContext::new().compute(plan.as_ref(), &StatisticsArgs::new()).ok().and_then(|stats| match stats
-                .num_rows
-            {
-                Precision::Exact(rows) => Some(rows),
-                _ => None,
-            });
-        let counted = || plan.metrics().and_then(|metrics| metrics.output_rows());
-        return exact.or_else(counted).unwrap_or(0) as u64;
-    }
-    children.into_iter().map(scanned_rows).sum()
 }

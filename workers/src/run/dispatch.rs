@@ -25,8 +25,10 @@ use sluice_engine::spec::{Dispatch, PipelineSpec};
 use tokio::sync::{Mutex, watch};
 use tracing::Instrument;
 
-use super::options::{RunOptions, RunSummary, TRANSIENT_ATTEMPTS, backoff};
+use super::options::{RunOptions, RunSummary};
 use super::pass::{failed_in_log, plan_pass};
+use crate::backoff::Backoff;
+use crate::drive::pause;
 use crate::progress::Progress;
 use crate::tasks::{Task, TaskQueue, dead_queue, shown_url};
 use crate::wake::Wake;
@@ -60,6 +62,7 @@ pub(super) async fn run(
     let mut queue: Option<TaskQueue> = None;
     let mut failures = 0;
     let mut broker_failures = 0;
+    let policy = Backoff::for_run(options.until_caught_up);
     // Pending batches with a task out, sent by this run.
     let mut sent: HashSet<BatchId> = HashSet::new();
     // Every batch this run sent, and those of them already counted.
@@ -90,15 +93,12 @@ pub(super) async fn run(
                     Ok(connected) => queue = Some(connected),
                     Err(error) => {
                         broker_failures += 1;
-                        if options.until_caught_up && broker_failures >= TRANSIENT_ATTEMPTS {
+                        if policy.exhausted(broker_failures) {
                             return Err(error);
                         }
-                        let wait = backoff(broker_failures);
+                        let wait = policy.wait(broker_failures);
                         tracing::warn!(pipeline = %spec.name, "trying again in {wait:?}: {error}");
-                        tokio::select! {
-                            _ = tokio::time::sleep(wait) => {}
-                            _ = stop.changed() => {}
-                        }
+                        pause(wait, &mut stop).await;
                         continue;
                     }
                 }
@@ -110,7 +110,7 @@ pub(super) async fn run(
                     let published = connected.publish(&Task::new(&spec, batch), key.as_ref()).instrument(task).await;
                     if let Err(error) = published {
                         broker_failures += 1;
-                        if options.until_caught_up && broker_failures >= TRANSIENT_ATTEMPTS {
+                        if policy.exhausted(broker_failures) {
                             return Err(error);
                         }
                         tracing::warn!(pipeline = %spec.name, batch_id = %id, "reconnecting: {error}");

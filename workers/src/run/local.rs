@@ -12,23 +12,24 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use chrono::Utc;
 use futures::StreamExt;
+use sluice_engine::Result;
 use sluice_engine::batch::{Batch, BatchId};
 use sluice_engine::log::CheckpointLog;
 use sluice_engine::spec::PipelineSpec;
-use sluice_engine::{Error, Result};
 use tokio::sync::{Mutex, watch};
 use tracing::Instrument;
 
-use super::options::{RunOptions, RunSummary, backoff, panic_message};
+use super::options::{RunOptions, RunSummary};
 use super::pass::{backlog, failed_in_log, plan_pass};
-use crate::metrics::{self, CommittedBatch};
+use crate::backoff::Backoff;
+use crate::drive::{Driven, Driver, until_then};
+use crate::metrics;
 use crate::progress::Progress;
 use crate::wake::Wake;
-use crate::worker::{BatchOutcome, Runner, batch_span, run_batch};
+use crate::worker::{BatchOutcome, Runner, batch_span};
 
 /// Runs the batches in this process, `[workers] concurrency` at once. A
 /// batch is a task of the async runtime that exists only while it runs:
@@ -75,89 +76,64 @@ pub(super) async fn run(
         }
 
         // Once stopping, no further batch starts; those started finish.
+        let driver = Driver {
+            spec: spec.clone(),
+            log: log.clone(),
+            runner: owner.clone(),
+            errors: Backoff::for_run(options.until_caught_up),
+            retry_any_error: true,
+            refresh: false,
+            wait_for_holder: false,
+        };
         let mut results = futures::stream::iter(runnable)
             .take_while(|_| futures::future::ready(!*stop.borrow()))
             .map(|batch| {
-                let (spec, log, owner) = (spec.clone(), log.clone(), owner.clone());
+                let (driver, mut stop) = (driver.clone(), stop.clone());
                 let span = batch_span(&spec, &batch, &owner.owner);
-                // Spawned, so that batches run at once on every core, not
-                // taking turns on the thread that drives this loop.
-                let (spawned, spawned_span) = (batch.clone(), span.clone());
-                let running = tokio::spawn(async move {
-                    let started = Instant::now();
-                    let outcome = run_batch(&spec, &log, &batch, &owner, None).instrument(span.clone()).await;
-                    (batch, outcome, started.elapsed(), span)
-                });
                 async move {
-                    // A panic ends the attempt, never the process: its lease
-                    // runs out and the batch is tried again.
-                    running.await.unwrap_or_else(|error| {
-                        let outcome = Err(Error::Panicked(panic_message(error)));
-                        (spawned, outcome, Duration::ZERO, spawned_span)
-                    })
+                    let driven = driver.drive(&batch, None, &mut stop).instrument(span.clone()).await;
+                    (batch, driven, span)
                 }
             })
             .buffer_unordered(spec.concurrency.max(1));
-        while let Some((batch, outcome, took, span)) = results.next().await {
+        while let Some((batch, driven, span)) = results.next().await {
             let failures = not_before.get(&batch.id).map_or(0, |(_, n)| *n);
+            summary.add(&batch, &driven);
             // The outcome is logged in the batch's span, as its work was.
             let in_batch = span.enter();
-            match outcome {
-                Ok(BatchOutcome::Committed { rows_in, rows_out, rows_dead_lettered }) => {
-                    summary.batches += 1;
-                    summary.files += batch.inputs.len() as u64;
-                    summary.rows_in += rows_in;
-                    summary.rows_out += rows_out;
-                    summary.rows_dead_lettered += rows_dead_lettered;
-                    let bytes_in = batch.inputs.iter().map(|input| input.size).sum();
-                    let counts = CommittedBatch { rows_in, rows_out, rows_dead_lettered, bytes_in, duration: took };
-                    metrics::committed(spec.name.as_str(), counts);
+            match driven {
+                Driven::Settled(BatchOutcome::Committed { rows_in, rows_out, rows_dead_lettered }) => {
                     progress.batch_done(summary.rows_in);
                     tracing::info!(
                         pipeline = %spec.name, batch_id = %batch.id, files = batch.inputs.len(),
                         rows_in, rows_out, rows_dead_lettered, "batch committed"
                     );
                 }
-                Ok(BatchOutcome::Abandoned { reason }) => {
-                    summary.abandoned += 1;
+                Driven::Settled(BatchOutcome::Abandoned { reason }) => {
                     tracing::warn!(
                         pipeline = %spec.name, batch_id = %batch.id,
                         "batch abandoned, its files are planned again as they are now: {reason}"
                     );
                 }
-                Ok(BatchOutcome::AlreadyCommitted) => {
+                Driven::Settled(BatchOutcome::AlreadyCommitted) => {
                     tracing::info!(pipeline = %spec.name, batch_id = %batch.id, "batch was committed by another run");
                 }
-                Ok(BatchOutcome::Settled) => {}
-                Ok(BatchOutcome::Busy { until }) => {
-                    let wait = (until - Utc::now()).to_std().unwrap_or_default().max(Duration::from_millis(50));
-                    tracing::debug!("held by another worker for {wait:?}");
-                    not_before.insert(batch.id.clone(), (Instant::now() + wait, failures));
-                }
-                Ok(BatchOutcome::Fenced) => {
-                    tracing::warn!("another worker took the batch over; this attempt is dropped");
-                    not_before.insert(batch.id.clone(), (Instant::now() + Duration::from_millis(100), failures));
-                }
-                Ok(BatchOutcome::Failed { error, gave_up: true }) => {
-                    summary.failed += 1;
-                    metrics::attempt_failed(spec.name.as_str(), true);
+                Driven::Settled(BatchOutcome::Failed { error, .. }) => {
                     tracing::error!(
                         pipeline = %spec.name, batch_id = %batch.id,
                         files = ?batch.inputs.iter().map(|i| i.path.as_str()).collect::<Vec<_>>(),
                         "batch failed {} times and waits for `sluice retry`: {error}", spec.max_attempts
                     );
                 }
-                Ok(BatchOutcome::Failed { error, gave_up: false }) => {
-                    metrics::attempt_failed(spec.name.as_str(), false);
-                    let wait = backoff(failures + 1);
-                    tracing::warn!(
-                        pipeline = %spec.name, batch_id = %batch.id,
-                        "attempt failed, trying again in {wait:?}: {error}"
-                    );
-                    not_before.insert(batch.id.clone(), (Instant::now() + wait, failures + 1));
+                Driven::Settled(_) | Driven::Stopped => {}
+                Driven::Busy { until } => {
+                    let wait = until_then(until);
+                    tracing::debug!("held by another worker for {wait:?}");
+                    not_before.insert(batch.id.clone(), (Instant::now() + wait, failures));
                 }
-                Err(error) => {
-                    let wait = backoff(failures + 1);
+                // The store fails: the batch is tried again by a later pass.
+                Driven::Unrun(error) => {
+                    let wait = Backoff::ATTEMPTS.wait(failures + 1);
                     tracing::warn!(
                         pipeline = %spec.name, batch_id = %batch.id,
                         "cannot run the batch, trying again in {wait:?}: {}", spec.file.redact(&error.to_string())

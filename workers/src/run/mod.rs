@@ -19,7 +19,6 @@ use sluice_engine::spec::PipelineSpec;
 use tokio::sync::{Mutex, watch};
 
 pub use options::{RunOptions, RunSummary, elapsed_since};
-pub(crate) use options::{backoff, panic_message};
 pub use pass::replay_publishes;
 
 use crate::metrics;

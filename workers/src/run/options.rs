@@ -1,6 +1,12 @@
-//! What a run is told, what it reports, and how it paces its retries.
+//! What a run is told, and what it reports.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use sluice_engine::batch::Batch;
+use sluice_engine::stream::StreamInputs;
+
+use crate::drive::Driven;
+use crate::worker::BatchOutcome;
 
 /// How `sluice run` behaves.
 #[derive(Debug, Clone, Default)]
@@ -38,28 +44,26 @@ pub struct RunSummary {
     pub duplicates: u64,
 }
 
-/// How often reading the log or listing the source is tried before a run
-/// that runs until caught up gives up.
-pub(super) const TRANSIENT_ATTEMPTS: u32 = 3;
-
-/// How long to wait before try number `failures + 1`: 1 s, 2 s, 4 s, ... at most a minute.
-pub(crate) fn backoff(failures: u32) -> Duration {
-    Duration::from_millis(500u64 << failures.min(7)).min(Duration::from_secs(60))
+impl RunSummary {
+    /// Folds in how one batch's drive ended.
+    pub(crate) fn add(&mut self, batch: &Batch, driven: &Driven) {
+        match driven {
+            Driven::Settled(BatchOutcome::Committed { rows_in, rows_out, rows_dead_lettered }) => {
+                self.batches += 1;
+                self.files += batch.inputs.len() as u64;
+                self.messages += batch.stream.as_ref().map_or(0, StreamInputs::messages);
+                self.rows_in += rows_in;
+                self.rows_out += rows_out;
+                self.rows_dead_lettered += rows_dead_lettered;
+            }
+            Driven::Settled(BatchOutcome::Failed { gave_up: true, .. }) => self.failed += 1,
+            Driven::Settled(BatchOutcome::Abandoned { .. }) => self.abandoned += 1,
+            _ => {}
+        }
+    }
 }
 
 /// Seconds since `start`, for the summary line.
 pub fn elapsed_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64()
-}
-
-/// What a spawned batch's panic said, for its failure message.
-pub(crate) fn panic_message(error: tokio::task::JoinError) -> String {
-    match error.try_into_panic() {
-        Ok(panic) => panic
-            .downcast_ref::<&str>()
-            .map(ToString::to_string)
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".into()),
-        Err(error) => error.to_string(),
-    }
 }

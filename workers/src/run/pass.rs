@@ -14,8 +14,10 @@ use sluice_engine::{Error, Result};
 use tokio::sync::{Mutex, watch};
 use tracing::Instrument;
 
-use super::options::{RunOptions, TRANSIENT_ATTEMPTS, backoff};
+use super::options::RunOptions;
+use crate::backoff::Backoff;
 use crate::changes;
+use crate::drive::pause;
 use crate::metrics;
 use crate::wake::Wake;
 
@@ -38,18 +40,15 @@ pub(super) async fn plan_pass(
             metrics::backlog(spec.name.as_str(), pending_batches, files_behind);
             Ok(Some(pending))
         }
-        Err(error) if error.is_retryable() && (!options.until_caught_up || *failures + 1 < TRANSIENT_ATTEMPTS) => {
+        Err(error) if error.is_retryable() && !Backoff::for_run(options.until_caught_up).exhausted(*failures + 1) => {
             *failures += 1;
-            let wait = backoff(*failures).max(spec.trigger.poll_interval.0);
+            let wait = Backoff::ATTEMPTS.wait(*failures).max(spec.trigger.poll_interval.0);
             tracing::warn!(
                 pipeline = %spec.name,
                 "cannot read the log or list the source, trying again in {wait:?}: {}",
                 spec.file.redact(&error.to_string())
             );
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => {}
-            }
+            pause(wait, stop).await;
             Ok(None)
         }
         Err(error) => Err(error),

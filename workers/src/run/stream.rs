@@ -32,10 +32,12 @@ use sluice_engine::{Error, Result};
 use tokio::sync::{Mutex, watch};
 use tracing::Instrument;
 
-use super::options::{RunOptions, RunSummary, TRANSIENT_ATTEMPTS, backoff};
+use super::options::{RunOptions, RunSummary};
 use super::pass::{failed_in_log, replay_publishes};
-use crate::metrics::{self, CommittedBatch};
-use crate::worker::{BatchOutcome, Runner, batch_span, run_batch};
+use crate::backoff::Backoff;
+use crate::drive::{Driven, Driver, pause};
+use crate::metrics;
+use crate::worker::{BatchOutcome, Runner, batch_span};
 
 /// How often the lag gauge asks the broker how far behind the log is.
 const LAG_EVERY: Duration = Duration::from_secs(5);
@@ -144,10 +146,8 @@ pub(super) async fn run(
             Ended::HandedBack if options.until_caught_up => break,
             Ended::HandedBack => {
                 // The messages are back in the queue: give the cause time.
-                let wait = backoff(spec.max_attempts);
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = stop.changed() => break,
+                if !pause(Backoff::ATTEMPTS.wait(spec.max_attempts), &mut stop).await {
+                    break;
                 }
             }
         }
@@ -188,10 +188,11 @@ impl StreamRun {
     /// be waited out, or a run until caught up met it too often.
     async fn wait_out(&self, error: Error, failures: &mut u32, stop: &mut watch::Receiver<bool>) -> Result<bool> {
         *failures += 1;
-        if !error.is_retryable() || (self.options.until_caught_up && *failures >= TRANSIENT_ATTEMPTS) {
+        let policy = Backoff::for_run(self.options.until_caught_up);
+        if !error.is_retryable() || policy.exhausted(*failures) {
             return Err(error);
         }
-        let wait = backoff(*failures);
+        let wait = policy.wait(*failures);
         tracing::warn!(
             pipeline = %self.spec.name,
             "reading the stream again in {wait:?}: {}", self.spec.file.redact(&error.to_string())
@@ -294,7 +295,8 @@ impl StreamRun {
             reader.release(log.state()).await?;
             return Ok(Ended::Committed);
         }
-        let ended = self.run_to_end(&batch, Some(&fresh.messages), stop).instrument(span).await?;
+        let in_hand: Arc<[Message]> = fresh.messages.into();
+        let ended = self.run_to_end(&batch, Some(in_hand), stop).instrument(span).await?;
         let replayable = batch.stream.as_ref().is_some_and(StreamInputs::is_replayable);
         match ended {
             Ended::Committed => reader.settle().await?,
@@ -364,85 +366,56 @@ impl StreamRun {
     }
 
     /// Runs `batch` until it is committed, failed for good, abandoned, or
-    /// the run is stopped; attempts that end in an error are tried again
-    /// with backoff.
+    /// the run is stopped: the one drive loop, trying attempts that end in
+    /// an error again with backoff.
     async fn run_to_end(
         &mut self,
         batch: &Batch,
-        in_hand: Option<&[Message]>,
+        in_hand: Option<Arc<[Message]>>,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Ended> {
         // Rotated credentials in secret files are used from this batch on
         // (the broker connection keeps those it opened with).
         self.spec = crate::with_fresh_secrets(self.spec.clone());
         let spec = self.spec.clone();
-        let mut failures = 0;
-        loop {
-            let started = Instant::now();
-            let wait = match run_batch(&spec, &self.log, batch, &self.owner, in_hand).await {
-                Ok(BatchOutcome::Committed { rows_in, rows_out, rows_dead_lettered }) => {
-                    let messages = batch.stream.as_ref().map_or(0, StreamInputs::messages);
-                    let bytes_in = in_hand.map_or(0, |m| m.iter().map(|m| m.payload.len() as u64).sum());
-                    self.summary.batches += 1;
-                    self.summary.messages += messages;
-                    self.summary.rows_in += rows_in;
-                    self.summary.rows_out += rows_out;
-                    self.summary.rows_dead_lettered += rows_dead_lettered;
-                    let counts =
-                        CommittedBatch { rows_in, rows_out, rows_dead_lettered, bytes_in, duration: started.elapsed() };
-                    metrics::committed(spec.name.as_str(), counts);
-                    tracing::info!(
-                        pipeline = %spec.name, batch_id = %batch.id, inputs = %batch.describe_inputs(),
-                        messages, rows_in, rows_out, rows_dead_lettered, "batch committed"
-                    );
-                    return Ok(Ended::Committed);
-                }
-                Ok(BatchOutcome::AlreadyCommitted) => return Ok(Ended::Committed),
-                Ok(BatchOutcome::Abandoned { .. }) => return Ok(Ended::Abandoned),
-                Ok(BatchOutcome::Settled) => return Ok(Ended::Failed),
-                Ok(BatchOutcome::Failed { error, gave_up: true }) => {
-                    self.summary.failed += 1;
-                    metrics::attempt_failed(spec.name.as_str(), true);
-                    let what = if batch.stream.as_ref().is_some_and(StreamInputs::is_replayable) {
-                        "waits for `sluice retry`, which reads its records again"
-                    } else {
-                        "gave its messages back to the queue"
-                    };
-                    tracing::error!(
-                        pipeline = %spec.name, batch_id = %batch.id, inputs = %batch.describe_inputs(),
-                        "batch failed {} times and {what}: {error}", spec.max_attempts
-                    );
-                    return Ok(Ended::Failed);
-                }
-                Ok(BatchOutcome::Failed { error, gave_up: false }) => {
-                    failures += 1;
-                    metrics::attempt_failed(spec.name.as_str(), false);
-                    let wait = backoff(failures);
-                    tracing::warn!(pipeline = %spec.name, batch_id = %batch.id, "attempt failed, trying again in {wait:?}: {error}");
-                    wait
-                }
-                Ok(BatchOutcome::Busy { until }) => {
-                    (until - Utc::now()).to_std().unwrap_or_default().max(Duration::from_millis(50))
-                }
-                Ok(BatchOutcome::Fenced) => Duration::from_millis(100),
-                Err(error) => {
-                    failures += 1;
-                    if !error.is_retryable() || (self.options.until_caught_up && failures >= TRANSIENT_ATTEMPTS) {
-                        return Err(error);
-                    }
-                    let wait = backoff(failures);
-                    tracing::warn!(
-                        pipeline = %spec.name, batch_id = %batch.id,
-                        "cannot run the batch, trying again in {wait:?}: {}", spec.file.redact(&error.to_string())
-                    );
-                    wait
-                }
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => return Ok(Ended::Stopped),
+        let driver = Driver {
+            spec: spec.clone(),
+            log: self.log.clone(),
+            runner: self.owner.clone(),
+            errors: Backoff::for_run(self.options.until_caught_up),
+            retry_any_error: false,
+            refresh: false,
+            wait_for_holder: true,
+        };
+        let driven = driver.drive(batch, in_hand, stop).await;
+        self.summary.add(batch, &driven);
+        Ok(match driven {
+            Driven::Settled(BatchOutcome::Committed { rows_in, rows_out, rows_dead_lettered }) => {
+                let messages = batch.stream.as_ref().map_or(0, StreamInputs::messages);
+                tracing::info!(
+                    pipeline = %spec.name, batch_id = %batch.id, inputs = %batch.describe_inputs(),
+                    messages, rows_in, rows_out, rows_dead_lettered, "batch committed"
+                );
+                Ended::Committed
             }
-        }
+            Driven::Settled(BatchOutcome::Failed { error, .. }) => {
+                let what = if batch.stream.as_ref().is_some_and(StreamInputs::is_replayable) {
+                    "waits for `sluice retry`, which reads its records again"
+                } else {
+                    "gave its messages back to the queue"
+                };
+                tracing::error!(
+                    pipeline = %spec.name, batch_id = %batch.id, inputs = %batch.describe_inputs(),
+                    "batch failed {} times and {what}: {error}", spec.max_attempts
+                );
+                Ended::Failed
+            }
+            Driven::Settled(BatchOutcome::Abandoned { .. }) => Ended::Abandoned,
+            Driven::Settled(BatchOutcome::Settled) => Ended::Failed,
+            Driven::Settled(_) => Ended::Committed,
+            Driven::Busy { .. } | Driven::Stopped => Ended::Stopped,
+            Driven::Unrun(error) => return Err(error),
+        })
     }
 
     /// Sets the gauges: batches pending, and messages on the broker no
