@@ -29,8 +29,9 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 
 use crate::Result;
-use crate::log::LogState;
-pub use crate::model::{MESSAGE_ID_WINDOW, Message, OffsetRange, Origin, PartitionKey, PartitionStart, StreamInputs};
+pub use crate::model::{
+    MESSAGE_ID_WINDOW, Message, OffsetRange, Origin, PartitionKey, PartitionStart, Positions, StreamInputs,
+};
 use crate::read::Input;
 
 /// When a micro-batch closes: at whichever limit comes first.
@@ -72,7 +73,7 @@ pub enum ReadMode {
 pub trait StreamSource: Send + Sync + fmt::Debug {
     /// Connects, and starts reading after the positions `state` holds (or
     /// where `[source] start` says, for partitions it has none of).
-    async fn open(&self, state: &LogState, mode: ReadMode) -> Result<Box<dyn StreamReader>>;
+    async fn open(&self, positions: &Positions, mode: ReadMode) -> Result<Box<dyn StreamReader>>;
 
     /// Reads the messages of a planned batch again.
     async fn replay(&self, inputs: &StreamInputs) -> Result<Vec<Message>>;
@@ -83,7 +84,7 @@ pub trait StreamSource: Send + Sync + fmt::Debug {
 
     /// Messages on the broker that no batch holds yet: what `sluice
     /// status` shows as lag.
-    async fn lag(&self, state: &LogState) -> Result<u64>;
+    async fn lag(&self, positions: &Positions) -> Result<u64>;
 
     /// The schema declared in the pipeline file, if there is one.
     fn declared_schema(&self) -> Option<SchemaRef>;
@@ -115,5 +116,5 @@ pub trait StreamReader: Send {
 
     /// The micro-batch handed out last will not be committed by this run:
     /// hand it back (AMQP: requeued), and read on from `state`'s positions.
-    async fn release(&mut self, state: &LogState) -> Result<()>;
+    async fn release(&mut self, positions: &Positions) -> Result<()>;
 }

@@ -207,7 +207,7 @@ pub async fn pipeline_status(spec: &PipelineSpec) -> Result<PipelineStatus> {
             status.lag = status.new_files + state.files_waiting() as u64;
         }
         SourceConnector::Stream(source) => {
-            status.lag = source.lag(state).await?;
+            status.lag = source.lag(state.positions()).await?;
             status.lag_unit = "messages";
             status.positions = state
                 .positions()

@@ -10,10 +10,11 @@ use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
-use sluice_engine::log::LogState;
 use sluice_engine::source::Input;
 use sluice_engine::spec::{Component, Diagnostics};
-use sluice_engine::stream::{Message, MicroBatchLimits, Origin, ReadMode, StreamInputs, StreamReader, StreamSource};
+use sluice_engine::stream::{
+    Message, MicroBatchLimits, Origin, Positions, ReadMode, StreamInputs, StreamReader, StreamSource,
+};
 use sluice_engine::{Error, Result};
 
 use super::config::AmqpSourceConfig;
@@ -75,7 +76,7 @@ async fn ready_messages(channel: &Channel, url: &str, queue: &str) -> Result<u64
 
 #[async_trait]
 impl StreamSource for AmqpSource {
-    async fn open(&self, _state: &LogState, mode: ReadMode) -> Result<Box<dyn StreamReader>> {
+    async fn open(&self, _positions: &Positions, mode: ReadMode) -> Result<Box<dyn StreamReader>> {
         let (connection, channel) = self.connect().await?;
         let tag = format!("sluice-{}", sluice_engine::sink::unique_suffix());
         tracing::debug!(queue = %self.queue, broker = %shown(&self.url), "consuming");
@@ -103,7 +104,7 @@ impl StreamSource for AmqpSource {
         self.decoder.decode(messages, threads)
     }
 
-    async fn lag(&self, _state: &LogState) -> Result<u64> {
+    async fn lag(&self, _positions: &Positions) -> Result<u64> {
         let (connection, channel) = self.connect().await?;
         let ready = ready_messages(&channel, &self.url, &self.queue).await;
         let _ = connection.close(200, "done".into()).await;
@@ -234,7 +235,7 @@ impl StreamReader for AmqpReader {
             .map_err(|e| broker(&self.url, "cannot acknowledge the batch's messages", &e))
     }
 
-    async fn release(&mut self, _state: &LogState) -> Result<()> {
+    async fn release(&mut self, _positions: &Positions) -> Result<()> {
         let Some(tag) = self.last_tag.take() else { return Ok(()) };
         self.channel
             .basic_nack(tag, BasicNackOptions { multiple: true, requeue: true })

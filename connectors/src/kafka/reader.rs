@@ -17,9 +17,8 @@ use bytes::Bytes;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, Timestamp, TopicPartitionList};
-use sluice_engine::log::LogState;
 use sluice_engine::stream::{
-    Message, MicroBatchLimits, OffsetRange, Origin, PartitionKey, PartitionStart, StreamReader,
+    Message, MicroBatchLimits, OffsetRange, Origin, PartitionKey, PartitionStart, Positions, StreamReader,
 };
 use sluice_engine::{Error, Result};
 
@@ -297,12 +296,12 @@ impl StreamReader for KafkaReader {
         Ok(())
     }
 
-    async fn release(&mut self, state: &LogState) -> Result<()> {
+    async fn release(&mut self, positions: &Positions) -> Result<()> {
         self.handed_out.clear();
         let mut assignment = TopicPartitionList::new();
         for (key, next) in &mut self.next {
-            if let Some(position) = state.position(key) {
-                *next = position;
+            if let Some(position) = positions.get(key) {
+                *next = *position;
             }
             assignment
                 .add_partition_offset(&key.topic, key.partition, Offset::Offset(*next))

@@ -8,11 +8,10 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
-use sluice_engine::log::LogState;
 use sluice_engine::source::Input;
 use sluice_engine::spec::{Component, Diagnostics};
 use sluice_engine::stream::{
-    Message, PartitionKey, PartitionStart, ReadMode, StreamInputs, StreamReader, StreamSource,
+    Message, PartitionKey, PartitionStart, Positions, ReadMode, StreamInputs, StreamReader, StreamSource,
 };
 use sluice_engine::{Error, Result};
 
@@ -145,7 +144,7 @@ impl KafkaSource {
 
 #[async_trait]
 impl StreamSource for KafkaSource {
-    async fn open(&self, state: &LogState, mode: ReadMode) -> Result<Box<dyn StreamReader>> {
+    async fn open(&self, log_positions: &Positions, mode: ReadMode) -> Result<Box<dyn StreamReader>> {
         let consumer = self.consumer()?;
         let opened_ms = chrono::Utc::now().timestamp_millis();
         let partitions = self.partitions(&consumer).await?;
@@ -154,10 +153,10 @@ impl StreamSource for KafkaSource {
         let mut new_partitions = BTreeMap::new();
         // `start` is where a topic new to the log begins; a partition added
         // to a topic the log knows is read from its oldest record.
-        let known_topics: BTreeSet<&str> = state.positions().keys().map(|key| key.topic.as_str()).collect();
+        let known_topics: BTreeSet<&str> = log_positions.keys().map(|key| key.topic.as_str()).collect();
         let mut added_partitions = BTreeMap::new();
         for (key, (low, high)) in partitions {
-            match state.position(&key) {
+            match log_positions.get(&key).copied() {
                 Some(next) => {
                     positions.insert(key.clone(), next);
                 }
@@ -203,13 +202,13 @@ impl StreamSource for KafkaSource {
         self.decoder.decode(messages, threads)
     }
 
-    async fn lag(&self, state: &LogState) -> Result<u64> {
+    async fn lag(&self, log_positions: &Positions) -> Result<u64> {
         let consumer = self.consumer()?;
         let partitions = self.partitions(&consumer).await?;
         Ok(partitions
             .iter()
             .map(|(key, (low, high))| {
-                let next = state.position(key).unwrap_or(match self.start {
+                let next = log_positions.get(key).copied().unwrap_or(match self.start {
                     StartPosition::Earliest => *low,
                     StartPosition::Latest => *high,
                 });

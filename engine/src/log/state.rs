@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Seq;
 use super::record::{Abandoned, Committed, Failed, Leased, Planned, PlannedBatches, Record};
-use crate::model::{Batch, BatchId, InputKey, MESSAGE_ID_WINDOW, PartitionKey, StreamInputs};
+use crate::model::{Batch, BatchId, InputKey, MESSAGE_ID_WINDOW, PartitionKey, Positions, StreamInputs};
 
 /// The state of one batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -275,7 +275,7 @@ impl LogState {
     }
 
     /// Every Kafka partition's position, as [`LogState::position`] gives it.
-    pub fn positions(&self) -> &BTreeMap<PartitionKey, i64> {
+    pub fn positions(&self) -> &Positions {
         &self.positions
     }
 

@@ -29,6 +29,11 @@ impl fmt::Display for PartitionKey {
     }
 }
 
+/// What a stream source sees of the log: where each Kafka partition the
+/// log knows reads on from (the offset after its last planned range, or
+/// its recorded start).
+pub type Positions = BTreeMap<PartitionKey, i64>;
+
 /// Offsets `start..end` (end exclusive) of one partition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OffsetRange {

@@ -8,6 +8,8 @@ mod staged;
 mod unique;
 
 pub use batch::{Batch, BatchId, InputKey, InputObject, PipelineName};
-pub use messages::{MESSAGE_ID_WINDOW, Message, OffsetRange, Origin, PartitionKey, PartitionStart, StreamInputs};
+pub use messages::{
+    MESSAGE_ID_WINDOW, Message, OffsetRange, Origin, PartitionKey, PartitionStart, Positions, StreamInputs,
+};
 pub use staged::{Attempt, OutputObject, Staged, TableObject, TableVersions};
 pub use unique::unique_suffix;

@@ -210,7 +210,7 @@ impl StreamRun {
         // copied, while the reader opens.
         let mut log = self.log.lock().await;
         log.refresh().await?;
-        let mut reader = source.open(log.state(), mode).await?;
+        let mut reader = source.open(log.state().positions(), mode).await?;
         let partitions = reader.starts();
         if !partitions.is_empty() {
             tracing::info!(
@@ -220,7 +220,7 @@ impl StreamRun {
             );
             txn::start(&mut log, partitions, Utc::now()).await?;
             // Another run may have recorded its start first: the log's holds.
-            reader.release(log.state()).await?;
+            reader.release(log.state().positions()).await?;
         }
         Ok(reader)
     }
@@ -292,7 +292,7 @@ impl StreamRun {
         let span = batch_span(&self.spec, &batch, &self.owner.owner);
         if !self.plan(&batch).instrument(span.clone()).await? {
             let log = self.log.lock().await;
-            reader.release(log.state()).await?;
+            reader.release(log.state().positions()).await?;
             return Ok(Ended::Committed);
         }
         let in_hand: Arc<[Message]> = fresh.messages.into();
@@ -312,13 +312,13 @@ impl StreamRun {
                     log.state().batch(&batch.id).and_then(|entry| entry.last_error.clone()).unwrap_or_default()
                 );
                 txn::abandon(&mut log, &batch.id, &reason, Utc::now()).await?;
-                reader.release(log.state()).await?;
+                reader.release(log.state().positions()).await?;
                 return Ok(Ended::HandedBack);
             }
             // Another run took its messages over.
             Ended::Abandoned => {
                 let log = self.log.lock().await;
-                reader.release(log.state()).await?;
+                reader.release(log.state().positions()).await?;
             }
             Ended::Stopped => {
                 let mut log = self.log.lock().await;
@@ -326,7 +326,7 @@ impl StreamRun {
                     let reason = "the run stopped before it committed; its messages went back to the queue";
                     txn::abandon(&mut log, &batch.id, reason, Utc::now()).await?;
                 }
-                reader.release(log.state()).await?;
+                reader.release(log.state().positions()).await?;
             }
         }
         Ok(ended)
@@ -422,7 +422,7 @@ impl StreamRun {
     /// batch holds yet.
     async fn report_lag(&self, source: &dyn StreamSource) {
         let log = self.log.lock().await;
-        match source.lag(log.state()).await {
+        match source.lag(log.state().positions()).await {
             Ok(lag) => metrics::backlog(self.spec.name.as_str(), log.state().pending().len(), lag as usize),
             Err(error) => tracing::debug!("cannot read the lag: {error}"),
         }
