@@ -10,6 +10,7 @@ pub mod cli;
 pub mod consumer;
 pub mod drive;
 pub mod exit;
+mod expected;
 mod lease;
 pub mod logging;
 pub mod maintenance;
