@@ -193,9 +193,8 @@ pub fn unplanned(state: &LogState, batches: Vec<Batch>) -> Vec<Batch> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::{Committed, Record};
-    use crate::sink::Staged;
-    use crate::txn::testing::{Log, at, id};
+    use crate::log::Record;
+    use crate::txn::testing::{Log, at, committed, id};
 
     #[test]
     fn start_a_batch_nobody_holds() {
@@ -222,18 +221,7 @@ mod tests {
     fn an_attempt_taken_over_is_fenced() {
         let mut log = Log::planned();
         log.lease(1, "w", 0, 10).lease(2, "v", 11, 20);
-        let late = Record::Committed(Committed {
-            batch_id: id(),
-            attempt: 1,
-            staged: Staged { token: "b1-w".into(), outputs: vec![] },
-            rows_in: 1,
-            dead_letters: None,
-            rows_dead_lettered: 0,
-            source_positions: vec![],
-            ran_by: None,
-            tables: Default::default(),
-            at: at(12),
-        });
+        let late = committed(id(), 1, "b1-w");
         assert_eq!(log.0.admits(&late), Err(Refusal::Fenced));
         assert_eq!(claim(&log.0, &id(), "w", at(12), 3), Claim::Wait { owner: "v".into(), until: at(20) });
     }

@@ -60,10 +60,9 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::log::{Committed, Planned, Record};
+    use crate::log::{Planned, Record};
     use crate::model::{Origin, StreamInputs};
-    use crate::sink::Staged;
-    use crate::txn::testing::{Log, at};
+    use crate::txn::testing::{Log, at, committed};
 
     fn message(id: &str) -> Message {
         Message {
@@ -88,18 +87,7 @@ mod tests {
     fn redeliveries_of_committed_messages_and_repeats_are_left_out() {
         let mut log = Log(LogState::default());
         amqp_batch(&mut log, "a", &["m1"], 0);
-        log.push(Record::Committed(Committed {
-            batch_id: BatchId::from_string("a".into()),
-            attempt: 0,
-            staged: Staged { token: "a-x".into(), outputs: vec![] },
-            rows_in: 1,
-            dead_letters: None,
-            rows_dead_lettered: 0,
-            source_positions: vec![],
-            ran_by: None,
-            tables: Default::default(),
-            at: at(1),
-        }));
+        log.push(committed(BatchId::from_string("a".into()), 0, "a-x"));
         let fresh = drop_redeliveries(&log.0, vec![message("m1"), message("m2"), message("m2")]);
         assert_eq!(fresh.messages, [message("m2")]);
         assert_eq!(fresh.duplicates, 2);

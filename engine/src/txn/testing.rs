@@ -14,6 +14,22 @@ pub(super) fn id() -> BatchId {
     BatchId::from_string("b1".into())
 }
 
+/// The commit of `batch_id` by attempt `attempt`, staged as `token`.
+pub(super) fn committed(batch_id: BatchId, attempt: u32, token: &str) -> Record {
+    Record::Committed(Committed {
+        batch_id,
+        attempt,
+        staged: Staged { token: token.into(), outputs: vec![] },
+        rows_in: 1,
+        dead_letters: None,
+        rows_dead_lettered: 0,
+        source_positions: vec![],
+        ran_by: None,
+        tables: Default::default(),
+        at: at(1),
+    })
+}
+
 pub(super) struct Log(pub(super) LogState);
 
 impl Log {
@@ -47,18 +63,7 @@ impl Log {
     }
 
     pub(super) fn commit(&mut self, attempt: u32, token: &str) -> &mut Self {
-        self.push(Record::Committed(Committed {
-            batch_id: id(),
-            attempt,
-            staged: Staged { token: token.into(), outputs: vec![] },
-            rows_in: 1,
-            dead_letters: None,
-            rows_dead_lettered: 0,
-            source_positions: vec![],
-            ran_by: None,
-            tables: Default::default(),
-            at: at(1),
-        }))
+        self.push(committed(id(), attempt, token))
     }
 
     pub(super) fn fail(&mut self, attempt: u32, gave_up: bool) -> &mut Self {
