@@ -1,6 +1,9 @@
 //! The engine's error type: whose fault a failure is and whether a retry
 //! can help, so that a worker decides without reading messages.
 
+use std::error::Error as StdError;
+use std::fmt;
+
 use datafusion::error::DataFusionError;
 
 /// Result with the engine's [`Error`].
@@ -23,9 +26,29 @@ pub enum Error {
     /// The pipeline is configured in a way that cannot work.
     #[error("{0}")]
     Config(String),
+    /// The pipeline is configured in a way that cannot work, as an
+    /// underlying call found out (a folder that cannot be watched, a store
+    /// without credentials).
+    #[error("{what}: {source}")]
+    Misconfigured {
+        /// What could not be done.
+        what: String,
+        /// Why.
+        #[source]
+        source: Cause,
+    },
     /// Object storage failed.
     #[error("object storage: {0}")]
     Storage(#[from] object_store::Error),
+    /// Object storage failed at a step that says what it was doing.
+    #[error("{what}: {source}")]
+    StorageAt {
+        /// What was being done.
+        what: String,
+        /// The store's error.
+        #[source]
+        source: object_store::Error,
+    },
     /// Planning or running the SQL failed.
     #[error("{0}")]
     DataFusion(#[from] DataFusionError),
@@ -43,6 +66,15 @@ pub enum Error {
     /// Output could not be encoded.
     #[error("writing output: {0}")]
     Output(String),
+    /// Something sluice made could not be encoded: output, a task.
+    #[error("{what}: {source}")]
+    Encode {
+        /// What was being encoded.
+        what: String,
+        /// The encoder's error.
+        #[source]
+        source: Cause,
+    },
     /// A record of the checkpoint log could not be read.
     #[error("checkpoint log record {path} is unreadable: {reason}")]
     CorruptLog {
@@ -63,6 +95,17 @@ pub enum Error {
     /// The message broker failed or could not be reached.
     #[error("broker: {0}")]
     Broker(String),
+    /// A call to the message broker's client failed.
+    #[error("broker: {what}: {source}{}", hint.map(|hint| format!("; {hint}")).unwrap_or_default())]
+    BrokerCall {
+        /// What was asked of the broker.
+        what: String,
+        /// The client's error, its secrets masked.
+        #[source]
+        source: Cause,
+        /// What to check first.
+        hint: Option<&'static str>,
+    },
     /// A batch set aside more malformed records than `[dead_letter]
     /// max_records` allows: its input does not look like what the pipeline
     /// expects, and trying again reads the same input.
@@ -91,22 +134,79 @@ pub enum Error {
     Panicked(String),
 }
 
+/// An underlying error, kept whole for the code that looks into it
+/// ([`Cause::downcast_ref`]) and shown as a text with its secrets masked.
+/// Its `Display` and `Debug` print only that text, and it names no source
+/// of its own, so nothing that walks an error's chain (a log line,
+/// `anyhow`'s `{:#}`) prints what the mask took out.
+pub struct Cause {
+    error: Box<dyn StdError + Send + Sync>,
+    shown: String,
+}
+
+impl Cause {
+    /// `error`, shown as its `Display` says.
+    pub fn new(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        let error = error.into();
+        let shown = error.to_string();
+        Cause { error, shown }
+    }
+
+    /// `error`, shown as `mask` rewrites its `Display` (to take out a
+    /// password or a URL).
+    pub fn masked(error: impl Into<Box<dyn StdError + Send + Sync>>, mask: impl FnOnce(&str) -> String) -> Self {
+        let error = error.into();
+        let shown = mask(&error.to_string());
+        Cause { error, shown }
+    }
+
+    /// The underlying error, if it is a `T`.
+    pub fn downcast_ref<T: StdError + 'static>(&self) -> Option<&T> {
+        self.error.downcast_ref()
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Cause").field(&self.shown).finish()
+    }
+}
+
+impl StdError for Cause {}
+
 impl Error {
     /// Whose fault the error is.
     pub fn domain(&self) -> Domain {
         match self {
             Error::Table { retryable: true, .. } => Domain::External,
-            Error::Config(_) | Error::InputChanged { .. } | Error::TooManyDeadLetters { .. } | Error::Table { .. } => {
-                Domain::User
-            }
-            Error::Storage(_) | Error::LogContention { .. } | Error::Broker(_) => Domain::External,
+            Error::Config(_)
+            | Error::Misconfigured { .. }
+            | Error::InputChanged { .. }
+            | Error::TooManyDeadLetters { .. }
+            | Error::Table { .. } => Domain::User,
+            Error::StorageAt { source: object_store::Error::NotFound { .. }, .. } => Domain::Internal,
+            Error::Storage(_)
+            | Error::StorageAt { .. }
+            | Error::LogContention { .. }
+            | Error::Broker(_)
+            | Error::BrokerCall { .. } => Domain::External,
             Error::DataFusion(e) => match e.find_root() {
                 DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => Domain::External,
                 DataFusionError::Internal(_) => Domain::Internal,
                 _ => Domain::User,
             },
             Error::Arrow(_) => Domain::User,
-            Error::Output(_) | Error::CorruptLog { .. } | Error::Refused(_) | Error::Panicked(_) => Domain::Internal,
+            Error::Output(_)
+            | Error::Encode { .. }
+            | Error::CorruptLog { .. }
+            | Error::Refused(_)
+            | Error::Panicked(_) => Domain::Internal,
         }
     }
 
@@ -120,5 +220,57 @@ impl Error {
     /// max_attempts`: its input is what it is.
     pub fn fails_every_attempt(&self) -> bool {
         matches!(self, Error::TooManyDeadLetters { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret_error() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "amqp://guest:hunter2@host refused")
+    }
+
+    #[test]
+    fn a_masked_cause_keeps_its_error_and_shows_no_secret() {
+        let error = Error::BrokerCall {
+            what: "cannot connect to amqp://guest:***@host".into(),
+            source: Cause::masked(secret_error(), |text| text.replace("hunter2", "***")),
+            hint: Some("is the broker running?"),
+        };
+        let shown = error.to_string();
+        assert_eq!(
+            shown,
+            "broker: cannot connect to amqp://guest:***@host: amqp://guest:***@host refused; is the broker running?"
+        );
+        assert!(!format!("{error:?}").contains("hunter2"), "{error:?}");
+        let mut chain = Vec::new();
+        let mut next: Option<&dyn StdError> = Some(&error);
+        while let Some(link) = next {
+            chain.push(format!("{link} {link:?}"));
+            next = link.source();
+        }
+        assert!(chain.len() == 2 && !chain.concat().contains("hunter2"), "{chain:?}");
+        let source = Cause::masked(secret_error(), |_| String::new());
+        assert_eq!(
+            source.downcast_ref::<std::io::Error>().map(|e| e.kind()),
+            Some(std::io::ErrorKind::ConnectionRefused)
+        );
+        assert!(StdError::source(&source).is_none());
+    }
+
+    #[test]
+    fn a_missing_object_at_a_known_step_is_a_bug_and_other_store_failures_are_external() {
+        let missing = Error::StorageAt {
+            what: "committed output a.parquet is neither staged nor published".into(),
+            source: object_store::Error::NotFound { path: "a.parquet".into(), source: "gone".into() },
+        };
+        assert_eq!(missing.domain(), Domain::Internal);
+        let down = Error::StorageAt {
+            what: "publishing".into(),
+            source: object_store::Error::Generic { store: "S3", source: "timed out".into() },
+        };
+        assert_eq!(down.domain(), Domain::External);
+        assert!(down.is_retryable());
     }
 }

@@ -23,5 +23,5 @@ pub mod stream;
 pub mod txn;
 pub mod units;
 
-pub use error::{Error, Result};
+pub use error::{Cause, Error, Result};
 pub use model::batch;

@@ -170,7 +170,7 @@ pub async fn serve(options: WorkerOptions, mut stop: watch::Receiver<bool>) -> R
                 Some(Err(error)) => {
                     // The connection is gone: the broker gives the tasks in
                     // hand to others; finish them anyway, then exit.
-                    failure = Some(Error::Broker(format!("lost the task queue: {error}")));
+                    failure = Some(sluice_connectors::amqp::broker_error(&options.tasks, "lost the task queue", error));
                     consuming = false;
                 }
                 None => consuming = false,

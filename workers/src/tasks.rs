@@ -19,9 +19,10 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, Consumer};
 use serde::{Deserialize, Serialize};
+use sluice_connectors::amqp;
 use sluice_engine::batch::{Batch, PipelineName};
 use sluice_engine::spec::{PipelineSpec, text_sha256};
-use sluice_engine::{Error, Result};
+use sluice_engine::{Cause, Error, Result};
 
 use crate::task_keys::{KEY_ID_HEADER, SIGNATURE_HEADER, TaskKey};
 
@@ -123,6 +124,7 @@ pub struct TaskQueue {
     connection: Connection,
     channel: Channel,
     queue: String,
+    url: String,
 }
 
 impl std::fmt::Debug for TaskQueue {
@@ -135,20 +137,13 @@ impl TaskQueue {
     /// Connects to `url` and declares `queue` (durable, rejected tasks
     /// going to `<queue>.dead`) if it is missing.
     pub async fn connect(url: &str, queue: &str) -> Result<Self> {
-        let shown = shown_url(url);
-        let connection = sluice_connectors::amqp::connect_broker(url).await.map_err(|e| {
-            // The client's message may quote the URL: never its password.
-            let said = without_password(&e, url);
-            Error::Broker(format!(
-                "cannot connect to {shown}: {said}; is the broker running? (RabbitMQ: scripts/start-rabbitmq.sh)"
-            ))
-        })?;
-        let channel = connection.create_channel().await.map_err(|e| broker("cannot open a channel", &e))?;
+        let (connection, channel) = amqp::connect(url).await?;
+        let broker = |what: &str, e| amqp::broker_error(url, what, e);
         let dead = dead_queue(queue);
         channel
             .queue_declare(dead.as_str().into(), QueueDeclareOptions::durable(), FieldTable::default())
             .await
-            .map_err(|e| broker(&format!("cannot declare the queue {dead}"), &e))?;
+            .map_err(|e| broker(&format!("cannot declare the queue {dead}"), e))?;
         let mut arguments = FieldTable::default();
         arguments.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
         arguments.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(dead.as_str().into()));
@@ -158,12 +153,16 @@ impl TaskQueue {
                     "cannot declare the task queue {queue} (if it exists with other settings, \
                      delete it or choose another [workers] task_queue)"
                 ),
-                &e,
+                e,
             )
         })?;
         // Publisher confirms: a task counts as sent once the broker has it.
-        channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| broker("confirm_select", &e))?;
-        Ok(TaskQueue { connection, channel, queue: queue.to_string() })
+        channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| broker("confirm_select", e))?;
+        Ok(TaskQueue { connection, channel, queue: queue.to_string(), url: url.to_string() })
+    }
+
+    fn broker(&self, what: &str, error: lapin::Error) -> Error {
+        amqp::broker_error(&self.url, what, error)
     }
 
     /// The queue's name.
@@ -175,7 +174,8 @@ impl TaskQueue {
     /// current span's trace context, and waits
     /// until the broker has it on disk.
     pub async fn publish(&self, task: &Task, key: Option<&TaskKey>) -> Result<()> {
-        let body = serde_json::to_vec(task).map_err(|e| Error::Broker(format!("cannot encode the task: {e}")))?;
+        let body = serde_json::to_vec(task)
+            .map_err(|e| Error::Encode { what: "cannot encode the task".into(), source: Cause::new(e) })?;
         let mut headers = FieldTable::default();
         if let Some(key) = key {
             headers.insert(SIGNATURE_HEADER.into(), AMQPValue::LongString(key.sign(&body).into()));
@@ -202,9 +202,9 @@ impl TaskQueue {
             .channel
             .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), body, properties)
             .await
-            .map_err(|e| broker("cannot publish a task", &e))?
+            .map_err(|e| self.broker("cannot publish a task", e))?
             .await
-            .map_err(|e| broker("the broker did not confirm a task", &e))?;
+            .map_err(|e| self.broker("the broker did not confirm a task", e))?;
         if confirm.is_ack() { Ok(()) } else { Err(Error::Broker(format!("the broker refused a message to {queue}"))) }
     }
 
@@ -230,7 +230,7 @@ impl TaskQueue {
 
     /// Starts consuming, at most `prefetch` unacknowledged tasks at once.
     pub async fn consume(&self, prefetch: u16, tag: &str) -> Result<Consumer> {
-        self.channel.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(|e| broker("basic_qos", &e))?;
+        self.channel.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(|e| self.broker("basic_qos", e))?;
         self.channel
             .basic_consume(
                 self.queue.as_str().into(),
@@ -239,7 +239,7 @@ impl TaskQueue {
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| broker(&format!("cannot consume from {}", self.queue), &e))
+            .map_err(|e| self.broker(&format!("cannot consume from {}", self.queue), e))
     }
 
     /// Stops the consumer `tag`: no task is delivered to it any more.
@@ -247,7 +247,7 @@ impl TaskQueue {
         self.channel
             .basic_cancel(tag.into(), BasicCancelOptions::default())
             .await
-            .map_err(|e| broker("basic_cancel", &e))
+            .map_err(|e| self.broker("basic_cancel", e))
     }
 
     /// Closes the connection; unacknowledged tasks go back to the queue.
@@ -280,54 +280,14 @@ pub fn dead_queue(queue: &str) -> String {
     format!("{queue}.dead")
 }
 
-fn broker(what: &str, error: &lapin::Error) -> Error {
-    Error::Broker(format!("{what}: {error}"))
-}
-
 /// `url` as logs may show it: without its password.
 pub fn shown_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.host_str().is_some_and(|host| !host.is_empty()) => {
-            if parsed.password().is_some() {
-                let _ = parsed.set_password(Some("***"));
-            }
-            parsed.to_string()
-        }
-        _ => "(an unreadable broker URL)".to_string(),
-    }
-}
-
-/// `text` with the password of `url`, as written or percent-decoded, and
-/// the whole URL, taken out.
-fn without_password(text: &str, url: &str) -> String {
-    let mut text = text.replace(url, &shown_url(url));
-    if let Ok(parsed) = url::Url::parse(url)
-        && let Some(password) = parsed.password().filter(|p| !p.is_empty())
-    {
-        text = text.replace(password, "***");
-        if let Ok(decoded) = percent_encoding::percent_decode_str(password).decode_utf8()
-            && !decoded.is_empty()
-        {
-            text = text.replace(decoded.as_ref(), "***");
-        }
-    }
-    text
+    amqp::shown(url)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_are_shown_without_their_password() {
-        assert_eq!(shown_url("amqp://guest:s3cret@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
-        assert_eq!(shown_url("amqp://127.0.0.1"), "amqp://127.0.0.1");
-        assert!(!shown_url("amqp//guest:s3cret@x").contains("s3cret"));
-        assert!(!shown_url("amqp:guest:s3cret@x").contains("s3cret"));
-        let url = "amqp://guest:s%40cret@127.0.0.1:5672/%2f";
-        let said = without_password(&format!("bad uri {url}: user guest, password s@cret"), url);
-        assert!(!said.contains("s@cret") && !said.contains("s%40cret"), "{said}");
-    }
 
     #[test]
     fn a_task_of_another_format_is_refused() {

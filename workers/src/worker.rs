@@ -264,9 +264,9 @@ async fn attempt(
         Ok(Committing::Abandoned) => BatchOutcome::Abandoned { reason: "another run abandoned it first".into() },
         Ok(Committing::Fenced) => BatchOutcome::Fenced,
         // The log refuses the commit outright: it will never name these files.
-        Err(refused @ Error::Refused(_)) => {
+        Ok(Committing::Refused(reason)) => {
             discard_quietly(spec, &attempt).await;
-            return Err(refused);
+            return Err(Error::Refused(reason));
         }
         // Whether the record was written is unknown: the staged files
         // stay, for the next run to publish if the commit is in the log.

@@ -19,8 +19,8 @@ use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
 pub(crate) use sink::sink;
-use sluice_engine::Error;
 use sluice_engine::spec::{Component, Diagnostic};
+use sluice_engine::{Cause, Error};
 pub use source::AmqpSource;
 
 /// Checks that `url` is an AMQP URL; the problem never shows the URL,
@@ -41,16 +41,16 @@ fn check_url(component: &Component<'_>, url: &str) -> Option<Diagnostic> {
     ))
 }
 
-/// `url` without its password, for messages.
-pub(crate) fn shown(url: &str) -> String {
+/// `url` as messages and logs may show it: without its password.
+pub fn shown(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut parsed) => {
+        Ok(mut parsed) if parsed.host_str().is_some_and(|host| !host.is_empty()) => {
             if parsed.password().is_some() {
                 let _ = parsed.set_password(Some("***"));
             }
             parsed.to_string()
         }
-        Err(_) => "(an unreadable AMQP URL)".into(),
+        _ => "(an unreadable AMQP URL)".into(),
     }
 }
 
@@ -59,42 +59,46 @@ pub(crate) fn shown(url: &str) -> String {
 /// without it, the well-known public roots.
 pub const CA_FILE_ENV: &str = "SLUICE_AMQP_CA_FILE";
 
-/// Connects to the broker at `url`, `amqp://` or `amqps://`. With
-/// `SLUICE_AMQP_CA_FILE`, a TLS broker must present a certificate signed
-/// by one of that file's CAs. The error never holds the URL's password.
-pub async fn connect_broker(url: &str) -> Result<Connection, String> {
+/// What to check first when the broker cannot be reached.
+const START_HINT: &str = "is the broker running? (RabbitMQ: scripts/start-rabbitmq.sh)";
+
+/// Connects to the broker at `url`, `amqp://` or `amqps://`, and opens a
+/// channel, within [`CONNECT_TIMEOUT`]. With `SLUICE_AMQP_CA_FILE`, a TLS
+/// broker must present a certificate signed by one of that file's CAs. No
+/// error shows the URL's password.
+pub async fn connect(url: &str) -> Result<(Connection, Channel), Error> {
+    let cannot = |source: Cause| Error::BrokerCall {
+        what: format!("cannot connect to {}", shown(url)),
+        source,
+        hint: Some(START_HINT),
+    };
     let mut tls = lapin::tcp::OwnedTLSConfig::default();
     if let Some(path) = std::env::var_os(CA_FILE_ENV).filter(|path| !path.is_empty()) {
-        let pem = std::fs::read_to_string(&path).map_err(|e| {
-            format!("cannot read the CA file {} ({CA_FILE_ENV}): {e}", std::path::Path::new(&path).display())
+        let pem = std::fs::read_to_string(&path).map_err(|e| Error::Misconfigured {
+            what: format!("cannot read the CA file {} ({CA_FILE_ENV})", std::path::Path::new(&path).display()),
+            source: Cause::new(e),
         })?;
         tls.cert_chain = Some(pem);
     }
-    let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
-    Connection::connect_with_config(url, ConnectionProperties::default(), tls, runtime)
-        .await
-        .map_err(|e| without_secrets(&e.to_string(), url))
+    let runtime = lapin::runtime::default_runtime().map_err(|e| cannot(Cause::new(e)))?;
+    // The client can wait for ever on a connection that failed under it.
+    let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        let connection = Connection::connect_with_config(url, ConnectionProperties::default(), tls, runtime)
+            .await
+            .map_err(|e| cannot(Cause::masked(e, |text| without_secrets(text, url))))?;
+        let channel = connection.create_channel().await.map_err(|e| broker_error(url, "cannot open a channel", e))?;
+        Ok((connection, channel))
+    });
+    match connected.await {
+        Ok(connected) => connected,
+        Err(elapsed) => {
+            Err(cannot(Cause::masked(elapsed, |_| format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()))))
+        }
+    }
 }
 
 /// How long connecting and opening a channel may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Connects to `url` and opens a channel.
-async fn connect(url: &str) -> Result<(Connection, Channel), Error> {
-    let refused = |reason: String| {
-        Error::Broker(format!(
-            "cannot connect to {}: {reason}; is the broker running? (RabbitMQ: scripts/start-rabbitmq.sh)",
-            shown(url)
-        ))
-    };
-    // The client can wait for ever on a connection that failed under it.
-    let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
-        let connection = connect_broker(url).await.map_err(refused)?;
-        let channel = connection.create_channel().await.map_err(|e| broker(url, "cannot open a channel", &e))?;
-        Ok((connection, channel))
-    });
-    connected.await.unwrap_or_else(|_| Err(refused(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()))))
-}
 
 /// Connects to `url` and makes sure `queue` exists: an existing queue is
 /// used as it is (whatever its arguments), a missing one is declared
@@ -104,30 +108,41 @@ pub(crate) async fn open_queue(url: &str, queue: &str) -> Result<(Connection, Ch
     let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
     // A passive declare of a missing queue closes its channel: it gets
     // one of its own.
-    let probe = connection.create_channel().await.map_err(|e| broker(url, "cannot open a channel", &e))?;
+    let probe = connection.create_channel().await.map_err(|e| broker_error(url, "cannot open a channel", e))?;
     if probe.queue_declare(queue.into(), passive, FieldTable::default()).await.is_err() {
         channel
             .queue_declare(queue.into(), QueueDeclareOptions::durable(), FieldTable::default())
             .await
-            .map_err(|e| broker(url, &format!("cannot declare the queue {queue}"), &e))?;
+            .map_err(|e| broker_error(url, &format!("cannot declare the queue {queue}"), e))?;
     } else {
         let _ = probe.close(200, "done".into()).await;
     }
     Ok((connection, channel))
 }
 
-/// An AMQP error as the engine's, without the URL's password.
-fn broker(url: &str, what: &str, error: &lapin::Error) -> Error {
-    Error::Broker(format!("{} {what}: {}", shown(url), without_secrets(&error.to_string(), url)))
+/// A client error of the broker at `url` as the engine's, without the
+/// URL's password.
+pub fn broker_error(url: &str, what: &str, error: lapin::Error) -> Error {
+    Error::BrokerCall {
+        what: format!("{} {what}", shown(url)),
+        source: Cause::masked(error, |text| without_secrets(text, url)),
+        hint: None,
+    }
 }
 
-/// `text` without the URL or its password.
-fn without_secrets(text: &str, url: &str) -> String {
+/// `text` with the password of `url`, as written or percent-decoded, and
+/// the whole URL, taken out.
+pub fn without_secrets(text: &str, url: &str) -> String {
     let mut text = text.replace(url, &shown(url));
     if let Ok(parsed) = url::Url::parse(url)
         && let Some(password) = parsed.password().filter(|p| !p.is_empty())
     {
         text = text.replace(password, "***");
+        if let Ok(decoded) = percent_encoding::percent_decode_str(password).decode_utf8()
+            && !decoded.is_empty()
+        {
+            text = text.replace(decoded.as_ref(), "***");
+        }
     }
     text
 }

@@ -16,7 +16,7 @@ use sluice_engine::{Error, Result};
 use tokio::sync::Mutex;
 
 use super::config::AmqpSinkConfig;
-use super::{broker, check_url, connect, shown};
+use super::{broker_error, check_url, connect, shown};
 use crate::outbox::{OutMessage, Outbox, OutboxSink, Publisher, send_all};
 
 /// Messages published at once while waiting for the broker's confirms.
@@ -83,7 +83,7 @@ impl AmqpPublisher {
         if self.exchange.is_empty() {
             let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
             let probe =
-                connection.create_channel().await.map_err(|e| broker(&self.url, "cannot open a channel", &e))?;
+                connection.create_channel().await.map_err(|e| broker_error(&self.url, "cannot open a channel", e))?;
             if probe.queue_declare(self.routing_key.as_str().into(), passive, FieldTable::default()).await.is_err() {
                 channel
                     .queue_declare(
@@ -92,13 +92,15 @@ impl AmqpPublisher {
                         FieldTable::default(),
                     )
                     .await
-                    .map_err(|e| broker(&self.url, &format!("cannot declare the queue {}", self.routing_key), &e))?;
+                    .map_err(|e| {
+                        broker_error(&self.url, &format!("cannot declare the queue {}", self.routing_key), e)
+                    })?;
             }
         }
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
-            .map_err(|e| broker(&self.url, "confirm.select", &e))?;
+            .map_err(|e| broker_error(&self.url, "confirm.select", e))?;
         *connected = Some((connection, channel.clone()));
         Ok(channel)
     }
@@ -120,9 +122,9 @@ impl AmqpPublisher {
                 properties,
             )
             .await
-            .map_err(|e| broker(&self.url, "cannot publish", &e))?
+            .map_err(|e| broker_error(&self.url, "cannot publish", e))?
             .await
-            .map_err(|e| broker(&self.url, "the broker did not confirm a message", &e))?;
+            .map_err(|e| broker_error(&self.url, "the broker did not confirm a message", e))?;
         if !confirm.is_ack() {
             return Err(Error::Broker(format!("the broker refused message {}", message.id)));
         }

@@ -18,7 +18,7 @@ use sluice_engine::stream::{
 use sluice_engine::{Error, Result};
 
 use super::config::AmqpSourceConfig;
-use super::{broker, check_url, open_queue, shown};
+use super::{broker_error, check_url, open_queue, shown};
 use crate::formats::messages::MessageDecoder;
 
 /// How long without a delivery before a queue read until caught up is
@@ -70,7 +70,7 @@ async fn ready_messages(channel: &Channel, url: &str, queue: &str) -> Result<u64
     let declared = channel
         .queue_declare(queue.into(), passive, FieldTable::default())
         .await
-        .map_err(|e| broker(url, &format!("cannot read the queue {queue}"), &e))?;
+        .map_err(|e| broker_error(url, &format!("cannot read the queue {queue}"), e))?;
     Ok(u64::from(declared.message_count()))
 }
 
@@ -148,7 +148,7 @@ impl AmqpReader {
             self.channel
                 .basic_qos(prefetch, BasicQosOptions::default())
                 .await
-                .map_err(|e| broker(&self.url, "basic.qos", &e))?;
+                .map_err(|e| broker_error(&self.url, "basic.qos", e))?;
             let consumer = self
                 .channel
                 .basic_consume(
@@ -158,7 +158,7 @@ impl AmqpReader {
                     FieldTable::default(),
                 )
                 .await
-                .map_err(|e| broker(&self.url, &format!("cannot consume from {}", self.queue), &e))?;
+                .map_err(|e| broker_error(&self.url, &format!("cannot consume from {}", self.queue), e))?;
             self.consumer = Some(consumer);
         }
         self.consumer.as_mut().ok_or_else(|| Error::Broker("the consumer is gone".into()))
@@ -199,7 +199,7 @@ impl StreamReader for AmqpReader {
                     continue;
                 }
                 Some(None) => return Err(Error::Broker(format!("the broker cancelled the consumer of {queue}"))),
-                Some(Some(Err(error))) => return Err(broker(&url, &format!("lost the queue {queue}"), &error)),
+                Some(Some(Err(error))) => return Err(broker_error(&url, &format!("lost the queue {queue}"), error)),
                 Some(Some(Ok(delivery))) => delivery,
             };
             let message_id = delivery.properties.message_id().as_ref().map(ToString::to_string);
@@ -232,7 +232,7 @@ impl StreamReader for AmqpReader {
         self.channel
             .basic_ack(tag, BasicAckOptions { multiple: true })
             .await
-            .map_err(|e| broker(&self.url, "cannot acknowledge the batch's messages", &e))
+            .map_err(|e| broker_error(&self.url, "cannot acknowledge the batch's messages", e))
     }
 
     async fn release(&mut self, _positions: &Positions) -> Result<()> {
@@ -240,6 +240,6 @@ impl StreamReader for AmqpReader {
         self.channel
             .basic_nack(tag, BasicNackOptions { multiple: true, requeue: true })
             .await
-            .map_err(|e| broker(&self.url, "cannot hand the batch's messages back", &e))
+            .map_err(|e| broker_error(&self.url, "cannot hand the batch's messages back", e))
     }
 }

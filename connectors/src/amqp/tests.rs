@@ -77,3 +77,24 @@ fn stream_settings_and_dispatch_are_checked_against_the_source_kind() {
     assert_eq!(problems.0[0].key_path, "trigger.max_records");
     assert_eq!(problems.0[0].message, "applies to kafka and amqp sources only");
 }
+
+#[test]
+fn urls_are_shown_without_their_password() {
+    assert_eq!(super::shown("amqp://guest:s3cret@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
+    assert_eq!(super::shown("amqp://127.0.0.1"), "amqp://127.0.0.1");
+    assert!(!super::shown("amqp//guest:s3cret@x").contains("s3cret"));
+    assert!(!super::shown("amqp:guest:s3cret@x").contains("s3cret"));
+    let url = "amqp://guest:s%40cret@127.0.0.1:5672/%2f";
+    let said = super::without_secrets(&format!("bad uri {url}: user guest, password s@cret"), url);
+    assert!(!said.contains("s@cret") && !said.contains("s%40cret"), "{said}");
+}
+
+#[tokio::test]
+async fn a_broker_that_is_not_there_is_an_external_error_without_the_password() {
+    let url = "amqp://guest:s3cret@127.0.0.1:1/%2f";
+    let error = super::connect(url).await.expect_err("nothing listens on port 1");
+    assert_eq!(error.domain(), sluice_engine::error::Domain::External);
+    let shown = format!("{error} {error:?}");
+    assert!(shown.contains("cannot connect to amqp://guest:***@127.0.0.1:1/%2f"), "{shown}");
+    assert!(shown.contains("scripts/start-rabbitmq.sh") && !shown.contains("s3cret"), "{shown}");
+}

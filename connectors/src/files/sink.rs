@@ -405,8 +405,9 @@ impl Sink for FilesSink {
                 Ok(()) => {}
                 Err(object_store::Error::NotFound { .. }) => {
                     // Published before a crash: the file is in place already.
-                    self.store.head(&to).await.map_err(|e| {
-                        Error::Output(format!("committed output {} is neither staged nor published: {e}", output.path))
+                    self.store.head(&to).await.map_err(|source| Error::StorageAt {
+                        what: format!("committed output {} is neither staged nor published", output.path),
+                        source,
                     })?;
                 }
                 Err(other) => return Err(other.into()),

@@ -27,8 +27,8 @@ pub(crate) fn watch_folder(folder: &Path) -> Result<Watch> {
             let _ = tx.try_send(());
         }
     })
-    .map_err(|e| watch_error(folder, &e))?;
-    watcher.watch(folder, RecursiveMode::Recursive).map_err(|e| watch_error(folder, &e))?;
+    .map_err(|e| watch_error(folder, e))?;
+    watcher.watch(folder, RecursiveMode::Recursive).map_err(|e| watch_error(folder, e))?;
     Ok(Watch { changes, guard: Box::new(watcher) })
 }
 
@@ -51,8 +51,11 @@ fn visible(root: &Path, path: &Path) -> bool {
     })
 }
 
-fn watch_error(folder: &Path, error: &notify::Error) -> Error {
-    Error::Config(format!("cannot watch the source folder {}: {error}", folder.display()))
+fn watch_error(folder: &Path, error: notify::Error) -> Error {
+    Error::Misconfigured {
+        what: format!("cannot watch the source folder {}", folder.display()),
+        source: sluice_engine::Cause::new(error),
+    }
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use parquet::arrow::arrow_writer::{
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
-use sluice_engine::Result;
+use sluice_engine::{Cause, Result};
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 
@@ -296,14 +296,18 @@ fn parquet_error(error: parquet::errors::ParquetError) -> sluice_engine::Error {
     match error {
         parquet::errors::ParquetError::External(inner) => match inner.downcast::<object_store::Error>() {
             Ok(store_error) => sluice_engine::Error::Storage(*store_error),
-            Err(other) => sluice_engine::Error::Output(format!("parquet: {other}")),
+            Err(other) => encode_error("writing output: parquet", Cause::new(other)),
         },
-        other => sluice_engine::Error::Output(format!("parquet: {other}")),
+        other => encode_error("writing output: parquet", Cause::new(other)),
     }
 }
 
 fn encoder_failed(error: tokio::task::JoinError) -> sluice_engine::Error {
-    sluice_engine::Error::Output(format!("parquet: a column's encoder stopped: {error}"))
+    encode_error("writing output: parquet: a column's encoder stopped", Cause::new(error))
+}
+
+fn encode_error(what: &str, source: Cause) -> sluice_engine::Error {
+    sluice_engine::Error::Encode { what: what.into(), source }
 }
 
 pub(crate) fn io_error(error: std::io::Error) -> sluice_engine::Error {

@@ -93,12 +93,20 @@ const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 async fn blocking<T: Send + 'static>(
     call: impl FnOnce() -> sluice_engine::Result<T> + Send + 'static,
 ) -> sluice_engine::Result<T> {
-    tokio::task::spawn_blocking(call).await.map_err(|e| Error::Broker(format!("kafka client call panicked: {e}")))?
+    tokio::task::spawn_blocking(call).await.map_err(|e| Error::BrokerCall {
+        what: "kafka client call".into(),
+        source: sluice_engine::Cause::new(e),
+        hint: None,
+    })?
 }
 
 /// A client error as the engine's: a broker that can be retried.
-fn broker_error(brokers: &str, what: &str, error: impl std::fmt::Display) -> Error {
-    Error::Broker(format!("kafka {brokers}: {what}: {error}; is the broker running? (locally: scripts/start-kafka.sh)"))
+fn broker_error(brokers: &str, what: &str, error: rdkafka::error::KafkaError) -> Error {
+    Error::BrokerCall {
+        what: format!("kafka {brokers}: {what}"),
+        source: sluice_engine::Cause::new(error),
+        hint: Some("is the broker running? (locally: scripts/start-kafka.sh)"),
+    }
 }
 
 #[cfg(test)]

@@ -207,7 +207,11 @@ impl AzureQueue {
             request = request.body(body);
         }
         // The URL may hold a SAS token: errors never show it.
-        let shown = |e: reqwest::Error| Error::Broker(format!("the Azure queue {}: {}", self.name, e.without_url()));
+        let shown = |e: reqwest::Error| Error::BrokerCall {
+            what: format!("the Azure queue {}", self.name),
+            source: sluice_engine::Cause::new(e.without_url()),
+            hint: None,
+        };
         let response = request.send().await.map_err(shown)?;
         let status = response.status();
         let headers = response.headers().clone();
@@ -224,8 +228,10 @@ impl AzureQueue {
         if !status.is_success() {
             return Err(self.refused("Get Messages", status, &body));
         }
-        let list: QueueMessagesList = quick_xml::de::from_str(&body).map_err(|e| {
-            Error::Broker(format!("the Azure queue {} answered what is not a message list: {e}", self.name))
+        let list: QueueMessagesList = quick_xml::de::from_str(&body).map_err(|e| Error::BrokerCall {
+            what: format!("the Azure queue {} answered what is not a message list", self.name),
+            source: sluice_engine::Cause::new(e),
+            hint: None,
         })?;
         Ok(list.messages)
     }

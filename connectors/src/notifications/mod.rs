@@ -170,7 +170,7 @@ async fn consume_once(
     failures: &mut u32,
 ) -> Result<()> {
     let (_connection, channel) = open_queue(url, queue).await?;
-    let broker = |what: &str, e: lapin::Error| sluice_engine::Error::Broker(format!("{what}: {e}"));
+    let broker = |what: &str, e: lapin::Error| crate::amqp::broker_error(url, what, e);
     channel.basic_qos(PREFETCH, BasicQosOptions::default()).await.map_err(|e| broker("basic.qos", e))?;
     let mut consumer = channel
         .basic_consume(

@@ -323,10 +323,13 @@ async fn check_put_if_absent(store: &dyn ObjectStore, root: &Path, location: &St
             Err(other) if other.to_string().contains("169.254.169.254") => {
                 // No credentials given: the client asked the cloud's
                 // instance metadata service, which is not there.
-                return Err(Error::Config(format!(
-                    "no credentials for {location}: {}; the instance metadata service did not answer: {other}",
-                    location.credentials_hint()
-                )));
+                return Err(Error::Misconfigured {
+                    what: format!(
+                        "no credentials for {location}: {}; the instance metadata service did not answer",
+                        location.credentials_hint()
+                    ),
+                    source: crate::Cause::new(other),
+                });
             }
             Err(other) => return Err(other.into()),
         }

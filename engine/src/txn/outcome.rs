@@ -82,6 +82,10 @@ pub enum Committing {
     Abandoned,
     /// Another attempt took the batch over: this one's files go.
     Fenced,
+    /// The log refuses the commit outright and will never name this
+    /// attempt's files (a bug: the batch is not in the log as planned);
+    /// they go, and the attempt fails with this reason.
+    Refused(String),
 }
 
 /// How recording a failed attempt ended.

@@ -114,8 +114,8 @@ pub async fn commit(
         }
         Appended::Refused(refusal) => {
             let ours = decide::is_commit_of(log.state(), &batch.id, &produced.staged.token);
-            decide::commit_refused(&refusal, ours)
-                .ok_or_else(|| Error::Refused(format!("commit of batch {}: {refusal:?}", batch.id)))
+            Ok(decide::commit_refused(&refusal, ours)
+                .unwrap_or_else(|| Committing::Refused(format!("commit of batch {}: {refusal:?}", batch.id))))
         }
     }
 }

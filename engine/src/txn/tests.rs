@@ -209,3 +209,11 @@ async fn batches_another_run_planned_first_are_left_to_it_and_the_rest_planned_i
     assert_eq!((seq(&batches[1]), seq(&batches[0]), seq(&batches[2])), (Seq(0), Seq(1), Seq(1)));
     assert!(crate::planner::plan_new(found, ours.state(), limits, &name(), 1).is_empty(), "nothing planned twice");
 }
+
+#[tokio::test]
+async fn a_commit_of_a_batch_the_log_never_planned_is_refused_outright() {
+    let (mut a, _, _) = planned().await;
+    let stray = batch("never-planned.csv");
+    let committing = commit(&mut a, &stray, 1, &produced("t"), &ran_by(), at(1)).await.expect("reads");
+    assert!(matches!(&committing, Committing::Refused(why) if why.contains("NotPlanned")), "{committing:?}");
+}
