@@ -83,6 +83,19 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A record or snapshot of the checkpoint log is in a format newer
+    /// than this sluice reads: a newer sluice wrote it.
+    #[error("{}", newer_log(path, *format, written_by.as_deref(), *reads))]
+    NewerLog {
+        /// Object path of the record or snapshot.
+        path: String,
+        /// The format it is in.
+        format: u32,
+        /// The version of the sluice that wrote it, if it says.
+        written_by: Option<String>,
+        /// The newest format this sluice reads.
+        reads: u32,
+    },
     /// Another writer appended to the log faster, too often in a row.
     #[error("checkpoint log: gave up appending after {attempts} conflicting writers")]
     LogContention {
@@ -180,6 +193,19 @@ impl fmt::Debug for Cause {
 
 impl StdError for Cause {}
 
+fn newer_log(path: &str, format: u32, written_by: Option<&str>, reads: u32) -> String {
+    let (wrote, run) = match written_by {
+        Some(version) => (format!("sluice {version}"), format!("sluice {version} or newer")),
+        None => ("a newer sluice".to_string(), format!("a sluice that reads log format {format}")),
+    };
+    format!(
+        "checkpoint log object {path} is in log format {format}, written by {wrote}; this sluice ({}) reads log \
+         formats up to {}: run {run} on this pipeline",
+        env!("CARGO_PKG_VERSION"),
+        reads
+    )
+}
+
 impl Error {
     /// Whose fault the error is.
     pub fn domain(&self) -> Domain {
@@ -187,6 +213,7 @@ impl Error {
             Error::Table { retryable: true, .. } => Domain::External,
             Error::Config(_)
             | Error::Misconfigured { .. }
+            | Error::NewerLog { .. }
             | Error::InputChanged { .. }
             | Error::TooManyDeadLetters { .. }
             | Error::Table { .. } => Domain::User,

@@ -14,6 +14,7 @@
 //! committed by the winner must not be committed again) and tries the next
 //! number.
 
+mod format;
 mod paths;
 mod record;
 mod state;
@@ -26,6 +27,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
+pub use format::{FORMAT, WRITTEN_BY};
 pub use paths::LogPaths;
 pub use record::{Abandoned, Committed, Failed, Leased, Planned, PlannedBatches, RanBy, Record, Retried, Started};
 pub use state::{BatchEntry, LogState, Refusal};
@@ -57,6 +59,7 @@ pub const SNAPSHOT_EVERY: u64 = 1000;
 const SNAPSHOTS_KEPT: usize = 2;
 
 /// A snapshot: the state folded from the records before `state.next_seq()`.
+/// Written with its format stamp, like a record (see [`format`]).
 #[derive(Debug, Deserialize)]
 struct Snapshot {
     pipeline: PipelineName,
@@ -140,7 +143,10 @@ impl CheckpointLog {
         found.sort_by(|a, b| b.cmp(a));
         for (next, path) in found {
             let snapshot = match self.store.get(&path).await {
-                Ok(got) => serde_json::from_slice::<Snapshot>(&got.bytes().await?).map_err(|e| e.to_string()),
+                Ok(got) => match format::read::<Snapshot>(path.as_ref(), &got.bytes().await?) {
+                    Err(newer @ Error::NewerLog { .. }) => return Err(newer),
+                    read => read.map_err(|e| e.to_string()),
+                },
                 Err(object_store::Error::NotFound { .. }) => continue,
                 Err(other) => return Err(other.into()),
             };
@@ -216,9 +222,8 @@ impl CheckpointLog {
     /// Appends `record` at the next free number, unless the log, once
     /// up to date, refuses it.
     pub async fn append(&mut self, record: Record) -> Result<Appended> {
-        let payload = PutPayload::from(serde_json::to_vec(&record).map_err(|e| Error::CorruptLog {
-            path: self.paths.records().to_string(),
-            reason: format!("cannot encode record: {e}"),
+        let payload = PutPayload::from(serde_json::to_vec(&format::stamped(&record)).map_err(|e| {
+            Error::CorruptLog { path: self.paths.records().to_string(), reason: format!("cannot encode record: {e}") }
         })?);
         for attempt in 0..MAX_APPEND_ATTEMPTS {
             if let Err(refusal) = self.state.admits(&record) {
@@ -258,12 +263,11 @@ impl CheckpointLog {
         self.last_snapshot = next;
         let written = async {
             let bytes =
-                serde_json::to_vec(&SnapshotOf { pipeline: &self.pipeline, state: &self.state }).map_err(|e| {
-                    Error::CorruptLog {
+                serde_json::to_vec(&format::stamped(&SnapshotOf { pipeline: &self.pipeline, state: &self.state }))
+                    .map_err(|e| Error::CorruptLog {
                         path: self.paths.snapshot(next).to_string(),
                         reason: format!("cannot encode snapshot: {e}"),
-                    }
-                })?;
+                    })?;
             self.store.put(&self.paths.snapshot(next), PutPayload::from(bytes)).await?;
             let listed: Vec<_> = self.store.list(Some(&self.paths.snapshots())).try_collect().await?;
             let mut older: Vec<(Seq, Path)> = listed
@@ -344,9 +348,7 @@ async fn read_record(store: &dyn ObjectStore, path: &Path) -> Result<Option<Reco
         Err(object_store::Error::NotFound { .. }) => return Ok(None),
         Err(other) => return Err(other.into()),
     };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| Error::CorruptLog { path: path.to_string(), reason: e.to_string() })
+    format::read(path.as_ref(), &bytes).map(Some)
 }
 
 #[cfg(test)]
@@ -376,10 +378,20 @@ mod tests {
         })
     }
 
+    fn lease_of(record: &Record) -> Record {
+        Record::Leased(crate::log::Leased {
+            batch_id: record.batch_id().expect("a batch record").clone(),
+            attempt: 1,
+            owner: "w".into(),
+            expires: Utc::now() + chrono::TimeDelta::minutes(5),
+            at: Utc::now(),
+        })
+    }
+
     fn commit_of(record: &Record) -> Record {
         Record::Committed(Committed {
             batch_id: record.batch_id().expect("a batch record").clone(),
-            attempt: 0,
+            attempt: 1,
             staged: Staged { token: "t".into(), outputs: vec![] },
             rows_in: 1,
             dead_letters: None,
@@ -409,11 +421,13 @@ mod tests {
         assert_eq!(b.append(planned("2.csv")).await.expect("append"), Appended::Written(Seq(1)));
         let commit = commit_of(&plan);
         a.refresh().await.expect("refresh");
-        assert_eq!(a.append(commit.clone()).await.expect("append"), Appended::Written(Seq(2)));
+        assert_eq!(a.append(lease_of(&plan)).await.expect("append"), Appended::Written(Seq(2)));
+        assert_eq!(a.append(commit.clone()).await.expect("append"), Appended::Written(Seq(3)));
+        b.refresh().await.expect("refresh");
         assert_eq!(b.append(commit).await.expect("append"), Appended::Refused(Refusal::AlreadyCommitted));
 
         let reopened = open(dir.path()).await;
-        assert_eq!(reopened.state().next_seq(), Seq(3));
+        assert_eq!(reopened.state().next_seq(), Seq(4));
         assert_eq!(reopened.state().pending().len(), 1, "2.csv is planned, not committed");
     }
 
@@ -450,5 +464,87 @@ mod tests {
         let location = StorageLocation::resolve(dir.path().to_str().expect("utf-8"), dir.path()).expect("location");
         let other = CheckpointLog::open(&location, &PipelineName::new("other").expect("valid")).await;
         assert!(matches!(other, Err(Error::Config(message)) if message.contains("own [checkpoint] url")));
+    }
+
+    /// Copies the log in `engine/testdata/log-before-formats`, written by
+    /// sluice before records named their format (every kind of record, a
+    /// snapshot after six), into a new folder.
+    fn log_before_formats() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/log-before-formats/_sluice");
+        for folder in ["log", "snapshots"] {
+            std::fs::create_dir_all(dir.path().join("_sluice").join(folder)).expect("mkdir");
+            for entry in std::fs::read_dir(from.join(folder)).expect("fixture") {
+                let entry = entry.expect("entry");
+                std::fs::copy(entry.path(), dir.path().join("_sluice").join(folder).join(entry.file_name()))
+                    .expect("copy");
+            }
+        }
+        dir
+    }
+
+    async fn open_fixture(dir: &std::path::Path) -> CheckpointLog {
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir).expect("local store"));
+        CheckpointLog::open_in(store, Path::from("_sluice"), &PipelineName::new("orders").expect("valid"), 1000)
+            .await
+            .expect("a log written before formats opens")
+    }
+
+    #[tokio::test]
+    async fn a_log_written_before_formats_opens_and_takes_new_records() {
+        let dir = log_before_formats();
+        let mut log = open_fixture(dir.path()).await;
+        assert_eq!(log.records_read(), 4, "records 6..9 after the snapshot of 0..5");
+        let state = log.state();
+        assert_eq!(state.next_seq(), Seq(10));
+        let by_path = |path: &str| {
+            state.batches().find(|b| b.planned.inputs.first().is_some_and(|i| i.path == path)).expect("planned")
+        };
+        let committed = by_path("1.csv").committed.as_ref().expect("committed");
+        assert_eq!((committed.attempt, committed.rows_in, committed.rows_dead_lettered), (1, 100, 1));
+        assert_eq!(committed.ran_by.as_ref().map(|r| r.host.as_str()), Some("host"));
+        let retried = by_path("2.csv");
+        assert!(retried.failed.is_none() && retried.attempts == 2, "{retried:?}");
+        assert_eq!(retried.lease.as_ref().map(|l| l.attempt), Some(2));
+        assert!(by_path("3.csv").abandoned.is_some());
+        assert_eq!(
+            state.position(&crate::model::PartitionKey { topic: "t".into(), partition: 0 }),
+            Some(20),
+            "the stream batch's range is planned"
+        );
+        assert_eq!(state.pending().len(), 2, "2.csv and the stream batch");
+
+        // A record written now carries its format, and the log reads on.
+        let next = planned("4.csv");
+        assert_eq!(log.append(next).await.expect("append"), Appended::Written(Seq(10)));
+        let written = std::fs::read_to_string(dir.path().join("_sluice/log/00000000000000000010.json")).expect("read");
+        assert!(
+            written.starts_with(&format!(r#"{{"format":{FORMAT},"sluice":"{WRITTEN_BY}","kind":"planned""#)),
+            "{written}"
+        );
+        let reopened = open_fixture(dir.path()).await;
+        assert_eq!((reopened.state().next_seq(), reopened.state().pending().len()), (Seq(11), 3));
+    }
+
+    #[tokio::test]
+    async fn a_log_a_newer_sluice_wrote_is_refused_with_the_version_it_needs() {
+        let dir = log_before_formats();
+        let record = dir.path().join("_sluice/log/00000000000000000010.json");
+        std::fs::write(&record, r#"{"format":7,"sluice":"3.1.0","kind":"sealed","segment":"s1"}"#).expect("write");
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).expect("local store"));
+        let name = PipelineName::new("orders").expect("valid");
+        let opened = CheckpointLog::open_in(store.clone(), Path::from("_sluice"), &name, 1000).await;
+        let error = opened.expect_err("a newer record");
+        assert!(matches!(&error, Error::NewerLog { format: 7, .. }), "{error:?}");
+        assert!(error.to_string().contains("run sluice 3.1.0 or newer"), "{error}");
+
+        std::fs::remove_file(&record).expect("rm");
+        let snapshot = dir.path().join("_sluice/snapshots/00000000000000000006.json");
+        std::fs::write(&snapshot, r#"{"format":2,"sluice":"2.0.0","pipeline":"orders","state":{"live":[]}}"#)
+            .expect("write");
+        let error = CheckpointLog::open_in(store, Path::from("_sluice"), &name, 1000).await.expect_err("newer");
+        assert!(error.to_string().contains("is in log format 2, written by sluice 2.0.0"), "{error}");
     }
 }

@@ -98,7 +98,6 @@ pub struct Committed {
     /// The batch.
     pub batch_id: BatchId,
     /// The attempt that wrote the outputs; it must hold the lease.
-    #[serde(default)]
     pub attempt: u32,
     /// The winning attempt's outputs.
     pub staged: Staged,
@@ -108,13 +107,12 @@ pub struct Committed {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letters: Option<Staged>,
     /// Malformed records set aside as dead letters.
-    #[serde(default)]
     pub rows_dead_lettered: u64,
     /// A Kafka batch's offset ranges: the positions that move with the
     /// output.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub source_positions: Vec<OffsetRange>,
-    /// Who ran the winning attempt; absent in records of older versions.
+    /// Who ran the winning attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ran_by: Option<RanBy>,
     /// The version (objects and entity tags) of each lookup table the

@@ -23,20 +23,16 @@ pub struct BatchEntry {
     /// Where in the log it was planned.
     pub planned_seq: Seq,
     /// Its place among the batches of that record.
-    #[serde(default)]
     pub planned_index: u32,
     /// The highest attempt number claimed so far.
-    #[serde(default)]
     pub attempts: u32,
     /// The current claim, until released by a failure or a commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<Leased>,
     /// Attempts that ended in an error since it was planned or retried.
-    #[serde(default)]
     pub failures: u32,
     /// `attempts` when it was last retried: the attempts counted against
     /// `[workers] max_attempts` are those after it.
-    #[serde(default)]
     pub attempts_at_retry: u32,
     /// The latest attempt's error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -106,8 +102,6 @@ impl BatchEntry {
     fn check_holder(&self, attempt: u32) -> Result<(), Refusal> {
         match &self.lease {
             Some(lease) if lease.attempt == attempt => Ok(()),
-            // Logs written before leases existed commit with attempt 0.
-            None if attempt == 0 && self.attempts == 0 => Ok(()),
             _ => Err(Refusal::Fenced),
         }
     }
@@ -690,9 +684,10 @@ mod tests {
     }
 
     #[test]
-    fn logs_from_before_leases_still_commit() {
-        let state = log(vec![planned("a", "1.csv"), committed("a", 0)]);
-        assert!(state.batch(&id("a")).expect("planned").committed.is_some());
+    fn a_commit_without_a_lease_is_fenced() {
+        let state = log(vec![planned("a", "1.csv")]);
+        assert_eq!(state.admits(&committed("a", 0)), Err(Refusal::Fenced));
+        assert_eq!(state.admits(&committed("a", 1)), Err(Refusal::Fenced));
     }
 
     fn kafka(batch: &str, ranges: &[(i32, i64, i64)]) -> Record {

@@ -87,7 +87,14 @@ mod tests {
     fn redeliveries_of_committed_messages_and_repeats_are_left_out() {
         let mut log = Log(LogState::default());
         amqp_batch(&mut log, "a", &["m1"], 0);
-        log.push(committed(BatchId::from_string("a".into()), 0, "a-x"));
+        log.push(Record::Leased(crate::log::Leased {
+            batch_id: BatchId::from_string("a".into()),
+            attempt: 1,
+            owner: "w".into(),
+            expires: at(60),
+            at: at(0),
+        }));
+        log.push(committed(BatchId::from_string("a".into()), 1, "a-x"));
         let fresh = drop_redeliveries(&log.0, vec![message("m1"), message("m2"), message("m2")]);
         assert_eq!(fresh.messages, [message("m2")]);
         assert_eq!(fresh.duplicates, 2);
