@@ -707,6 +707,21 @@ fn a_broker_that_cannot_be_reached_exits_3() {
 }
 
 #[test]
+fn a_log_a_newer_sluice_wrote_is_refused_with_exit_2_and_the_version_it_needs() {
+    let ws = Workspace::new();
+    let pipeline = ws.pipeline(ORDERS);
+    ws.write("inbox/a.csv", "id,country,amount\n1,FR,10.5\n");
+    assert_eq!(run(&["run", &pipeline, "--until-caught-up"]).status.code(), Some(0));
+    let first = std::fs::read_to_string(ws.path("out/_sluice/log/00000000000000000000.json")).expect("record 0");
+    assert!(first.starts_with(r#"{"format":1,"sluice":""#), "{first}");
+    ws.write("out/_sluice/log/00000000000000000003.json", r#"{"format":9,"sluice":"9.9.0","kind":"sealed"}"#);
+    let output = run(&["status", &pipeline]);
+    assert_eq!(output.status.code(), Some(2), "{}", printed(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("written by sluice 9.9.0") && stderr.contains("run sluice 9.9.0 or newer"), "{stderr}");
+}
+
+#[test]
 fn an_unreadable_log_record_is_an_internal_error_exit_70() {
     let ws = Workspace::new();
     let pipeline = ws.pipeline(ORDERS);
