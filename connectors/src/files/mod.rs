@@ -9,6 +9,7 @@
 //! is committed. A local source folder is watched with file-system
 //! notifications.
 
+mod compression;
 mod config;
 mod footer;
 mod infer;

@@ -31,13 +31,14 @@ use datafusion::execution::SendableRecordBatchStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
+use parquet::basic::{Compression, ZstdLevel};
 use sluice_engine::sink::{Attempt, OutputObject, Sink, Staged};
 use sluice_engine::source::{ReadTally, Rejected};
 use sluice_engine::spec::{Component, Diagnostics};
 use sluice_engine::storage::StorageLocation;
 use sluice_engine::{Error, Result};
 
+use super::compression::{COMPRESSIONS, compression_name, level_of, parse_compression, with_level};
 use super::config::{FilesSinkConfig, OutputFormat};
 use super::partition::Partitioner;
 use super::writer::{Encoding, FileWriter, io_error};
@@ -47,9 +48,6 @@ const STAGING: &str = "_sluice/staging";
 
 /// What a staged file's name ends in: no data glob matches it.
 const STAGED_SUFFIX: &str = ".staged";
-
-/// The compressions a Parquet sink accepts.
-const COMPRESSIONS: &str = "zstd, snappy, gzip, lz4, brotli, none";
 
 /// Writes files under a location.
 #[derive(Debug)]
@@ -298,66 +296,6 @@ fn below(root: &Path, relative: &str) -> Result<Path> {
 /// `<token>.<file name>`. Tokens are hex digits and `-`.
 fn token_of(name: &str) -> &str {
     name.split(['.', '/']).next().unwrap_or(name)
-}
-
-fn parse_compression(name: &str) -> Option<Compression> {
-    Some(match name {
-        "zstd" => Compression::ZSTD(ZstdLevel::default()),
-        "snappy" => Compression::SNAPPY,
-        "gzip" => Compression::GZIP(GzipLevel::default()),
-        "lz4" => Compression::LZ4_RAW,
-        "brotli" => Compression::BROTLI(BrotliLevel::default()),
-        "none" | "uncompressed" => Compression::UNCOMPRESSED,
-        _ => return None,
-    })
-}
-
-/// `compression` at `level`, or why it cannot be: each codec's range, and
-/// no level for a codec without levels.
-fn with_level(compression: Compression, level: i64) -> Result<Compression, String> {
-    let out_of_range = |codec: &str, range: &str| format!("is {level}; {codec} levels are {range}");
-    match compression {
-        Compression::ZSTD(_) => i32::try_from(level)
-            .ok()
-            .and_then(|level| ZstdLevel::try_new(level).ok())
-            .map(Compression::ZSTD)
-            .ok_or_else(|| out_of_range("zstd", "1 to 22")),
-        Compression::GZIP(_) => u32::try_from(level)
-            .ok()
-            .and_then(|level| GzipLevel::try_new(level).ok())
-            .map(Compression::GZIP)
-            .ok_or_else(|| out_of_range("gzip", "0 to 9")),
-        Compression::BROTLI(_) => u32::try_from(level)
-            .ok()
-            .and_then(|level| BrotliLevel::try_new(level).ok())
-            .map(Compression::BROTLI)
-            .ok_or_else(|| out_of_range("brotli", "0 to 11")),
-        other => Err(format!(
-            "is given, but compression \"{}\" has no levels; levels are for zstd, gzip and brotli",
-            compression_name(other)
-        )),
-    }
-}
-
-/// The level `compression` writes at, for `explain`.
-fn level_of(compression: Compression) -> Option<i64> {
-    match compression {
-        Compression::ZSTD(level) => Some(level.compression_level().into()),
-        Compression::GZIP(level) => Some(level.compression_level().into()),
-        Compression::BROTLI(level) => Some(level.compression_level().into()),
-        _ => None,
-    }
-}
-
-fn compression_name(compression: Compression) -> &'static str {
-    match compression {
-        Compression::ZSTD(_) => "zstd",
-        Compression::SNAPPY => "snappy",
-        Compression::GZIP(_) => "gzip",
-        Compression::LZ4_RAW => "lz4",
-        Compression::BROTLI(_) => "brotli",
-        _ => "none",
-    }
 }
 
 fn remove_empty_dirs(dir: &std::path::Path) {

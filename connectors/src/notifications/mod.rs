@@ -21,6 +21,7 @@
 //! ```
 
 pub mod azqueue;
+mod blob_event;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
