@@ -70,31 +70,25 @@ pub(super) fn component<'a>(
     Some(Component::new(key, kind, value, file))
 }
 
-/// Where `a.b` is written in the file (its key, or its table header):
-/// for problems found after reading, when only the path is known.
+/// Where `a.b` is written in the file (its key; for a table, its name in
+/// the header): for problems found after reading, when only the path is
+/// known. The key of the nearest table on the path that is written, if
+/// `a.b` is not; the file's start if none is. Read from the file's spanned
+/// tree, so a key is found however it is written (`a.b = 1` in the root,
+/// quoted, inline).
 pub(super) fn locate_key(text: &str, key_path: &str) -> std::ops::Range<usize> {
-    let (table, key) = key_path.split_once('.').unwrap_or((key_path, ""));
-    let header = format!("[{table}]");
-    let mut offset = 0;
-    let mut in_table = false;
-    let mut header_at = None;
-    for line in text.split_inclusive('\n') {
-        let trimmed = line.trim_start();
-        let indent = line.len() - trimmed.len();
-        if trimmed.starts_with('[') {
-            in_table = trimmed.starts_with(&header);
-            if in_table && header_at.is_none() {
-                header_at = Some(offset + indent);
-            }
-        } else if in_table && !key.is_empty() {
-            let name = trimmed.split('=').next().unwrap_or("").trim();
-            if name == key {
-                return offset + indent..offset + indent + key.len();
-            }
+    let Ok(root) = toml::de::DeTable::parse(text) else { return 0..0 };
+    let mut table = root.get_ref();
+    let mut found = 0..0;
+    for part in key_path.split('.') {
+        let Some((key, value)) = table.get_key_value(part) else { break };
+        found = key.span();
+        match value.get_ref() {
+            DeValue::Table(inner) => table = inner,
+            _ => break,
         }
-        offset += line.len();
     }
-    header_at.map_or(0..0, |at| at..at + header.len())
+    found
 }
 
 #[cfg(test)]
@@ -105,7 +99,14 @@ mod tests {
     fn locates_keys_for_late_problems() {
         let text = "[pipeline]\nname = \"x\"\n\n[transform]\n  sql = \"SELECT 1\"\n";
         assert_eq!(locate_key(text, "transform.sql"), 37..40);
-        assert_eq!(locate_key(text, "transform"), 23..34);
+        assert_eq!(&text[locate_key(text, "transform")], "transform");
+        assert_eq!(locate_key(text, "transform.missing"), 24..33, "the table, when the key is not written");
         assert_eq!(locate_key(text, "workers.concurrency"), 0..0);
+        // Written in ways a line scan would not see.
+        let dotted = "pipeline.name = \"x\"\ntrigger = { max_files_per_batch = 0 }\n";
+        assert_eq!(&dotted[locate_key(dotted, "trigger.max_files_per_batch")], "max_files_per_batch");
+        assert_eq!(&dotted[locate_key(dotted, "pipeline.name")], "name");
+        let quoted = "[sink]\n\"url\" = \"out\"\n";
+        assert_eq!(&quoted[locate_key(quoted, "sink.url")], "\"url\"");
     }
 }
