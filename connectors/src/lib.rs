@@ -1,25 +1,92 @@
 //! The connectors of sluice: the sources and sinks a pipeline file names
 //! by `type`, each in a module of its own, registered in one list.
 
+#[cfg(feature = "amqp")]
 pub mod amqp;
 pub mod files;
 mod formats;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod notifications;
+#[cfg(any(feature = "kafka", feature = "amqp"))]
 mod outbox;
 
 use std::sync::Arc;
 
+#[cfg(any(feature = "kafka", feature = "amqp"))]
 pub use formats::messages::MessageFormat;
 use sluice_engine::sink::Sink;
 use sluice_engine::source::SourceConnector;
 use sluice_engine::spec::{Component, ConnectorRegistry, Diagnostics};
 use sluice_engine::storage::StorageLocation;
 
+/// Makes a sink from its table, the checkpoint's location given for an
+/// outbox.
+type MakeSink = fn(&Component<'_>, Option<&StorageLocation>) -> Result<Arc<dyn Sink>, Diagnostics>;
+
+/// One connector: its `type`, whether it is a stream, and how its source
+/// and sink are made from their tables.
+struct Connector {
+    kind: &'static str,
+    stream: bool,
+    source: fn(&Component<'_>) -> Result<SourceConnector, Diagnostics>,
+    sink: MakeSink,
+}
+
+/// Every connector of this build, by `type`. The type lists, the stream
+/// kinds and the registry's answers all come from here.
+const CONNECTORS: &[Connector] = &[
+    Connector {
+        kind: "files",
+        stream: false,
+        source: |component| Ok(SourceConnector::Objects(Arc::new(files::FilesSource::from_component(component)?))),
+        sink: |component, _| Ok(Arc::new(files::FilesSink::from_component(component)?)),
+    },
+    #[cfg(feature = "kafka")]
+    Connector {
+        kind: "kafka",
+        stream: true,
+        source: |component| Ok(SourceConnector::Stream(Arc::new(kafka::KafkaSource::from_component(component)?))),
+        sink: kafka::sink,
+    },
+    #[cfg(feature = "amqp")]
+    Connector {
+        kind: "amqp",
+        stream: true,
+        source: |component| Ok(SourceConnector::Stream(Arc::new(amqp::AmqpSource::from_component(component)?))),
+        sink: amqp::sink,
+    },
+];
+
+/// The connectors this build leaves out, with the cargo feature that has
+/// each: a pipeline naming one is told so, not that the type is unknown.
+const NOT_BUILT: &[(&str, &str)] = &[
+    #[cfg(not(feature = "kafka"))]
+    ("kafka", "kafka"),
+    #[cfg(not(feature = "amqp"))]
+    ("amqp", "amqp"),
+];
+
 /// The source types, as written in `[source] type`.
-pub const SOURCE_TYPES: &[&str] = &["files", "kafka", "amqp"];
+pub fn source_types() -> Vec<&'static str> {
+    CONNECTORS.iter().map(|connector| connector.kind).collect()
+}
+
 /// The sink types, as written in `[sink] type`.
-pub const SINK_TYPES: &[&str] = &["files", "kafka", "amqp"];
+pub fn sink_types() -> Vec<&'static str> {
+    CONNECTORS.iter().map(|connector| connector.kind).collect()
+}
+
+fn connector(component: &Component<'_>, known: fn() -> Vec<&'static str>) -> Result<&'static Connector, Diagnostics> {
+    let kind = component.kind();
+    if let Some(connector) = CONNECTORS.iter().find(|connector| connector.kind == kind) {
+        return Ok(connector);
+    }
+    Err(match NOT_BUILT.iter().find(|(left_out, _)| *left_out == kind) {
+        Some((_, feature)) => component.not_built(feature),
+        None => component.unknown_kind(&known()),
+    })
+}
 
 /// Every connector sluice has, by `type`.
 #[derive(Debug, Default, Clone, Copy)]
@@ -27,12 +94,7 @@ pub struct Registry;
 
 impl ConnectorRegistry for Registry {
     fn source(&self, component: &Component<'_>) -> Result<SourceConnector, Diagnostics> {
-        Ok(match component.kind() {
-            "files" => SourceConnector::Objects(Arc::new(files::FilesSource::from_component(component)?)),
-            "kafka" => SourceConnector::Stream(Arc::new(kafka::KafkaSource::from_component(component)?)),
-            "amqp" => SourceConnector::Stream(Arc::new(amqp::AmqpSource::from_component(component)?)),
-            _ => return Err(component.unknown_kind(SOURCE_TYPES)),
-        })
+        (connector(component, source_types)?.source)(component)
     }
 
     fn sink(
@@ -40,16 +102,11 @@ impl ConnectorRegistry for Registry {
         component: &Component<'_>,
         checkpoint: Option<&StorageLocation>,
     ) -> Result<Arc<dyn Sink>, Diagnostics> {
-        Ok(match component.kind() {
-            "files" => Arc::new(files::FilesSink::from_component(component)?),
-            "kafka" => kafka::sink(component, checkpoint)?,
-            "amqp" => amqp::sink(component, checkpoint)?,
-            _ => return Err(component.unknown_kind(SINK_TYPES)),
-        })
+        (connector(component, sink_types)?.sink)(component, checkpoint)
     }
 
     fn is_stream(&self, kind: &str) -> bool {
-        matches!(kind, "kafka" | "amqp")
+        CONNECTORS.iter().any(|connector| connector.kind == kind && connector.stream)
     }
 
     fn table(&self, component: &Component<'_>) -> Result<Arc<dyn sluice_engine::source::Source>, Diagnostics> {

@@ -16,8 +16,11 @@ use std::str::FromStr;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use object_store::ObjectStore;
+#[cfg(feature = "cloud")]
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+#[cfg(feature = "cloud")]
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+#[cfg(feature = "cloud")]
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
@@ -27,6 +30,11 @@ use crate::Result;
 
 /// The URL schemes of object stores, besides `file`.
 const CLOUD_SCHEMES: &[&str] = &["s3", "s3a", "gs", "az", "azure", "abfs", "abfss"];
+
+/// What a build without the clouds says of a cloud location or setting.
+#[cfg(not(feature = "cloud"))]
+const NO_CLOUD: &str = "this sluice is built without the clouds (S3, GCS, Azure); use a sluice built with the \
+                        cargo feature `cloud` (on by default)";
 
 /// `[storage]`: settings of the object stores, `(key, value)` sorted by
 /// key. Keys are `object_store`'s names (`aws_endpoint`, `aws_region`,
@@ -39,6 +47,9 @@ impl StorageOptions {
     pub fn new(mut options: Vec<(String, String)>) -> Result<Self, String> {
         for (key, _) in &options {
             if !Self::is_known(key) {
+                #[cfg(not(feature = "cloud"))]
+                return Err(format!("`{key}` is a cloud store's setting, and {NO_CLOUD}"));
+                #[cfg(feature = "cloud")]
                 return Err(format!("unknown storage key `{key}`"));
             }
         }
@@ -47,11 +58,19 @@ impl StorageOptions {
     }
 
     /// Whether any of the stores knows `key`.
+    #[cfg(feature = "cloud")]
     pub fn is_known(key: &str) -> bool {
         let key = key.to_ascii_lowercase();
         AmazonS3ConfigKey::from_str(&key).is_ok()
             || GoogleConfigKey::from_str(&key).is_ok()
             || AzureConfigKey::from_str(&key).is_ok()
+    }
+
+    /// Whether any of the stores knows `key`: none, in a build without
+    /// the clouds.
+    #[cfg(not(feature = "cloud"))]
+    pub fn is_known(_key: &str) -> bool {
+        false
     }
 
     /// The settings that parse as keys of one store (`AmazonS3ConfigKey`,
@@ -94,6 +113,9 @@ impl StorageLocation {
             let url = Url::parse(raw).map_err(|e| format!("is not a valid URL: {e}"))?;
             return match scheme {
                 "file" => Ok(Self::directory(url)),
+                #[cfg(not(feature = "cloud"))]
+                scheme if CLOUD_SCHEMES.contains(&scheme) => Err(format!("names a {scheme}:// bucket, and {NO_CLOUD}")),
+                #[cfg(feature = "cloud")]
                 scheme if CLOUD_SCHEMES.contains(&scheme) => match url.host_str() {
                     Some(host) if !host.is_empty() => Ok(Self::directory(url)),
                     _ => Err(format!("names no bucket; write it as {scheme}://BUCKET/PREFIX")),
@@ -199,6 +221,14 @@ impl StorageLocation {
 
     /// Builds the store of `bucket` (`scheme://name`) from the environment
     /// and `[storage]`.
+    #[cfg(not(feature = "cloud"))]
+    fn build(&self, _bucket: &str) -> Result<Arc<dyn ObjectStore>> {
+        Err(crate::Error::Config(format!("{self}: {NO_CLOUD}")))
+    }
+
+    /// Builds the store of `bucket` (`scheme://name`) from the environment
+    /// and `[storage]`.
+    #[cfg(feature = "cloud")]
     fn build(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
         let store: Arc<dyn ObjectStore> = match self.url.scheme() {
             "s3" | "s3a" => {

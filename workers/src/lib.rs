@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod catalogue;
 mod changes;
 pub mod cli;
+#[cfg(feature = "amqp")]
 pub mod consumer;
 pub mod drive;
 pub mod exit;
@@ -22,6 +23,7 @@ pub mod report;
 pub mod run;
 pub mod status;
 pub mod task_keys;
+#[cfg(feature = "amqp")]
 pub mod tasks;
 pub mod traces;
 mod wake;

@@ -11,6 +11,7 @@ use datafusion::physical_plan::displayable;
 use sluice_engine::spec::{Diagnostics, PipelineSpec};
 use sluice_engine::sql::{self, PlanOver, PlannedInput};
 use sluice_workers::cli::{Cli, Command};
+#[cfg(feature = "amqp")]
 use sluice_workers::consumer::{self, WorkerOptions};
 use sluice_workers::exit::{Exit, Shown};
 use sluice_workers::logging::LogFormat;
@@ -18,7 +19,7 @@ use sluice_workers::maintenance::{self, RetryTarget};
 use sluice_workers::report::RunReport;
 use sluice_workers::run::{self, RunOptions};
 use sluice_workers::task_keys::KeySources;
-use sluice_workers::{load_pipeline, logging, metrics, status, tasks};
+use sluice_workers::{load_pipeline, logging, metrics, status};
 use tokio::sync::watch;
 
 fn main() -> ExitCode {
@@ -96,6 +97,7 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
             let task_keys = KeySources::from_env(task_key_file.into_iter().collect());
             run(&file, RunOptions { until_caught_up, progress, task_keys }, json).await
         }
+        #[cfg(feature = "amqp")]
         Command::Worker {
             tasks,
             queue,
@@ -113,6 +115,13 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
             worker(WorkerOptions { tasks, queue, idle_timeout, prefetch, pipelines, keys, insecure_unsigned_tasks })
                 .await
         }
+        #[cfg(not(feature = "amqp"))]
+        Command::Worker { .. } => Err(sluice_engine::Error::Config(
+            "this sluice is built without AMQP, which `sluice worker` takes its tasks from; use a sluice built \
+             with the cargo feature `amqp` (on by default)"
+                .into(),
+        )
+        .into()),
         Command::Status { file, json } => show_status(&file, json).await,
         Command::Retry { file, batch, failed: _ } => {
             let target = batch.map_or(RetryTarget::AllFailed, RetryTarget::Batch);
@@ -211,7 +220,12 @@ async fn describe(spec: &PipelineSpec) -> anyhow::Result<Result<String, Diagnost
         humantime::format_duration(spec.lease_timeout)
     )?;
     if let Some(dispatch) = &spec.dispatch {
-        writeln!(out, "  dispatch = {}\n  task_queue = {}", tasks::shown_url(&dispatch.url), dispatch.queue)?;
+        writeln!(
+            out,
+            "  dispatch = {}\n  task_queue = {}",
+            sluice_engine::spec::shown_url(&dispatch.url),
+            dispatch.queue
+        )?;
     }
     writeln!(out, "[dead_letter]\n  url = {}\n  max_records = {}", spec.dead_letter, spec.dead_letter_max_records)?;
 
@@ -273,6 +287,7 @@ fn stop_on_signal() -> watch::Receiver<bool> {
     stop_rx
 }
 
+#[cfg(feature = "amqp")]
 async fn worker(options: WorkerOptions) -> anyhow::Result<Exit> {
     let started = Instant::now();
     let stop_rx = stop_on_signal();

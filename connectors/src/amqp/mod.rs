@@ -43,15 +43,7 @@ fn check_url(component: &Component<'_>, url: &str) -> Option<Diagnostic> {
 
 /// `url` as messages and logs may show it: without its password.
 pub fn shown(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.host_str().is_some_and(|host| !host.is_empty()) => {
-            if parsed.password().is_some() {
-                let _ = parsed.set_password(Some("***"));
-            }
-            parsed.to_string()
-        }
-        _ => "(an unreadable AMQP URL)".into(),
-    }
+    sluice_engine::spec::shown_url(url)
 }
 
 /// The environment variable naming a PEM file of the CA certificates that

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use arrow::array::{BinaryArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::datasource::MemTable;
 use serde::Deserialize;
 use sluice_engine::source::{Input, ReadTally, Rejected};
 use sluice_engine::spec::schema::SchemaSpec;
@@ -15,7 +16,6 @@ use sluice_engine::stream::{Message, Origin};
 use sluice_engine::{Error, Result};
 use toml::Spanned;
 
-use super::memory_table;
 use super::records::{CsvRecords, JsonLines, RecordFormat, Span, raw_parts, sort_spans};
 
 /// The column a `raw` message's body is in.
@@ -221,6 +221,16 @@ pub(crate) fn rejected(message: &Message, error: String) -> Rejected {
             raw_base64,
         },
     }
+}
+
+/// A table over `batches` with a partition per thread, so that the SQL
+/// runs on all of them.
+pub(crate) fn memory_table(schema: SchemaRef, batches: Vec<RecordBatch>, threads: usize) -> Result<Arc<MemTable>> {
+    let partitions = threads.clamp(1, batches.len().max(1));
+    let per_partition = batches.len().div_ceil(partitions).max(1);
+    let partitions: Vec<Vec<RecordBatch>> = batches.chunks(per_partition).map(<[RecordBatch]>::to_vec).collect();
+    let partitions = if partitions.is_empty() { vec![Vec::new()] } else { partitions };
+    Ok(Arc::new(MemTable::try_new(schema, partitions)?))
 }
 
 #[cfg(test)]

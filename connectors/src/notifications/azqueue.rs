@@ -369,12 +369,15 @@ pub(super) struct Receipt {
     message: QueueMessage,
 }
 
-impl Receipt {
-    pub(super) async fn delete(self) -> Result<(), String> {
+#[async_trait::async_trait]
+impl Delivery for Receipt {
+    /// Deletes the message.
+    async fn ack(self: Box<Self>) -> Result<(), String> {
         self.queue.delete(&self.message.id, &self.message.receipt).await.map_err(|e| e.to_string())
     }
 
-    pub(super) async fn release(self) -> Result<(), String> {
+    /// Makes the message visible again.
+    async fn requeue(self: Box<Self>) -> Result<(), String> {
         self.queue.release(&self.message.id, &self.message.receipt, &self.message.text).await.map_err(|e| e.to_string())
     }
 }
@@ -421,7 +424,7 @@ pub(super) async fn poll(queue: AzureQueue, pending: Arc<Mutex<Vec<Notice>>>, wa
         for message in messages {
             match parse_blob_event(&message.text) {
                 Ok(objects) => {
-                    let delivery = Delivery::Azure(Box::new(Receipt { queue: queue.clone(), message }));
+                    let delivery: Box<dyn Delivery> = Box::new(Receipt { queue: queue.clone(), message });
                     pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(Notice { objects, delivery });
                 }
                 Err(reason) => {

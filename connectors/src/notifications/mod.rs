@@ -20,29 +20,21 @@
 //!                            Wake (no listing until reconcile_interval)
 //! ```
 
+#[cfg(feature = "amqp")]
+mod amqp_queue;
+#[cfg(feature = "cloud")]
 pub mod azqueue;
+#[cfg(feature = "cloud")]
 mod blob_event;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use futures::StreamExt;
-use lapin::Acker;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
-use lapin::types::FieldTable;
 use serde::Deserialize;
 use sluice_engine::Result;
 use sluice_engine::source::Watch;
 use sluice_engine::spec::NotificationQueue;
 use sluice_engine::storage::StorageOptions;
 use tokio::sync::mpsc;
-
-use crate::amqp::{open_queue, shown};
-
-/// Notices delivered and not yet acknowledged, at most.
-const PREFETCH: u16 = 1000;
-/// The longest wait before connecting again after the broker went away.
-const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(30);
 
 /// One object an event says was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,13 +49,16 @@ pub struct ObjectEvent {
 pub struct Notice {
     /// The objects written; empty for test events and removals.
     pub objects: Vec<ObjectEvent>,
-    delivery: Delivery,
+    delivery: Box<dyn Delivery>,
 }
 
 /// How a notice is settled with the queue it came from.
-enum Delivery {
-    Amqp(Acker),
-    Azure(Box<azqueue::Receipt>),
+#[async_trait::async_trait]
+trait Delivery: Send {
+    /// Acknowledges the message: it is not delivered again.
+    async fn ack(self: Box<Self>) -> Result<(), String>;
+    /// Hands the message back, to be delivered again.
+    async fn requeue(self: Box<Self>) -> Result<(), String>;
 }
 
 impl std::fmt::Debug for Notice {
@@ -75,10 +70,7 @@ impl std::fmt::Debug for Notice {
 impl Notice {
     /// Acknowledges the message: its objects are planned.
     pub async fn ack(self) {
-        let done = match self.delivery {
-            Delivery::Amqp(acker) => acker.ack(BasicAckOptions::default()).await.map(drop).map_err(|e| e.to_string()),
-            Delivery::Azure(receipt) => receipt.delete().await,
-        };
+        let done = self.delivery.ack().await;
         if let Err(error) = done {
             // The channel is gone, or the message's receipt expired: the
             // queue delivers it again, and the log refuses what it planned
@@ -89,13 +81,7 @@ impl Notice {
 
     /// Hands the message back to the queue, to be delivered again.
     pub async fn requeue(self) {
-        let done = match self.delivery {
-            Delivery::Amqp(acker) => {
-                let options = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
-                acker.nack(options).await.map(drop).map_err(|e| e.to_string())
-            }
-            Delivery::Azure(receipt) => receipt.release().await,
-        };
+        let done = self.delivery.requeue().await;
         if let Err(error) = done {
             tracing::debug!("cannot requeue a bucket notification (it comes again): {error}");
         }
@@ -115,14 +101,35 @@ impl NotificationFeed {
     /// [`Watch`] signalled when notices arrive. The reader connects again,
     /// with a growing wait, whenever the queue cannot be reached; dropping
     /// the `Watch` stops it.
+    #[cfg_attr(not(all(feature = "amqp", feature = "cloud")), allow(unreachable_code, unused_variables))]
     pub fn start(queue: NotificationQueue, storage: &StorageOptions) -> Result<(NotificationFeed, Watch)> {
         let pending = Arc::new(Mutex::new(Vec::new()));
         let (tx, changes) = mpsc::channel(1);
         let task = match queue {
-            NotificationQueue::Amqp { url, queue } => tokio::spawn(consume(url, queue, pending.clone(), tx)),
+            #[cfg(feature = "amqp")]
+            NotificationQueue::Amqp { url, queue } => {
+                tokio::spawn(amqp_queue::consume(url, queue, pending.clone(), tx))
+            }
+            #[cfg(not(feature = "amqp"))]
+            NotificationQueue::Amqp { .. } => {
+                return Err(sluice_engine::Error::Config(
+                    "[source] notifications on an AMQP queue: this sluice is built without AMQP; use a sluice built \
+                     with the cargo feature `amqp` (on by default)"
+                        .into(),
+                ));
+            }
+            #[cfg(feature = "cloud")]
             NotificationQueue::AzureQueue { account, queue } => {
                 let queue = azqueue::AzureQueue::new(&account, &queue, storage)?;
                 tokio::spawn(azqueue::poll(queue, pending.clone(), tx))
+            }
+            #[cfg(not(feature = "cloud"))]
+            NotificationQueue::AzureQueue { .. } => {
+                return Err(sluice_engine::Error::Config(
+                    "[trigger] notifications on an Azure queue: this sluice is built without the clouds; use a \
+                     sluice built with the cargo feature `cloud` (on by default)"
+                        .into(),
+                ));
             }
         };
         let guard = Box::new(AbortOnDrop(task));
@@ -141,71 +148,6 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-/// Consumes `queue` for ever, connecting again after every failure.
-async fn consume(url: String, queue: String, pending: Arc<Mutex<Vec<Notice>>>, wake: mpsc::Sender<()>) {
-    let mut failures = 0u32;
-    loop {
-        match consume_once(&url, &queue, &pending, &wake, &mut failures).await {
-            Ok(()) => tracing::warn!(queue, "the bucket notification queue's consumer was cancelled; connecting again"),
-            Err(error) => tracing::warn!(
-                queue,
-                "bucket notifications from {} stopped, relying on listings until they come back: {error}",
-                shown(&url)
-            ),
-        }
-        failures += 1;
-        let wait = Duration::from_millis(500u64 << failures.min(6)).min(MAX_RECONNECT_WAIT);
-        tokio::time::sleep(wait).await;
-        // What was missed meanwhile, a listing finds.
-        let _ = wake.try_send(());
-    }
-}
-
-async fn consume_once(
-    url: &str,
-    queue: &str,
-    pending: &Mutex<Vec<Notice>>,
-    wake: &mpsc::Sender<()>,
-    failures: &mut u32,
-) -> Result<()> {
-    let (_connection, channel) = open_queue(url, queue).await?;
-    let broker = |what: &str, e: lapin::Error| crate::amqp::broker_error(url, what, e);
-    channel.basic_qos(PREFETCH, BasicQosOptions::default()).await.map_err(|e| broker("basic.qos", e))?;
-    let mut consumer = channel
-        .basic_consume(
-            queue.into(),
-            "sluice-notifications".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| broker("basic.consume", e))?;
-    tracing::debug!(queue, "reading bucket notifications");
-    *failures = 0;
-    while let Some(delivery) = consumer.next().await {
-        let delivery = delivery.map_err(|e| broker("delivery", e))?;
-        match parse_event(&delivery.data) {
-            Ok(objects) => {
-                pending
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .push(Notice { objects, delivery: Delivery::Amqp(delivery.acker) });
-                let _ = wake.try_send(());
-            }
-            Err(reason) => {
-                // Not an event: the broker's dead-letter exchange of the
-                // queue, if it has one, keeps it; the next listing finds
-                // any object it was about.
-                let shown_body = String::from_utf8_lossy(&delivery.data[..delivery.data.len().min(200)]).into_owned();
-                tracing::warn!(queue, body = %shown_body, "a message on the notification queue is not an S3 event, rejected: {reason}");
-                let options = BasicNackOptions { requeue: false, ..BasicNackOptions::default() };
-                let _ = delivery.acker.nack(options).await;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// An S3 event message (AWS's format, which S3-compatible servers send

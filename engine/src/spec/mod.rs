@@ -30,4 +30,4 @@ pub use sections::{
     DEFAULT_DEAD_LETTER_MAX_RECORDS, DEFAULT_LEASE_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_TASK_QUEUE,
     MIN_LEASE_TIMEOUT, MIN_MAX_WAIT, MIN_POLL_INTERVAL, MIN_RECONCILE_INTERVAL, SECTIONS, TriggerSpec,
 };
-pub use urls::{NotificationQueue, check_broker_url, split_queue_url};
+pub use urls::{NotificationQueue, check_broker_url, shown_url, split_queue_url};

@@ -82,6 +82,22 @@ impl<'a> Component<'a> {
     }
 }
 
+impl Component<'_> {
+    /// The problem of a `type` this build of sluice leaves out: its
+    /// connector needs the cargo feature `feature`.
+    pub fn not_built(&self, feature: &str) -> Diagnostics {
+        Diagnostics(vec![self.file.diagnostic(
+            self.kind.span(),
+            format!("{}.type", self.key),
+            format!("this sluice is built without the {} connector", self.kind()),
+            Some(format!(
+                "use a sluice built with the cargo feature `{feature}` (on by default): cargo build --release -p \
+                 sluice-workers --features {feature}"
+            )),
+        )])
+    }
+}
+
 /// Reads one table of the file into `T`.
 ///
 /// Every key `T` does not know is reported, each with its position and the

@@ -17,6 +17,19 @@ pub fn check_broker_url(raw: &str) -> Result<(), String> {
     }
 }
 
+/// `url` as messages and logs may show it: without its password.
+pub fn shown_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.host_str().is_some_and(|host| !host.is_empty()) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        _ => "(an unreadable broker URL)".into(),
+    }
+}
+
 /// Where `[trigger] notifications` are read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotificationQueue {

@@ -5,6 +5,7 @@
 //! stream ([`stream`]). Any number of runs may run the same pipeline:
 //! leases in the log share the batches out.
 
+#[cfg(feature = "amqp")]
 mod dispatch;
 mod local;
 mod options;
@@ -36,7 +37,14 @@ pub async fn run(spec: Arc<PipelineSpec>, options: RunOptions, stop: watch::Rece
     // A controller that runs until stopped sleeps until its source changes.
     let wake = Wake::new(&spec, !options.until_caught_up)?;
     match spec.dispatch.clone() {
+        #[cfg(feature = "amqp")]
         Some(dispatch) => dispatch::run(spec, options, stop, log, wake, &dispatch).await,
+        #[cfg(not(feature = "amqp"))]
+        Some(_) => Err(sluice_engine::Error::Config(
+            "[workers] dispatch hands batches out over AMQP, and this sluice is built without it; use a sluice \
+             built with the cargo feature `amqp` (on by default), or remove [workers] dispatch to run here"
+                .into(),
+        )),
         None => local::run(spec, options, stop, log, wake).await,
     }
 }
