@@ -306,7 +306,9 @@ async fn worker(options: WorkerOptions) -> anyhow::Result<Exit> {
         summary.rejected,
         run::elapsed_since(started)
     );
-    Ok(Exit::Done)
+    // A batch this worker failed for good waits for `sluice retry`, as
+    // after `sluice run`.
+    Ok(if summary.failed > 0 { Exit::BatchesFailed } else { Exit::Done })
 }
 
 async fn run(path: &Path, options: RunOptions, json: bool) -> anyhow::Result<Exit> {

@@ -295,7 +295,7 @@ fn a_worker_whose_batch_panics_every_time_settles_its_task_as_failed() {
     let ws = Workspace::new();
     write_good(&ws);
     let (code, printed, left) = dispatch_with_failing_worker(&ws, "poison", "max_attempts = 2");
-    assert_eq!(code, Some(0), "{printed}");
+    assert_eq!(code, Some(1), "a failed batch waits for `sluice retry`: exit 1\n{printed}");
     let summary = printed.lines().find(|l| l.starts_with("sluice worker: ")).expect("summary");
     assert!(summary.contains("1 failed"), "{printed}");
     assert!(!left.contains(" 1 ready"), "the task is settled, not handed on:\n{left}\n{printed}");
