@@ -5,32 +5,17 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Workspace, parquet_rows, printed, rows, run, snapshot, visible_files};
+use common::{PipelineFile, Workspace, parquet_rows, printed, rows, run, snapshot, visible_files};
 
-const ORDERS: &str = r#"
-[pipeline]
-name = "orders"
-
-[source]
-type = "files"
-url = "inbox"
-pattern = "*.csv"
-format = "csv"
-
-[source.schema]
-id = "int64"
-country = "string"
-amount = "float64"
-
-[sink]
-type = "files"
-url = "out"
-"#;
+/// CSV orders from `inbox/` (id, country, amount) as Parquet in `out/`.
+fn orders() -> PipelineFile {
+    PipelineFile::orders("orders").text("source", "format", "csv")
+}
 
 #[test]
 fn csv_becomes_parquet_once_and_only_new_files_are_added() {
     let ws = Workspace::new();
-    ws.pipeline(ORDERS);
+    ws.pipeline(&orders().toml());
     ws.write("inbox/a.csv", "id,country,amount\n1,FR,10.5\n2,DE,20\n");
     ws.write("inbox/b.csv", "id,country,amount\n3,US,30.25\n");
 
@@ -60,7 +45,7 @@ fn csv_becomes_parquet_once_and_only_new_files_are_added() {
 #[test]
 fn output_names_come_from_the_batch_id_and_nothing_else_is_visible() {
     let ws = Workspace::new();
-    ws.pipeline(ORDERS);
+    ws.pipeline(&orders().toml());
     ws.write("inbox/a.csv", "id,country,amount\n1,FR,1\n");
     ws.write("inbox/_partial.csv", "id,country,amount\n99,XX,0\n");
     ws.write("inbox/.hidden.csv", "id,country,amount\n98,XX,0\n");
@@ -93,7 +78,7 @@ fn output_names_come_from_the_batch_id_and_nothing_else_is_visible() {
 #[test]
 fn batches_respect_the_file_limit() {
     let ws = Workspace::new();
-    ws.pipeline(&ORDERS.replace("[sink]", "[trigger]\nmax_files_per_batch = 1\n\n[sink]"));
+    ws.pipeline(&orders().set("trigger", "max_files_per_batch", "1").toml());
     for i in 0..3 {
         ws.write(&format!("inbox/{i}.csv"), &format!("id,country,amount\n{i},FR,1\n"));
     }
@@ -105,7 +90,7 @@ fn batches_respect_the_file_limit() {
 #[test]
 fn a_file_replaced_with_new_content_is_new_input() {
     let ws = Workspace::new();
-    ws.pipeline(ORDERS);
+    ws.pipeline(&orders().toml());
     ws.write("inbox/a.csv", "id,country,amount\n1,FR,1\n");
     ws.run_until_caught_up();
     // Grown, its first bytes unchanged: an append, of which only the new
@@ -165,7 +150,7 @@ url = "out"
 #[test]
 fn partition_by_writes_hive_folders_without_the_column() {
     let ws = Workspace::new();
-    ws.pipeline(&ORDERS.replace("url = \"out\"", "url = \"out\"\npartition_by = [\"country\"]"));
+    ws.pipeline(&orders().set("sink", "partition_by", r#"["country"]"#).toml());
     ws.write("inbox/a.csv", "id,country,amount\n1,FR,1\n2,DE,2\n3,FR,3\n4,,4\n");
     ws.run_until_caught_up();
 
@@ -218,7 +203,7 @@ format = "csv"
 #[test]
 fn status_reads_the_log() {
     let ws = Workspace::new();
-    let pipeline = ws.pipeline(ORDERS);
+    let pipeline = ws.pipeline(&orders().toml());
     ws.write("inbox/a.csv", "id,country,amount\n1,FR,1\n2,DE,2\n");
     ws.run_until_caught_up();
     ws.write("inbox/b.csv", "id,country,amount\n3,US,3\n");
@@ -241,10 +226,12 @@ fn status_reads_the_log() {
 #[test]
 fn a_batch_that_fails_leaves_nothing_visible_and_a_fixed_input_is_new_input() {
     let ws = Workspace::new();
-    let pipeline = ws.pipeline(&format!(
-        "{ORDERS}\n[transform]\nsql = \"SELECT id, country, amount + 1 / (id - 1) AS amount FROM input\"\n\n\
-         [workers]\nmax_attempts = 1\n"
-    ));
+    let pipeline = ws.pipeline(
+        &orders()
+            .text("transform", "sql", "SELECT id, country, amount + 1 / (id - 1) AS amount FROM input")
+            .set("workers", "max_attempts", "1")
+            .toml(),
+    );
     ws.write("inbox/bad.csv", "id,country,amount\n1,FR,5\n");
     let output = run(&["run", &pipeline, "--until-caught-up"]);
     assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
@@ -324,8 +311,7 @@ url = "out"
 #[test]
 fn explain_shows_settings_columns_and_plan() {
     let ws = Workspace::new();
-    let pipeline = ws
-        .pipeline(&ORDERS.replace("[sink]", "[transform]\nsql = \"SELECT id FROM input WHERE amount > 1\"\n\n[sink]"));
+    let pipeline = ws.pipeline(&orders().text("transform", "sql", "SELECT id FROM input WHERE amount > 1").toml());
     let output = run(&["explain", &pipeline]);
     assert!(output.status.success(), "{}", printed(&output));
     let text = String::from_utf8_lossy(&output.stdout);
@@ -339,7 +325,7 @@ fn explain_shows_settings_columns_and_plan() {
 #[test]
 fn sigterm_finishes_and_prints_the_summary() {
     let ws = Workspace::new();
-    let pipeline = ws.pipeline(&ORDERS.replace("[sink]", "[trigger]\npoll_interval = \"50ms\"\n\n[sink]"));
+    let pipeline = ws.pipeline(&orders().text("trigger", "poll_interval", "50ms").toml());
     ws.write("inbox/a.csv", "id,country,amount\n1,FR,1\n");
     let child = common::sluice()
         .args(["run", &pipeline])
@@ -373,7 +359,7 @@ fn sigterm_finishes_and_prints_the_summary() {
 #[test]
 fn a_missing_source_folder_is_an_error_that_names_it() {
     let ws = Workspace::new();
-    let pipeline = ws.pipeline(&ORDERS.replace("url = \"inbox\"", "url = \"inbox-typo\""));
+    let pipeline = ws.pipeline(&orders().text("source", "url", "inbox-typo").toml());
     let output = run(&["run", &pipeline, "--until-caught-up"]);
     assert_eq!(output.status.code(), Some(2), "{}", printed(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -416,7 +402,7 @@ format = "csv"
 #[test]
 fn file_names_with_url_characters_are_read_as_named() {
     let ws = Workspace::new();
-    ws.pipeline(ORDERS);
+    ws.pipeline(&orders().toml());
     ws.write("inbox/week #1 100%41 ?.csv", "id,country,amount\n1,FR,1\n");
     ws.write("inbox/A.csv", "id,country,amount\n2,DE,2\n");
     let summary = ws.run_until_caught_up();
@@ -427,8 +413,8 @@ fn file_names_with_url_characters_are_read_as_named() {
 #[test]
 fn validate_checks_the_sql_syntax_before_there_is_input() {
     let ws = Workspace::new();
-    let text = ORDERS.replace("[source.schema]\nid = \"int64\"\ncountry = \"string\"\namount = \"float64\"\n", "");
-    let pipeline = ws.pipeline(&text.replace("[sink]", "[transform]\nsql = \"SELEC id FROM input\"\n\n[sink]"));
+    let inferred = PipelineFile::files("orders", "*.csv").text("source", "format", "csv");
+    let pipeline = ws.pipeline(&inferred.clone().text("transform", "sql", "SELEC id FROM input").toml());
     let output = run(&["validate", &pipeline]);
     assert_eq!(output.status.code(), Some(2), "{}", printed(&output));
     assert!(
@@ -437,13 +423,13 @@ fn validate_checks_the_sql_syntax_before_there_is_input() {
         printed(&output)
     );
 
-    let pipeline = ws.pipeline(&text.replace("[sink]", "[transform]\nsql = \"SELECT id FROM input\"\n\n[sink]"));
+    let pipeline = ws.pipeline(&inferred.clone().text("transform", "sql", "SELECT id FROM input").toml());
     let output = run(&["validate", &pipeline]);
     assert!(output.status.success(), "{}", printed(&output));
     assert!(String::from_utf8_lossy(&output.stdout).contains("ok (the SQL parses;"), "{}", printed(&output));
 
     ws.write("inbox/a.csv", "id,country,amount\n1,FR,1\n");
-    let pipeline = ws.pipeline(&text.replace("[sink]", "[transform]\nsql = \"SELECT nope FROM input\"\n\n[sink]"));
+    let pipeline = ws.pipeline(&inferred.text("transform", "sql", "SELECT nope FROM input").toml());
     let output = run(&["validate", &pipeline]);
     assert_eq!(output.status.code(), Some(2), "with a file present the SQL is planned: {}", printed(&output));
 }
@@ -453,10 +439,12 @@ fn explain_and_status_never_show_environment_values() {
     let ws = Workspace::new();
     std::fs::create_dir_all(ws.path("in box secret-dir")).expect("folder");
     ws.write("in box secret-dir/a.csv", "id,country,amount\n1,FR,1\n");
-    let pipeline = ws.pipeline(&ORDERS.replace("url = \"inbox\"", "url = \"${env:SLUICE_TEST_DIR}\"").replace(
-        "[sink]",
-        "[transform]\nsql = \"SELECT id, '${env:SLUICE_TEST_TOKEN}' AS token FROM input\"\n\n[sink]",
-    ));
+    let pipeline = ws.pipeline(
+        &orders()
+            .text("source", "url", "${env:SLUICE_TEST_DIR}")
+            .text("transform", "sql", "SELECT id, '${env:SLUICE_TEST_TOKEN}' AS token FROM input")
+            .toml(),
+    );
     for command in ["explain", "status", "run"] {
         let mut args = vec![command, pipeline.as_str()];
         if command == "run" {
@@ -478,13 +466,16 @@ fn explain_and_status_never_show_environment_values() {
     assert_eq!(found, rows(&["1|tok-7f3a9c"]), "the values were used");
 }
 
-/// ORDERS joined with a lookup table of country names in `reference/`.
+/// The orders joined with a lookup table of country names in
+/// `reference/`, then `extra` (TOML).
 fn with_countries(extra: &str) -> String {
-    format!(
-        "{ORDERS}\n[tables.countries]\nurl = \"reference\"\npattern = \"*.csv\"\nformat = \"csv\"\n\n\
-         [tables.countries.schema]\ncountry = \"string\"\nname = \"string\"\n\n\
-         [transform]\nsql = \"SELECT id, country, name, amount FROM input LEFT JOIN countries USING (country)\"\n\n{extra}"
-    )
+    let file = orders()
+        .text("tables.countries", "url", "reference")
+        .text("tables.countries", "pattern", "*.csv")
+        .text("tables.countries", "format", "csv")
+        .schema_of("tables.countries.schema", &[("country", "string"), ("name", "string")])
+        .text("transform", "sql", "SELECT id, country, name, amount FROM input LEFT JOIN countries USING (country)");
+    format!("{}{extra}", file.toml())
 }
 
 /// The `tables` of each commit record in the log, in log order.
@@ -594,11 +585,13 @@ fn lookup_tables_are_checked_with_the_pipeline() {
     assert!(stderr.contains("transform.sql: the SQL does not plan") && stderr.contains("nom"), "{stderr}");
     // A name the SQL cannot use, and the input's own.
     for (name, place) in [("Countries", "tables.Countries"), ("input", "tables.input")] {
-        let pipeline = ws.pipeline(&with_countries("").replace("[tables.countries", &format!("[tables.{name}")));
+        let text = with_countries("").replace("[tables.countries", &format!("[tables.{name}"));
+        let line = 1 + text.lines().position(|l| l == format!("[tables.{name}]")).expect("the table's header");
+        let pipeline = ws.pipeline(&text);
         let output = run(&["validate", &pipeline]);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{}", printed(&output));
-        assert!(stderr.contains(&format!("pipeline.toml:20:9: {place}: names a lookup table")), "{stderr}");
+        assert!(stderr.contains(&format!("pipeline.toml:{line}:9: {place}: names a lookup table")), "{stderr}");
     }
 }
 
@@ -614,7 +607,9 @@ fn the_compression_level_is_the_one_asked_for() {
     for level in [1, 19] {
         let ws = Workspace::new();
         ws.write("inbox/a.csv", &text);
-        let pipeline = ws.pipeline(&format!("{ORDERS}compression = \"zstd\"\ncompression_level = {level}\n"));
+        let pipeline = ws.pipeline(
+            &orders().text("sink", "compression", "zstd").set("sink", "compression_level", &level.to_string()).toml(),
+        );
         let explained = run(&["explain", &pipeline]);
         assert!(String::from_utf8_lossy(&explained.stdout).contains(&format!("compression_level = {level}\n")));
         ws.run_until_caught_up();
@@ -637,7 +632,7 @@ fn run_json(pipeline: &str) -> (Option<i32>, serde_json::Value) {
 #[test]
 fn run_json_prints_the_summary_as_one_object_with_the_exit_code() {
     let ws = Workspace::new();
-    let pipeline = ws.pipeline(ORDERS);
+    let pipeline = ws.pipeline(&orders().toml());
     ws.write("inbox/a.csv", "id,country,amount\n1,FR,10.5\nnot-a-number,DE,20\n");
     ws.write("inbox/b.csv", "id,country,amount\n3,US,30.25\n");
     let (code, report) = run_json(&pipeline);
@@ -663,9 +658,12 @@ fn run_json_prints_the_summary_as_one_object_with_the_exit_code() {
 #[test]
 fn a_run_that_leaves_a_failed_batch_exits_1_and_counts_it() {
     let ws = Workspace::new();
-    let pipeline = ws.pipeline(&format!(
-        "{ORDERS}\n[transform]\nsql = \"SELECT id, 1 / (id - 1) AS amount FROM input\"\n\n[workers]\nmax_attempts = 1\n"
-    ));
+    let pipeline = ws.pipeline(
+        &orders()
+            .text("transform", "sql", "SELECT id, 1 / (id - 1) AS amount FROM input")
+            .set("workers", "max_attempts", "1")
+            .toml(),
+    );
     ws.write("inbox/bad.csv", "id,country,amount\n1,FR,5\n");
     let (code, report) = run_json(&pipeline);
     assert_eq!(code, Some(1), "{report}");
@@ -709,7 +707,7 @@ fn a_broker_that_cannot_be_reached_exits_3() {
 #[test]
 fn a_log_a_newer_sluice_wrote_is_refused_with_exit_2_and_the_version_it_needs() {
     let ws = Workspace::new();
-    let pipeline = ws.pipeline(ORDERS);
+    let pipeline = ws.pipeline(&orders().toml());
     ws.write("inbox/a.csv", "id,country,amount\n1,FR,10.5\n");
     assert_eq!(run(&["run", &pipeline, "--until-caught-up"]).status.code(), Some(0));
     let first = std::fs::read_to_string(ws.path("out/_sluice/log/00000000000000000000.json")).expect("record 0");
@@ -724,7 +722,7 @@ fn a_log_a_newer_sluice_wrote_is_refused_with_exit_2_and_the_version_it_needs() 
 #[test]
 fn an_unreadable_log_record_is_an_internal_error_exit_70() {
     let ws = Workspace::new();
-    let pipeline = ws.pipeline(ORDERS);
+    let pipeline = ws.pipeline(&orders().toml());
     ws.write("inbox/a.csv", "id,country,amount\n1,FR,10.5\n");
     ws.write("out/_sluice/log/00000000000000000000.json", "{ not a record");
     let output = run(&["run", &pipeline, "--until-caught-up"]);

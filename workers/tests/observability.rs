@@ -8,29 +8,14 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Workspace, printed, run, sluice};
+use common::{PipelineFile, Workspace, printed, run, sluice};
 
-const PIPELINE: &str = r#"
-[pipeline]
-name = "observed"
-
-[source]
-type = "files"
-url = "inbox"
-pattern = "*.csv"
-
-[source.schema]
-id = "int64"
-amount = "float64"
-
-[trigger]
-poll_interval = "100ms"
-max_files_per_batch = 1
-
-[sink]
-type = "files"
-url = "out"
-"#;
+fn observed() -> PipelineFile {
+    PipelineFile::files("observed", "*.csv")
+        .schema(&[("id", "int64"), ("amount", "float64")])
+        .text("trigger", "poll_interval", "100ms")
+        .set("trigger", "max_files_per_batch", "1")
+}
 
 /// Five files of 3 to 7 rows, one row of them malformed: 25 rows read, 24
 /// written, 1 dead letter. Returns the files' total size.
@@ -119,7 +104,7 @@ fn metric(scraped: &str, name: &str) -> Option<f64> {
 #[test]
 fn metrics_json_logs_and_status_agree_with_the_data() {
     let ws = Workspace::new();
-    let pipeline = ws.pipeline(PIPELINE);
+    let pipeline = ws.pipeline(&observed().toml());
     let bytes = write_five_files(&ws);
     let port = free_port();
     let controller = start(&pipeline, port);
@@ -200,11 +185,12 @@ fn metrics_json_logs_and_status_agree_with_the_data() {
 #[test]
 fn a_failed_batch_is_counted_and_the_lag_stays() {
     let ws = Workspace::new();
-    let pipeline = ws.pipeline(&PIPELINE.replace(
-        "[sink]",
-        "[transform]\nsql = \"SELECT id, amount + 1 / (id - 7) AS amount FROM input\"\n\n\
-         [workers]\nmax_attempts = 1\n\n[sink]",
-    ));
+    let pipeline = ws.pipeline(
+        &observed()
+            .text("transform", "sql", "SELECT id, amount + 1 / (id - 7) AS amount FROM input")
+            .set("workers", "max_attempts", "1")
+            .toml(),
+    );
     ws.write("inbox/a.csv", "id,amount\n1,1.5\n");
     ws.write("inbox/b.csv", "id,amount\n7,2.5\n");
     let port = free_port();
@@ -236,7 +222,7 @@ fn a_failed_batch_is_counted_and_the_lag_stays() {
 #[test]
 fn status_shows_the_lag_before_a_run() {
     let ws = Workspace::new();
-    let pipeline = ws.pipeline(PIPELINE);
+    let pipeline = ws.pipeline(&observed().toml());
     write_five_files(&ws);
     let output = run(&["status", &pipeline, "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
@@ -246,7 +232,7 @@ fn status_shows_the_lag_before_a_run() {
 #[test]
 fn a_progress_bar_on_a_terminal_and_none_otherwise() {
     let ws = Workspace::new();
-    let pipeline = ws.pipeline(PIPELINE);
+    let pipeline = ws.pipeline(&observed().toml());
     write_five_files(&ws);
     // `script` runs the command on a pseudo-terminal.
     let binary = env!("CARGO_BIN_EXE_sluice");
@@ -270,10 +256,11 @@ fn a_progress_bar_on_a_terminal_and_none_otherwise() {
 #[test]
 fn json_logs_at_debug_level_never_show_a_secret_even_escaped() {
     let ws = Workspace::new();
-    let pipeline = ws.pipeline(&PIPELINE.replace(
-        "[sink]",
-        "[transform]\nsql = \"SELECT id, amount FROM input WHERE '${env:SLUICE_TEST_TOKEN}' <> ''\"\n\n[sink]",
-    ));
+    let pipeline = ws.pipeline(
+        &observed()
+            .text("transform", "sql", "SELECT id, amount FROM input WHERE '${env:SLUICE_TEST_TOKEN}' <> ''")
+            .toml(),
+    );
     write_five_files(&ws);
     let secret = r#"tok"en\with-quotes"#;
     let output = sluice()

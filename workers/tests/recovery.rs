@@ -12,40 +12,19 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Workspace, parquet_rows, printed, run, sluice, visible_files};
+use common::{PipelineFile, Workspace, parquet_rows, printed, run, sluice, visible_files};
 
 /// Leases run out after a second, so that a run after a crash takes the
 /// dead process's batches over quickly.
-const PIPELINE: &str = r#"
-[pipeline]
-name = "crashy"
-
-[source]
-type = "files"
-url = "inbox"
-pattern = "*.csv"
-
-[source.schema]
-id = "int64"
-country = "string"
-amount = "float64"
-
-[trigger]
-poll_interval = "100ms"
-max_files_per_batch = 2
-
-[transform]
-sql = "SELECT id, country, amount * 2 AS doubled FROM input"
-
-[sink]
-type = "files"
-url = "out"
-partition_by = ["country"]
-
-[workers]
-concurrency = 2
-lease_timeout = "1s"
-"#;
+fn crashy() -> PipelineFile {
+    PipelineFile::orders("crashy")
+        .text("trigger", "poll_interval", "100ms")
+        .set("trigger", "max_files_per_batch", "2")
+        .text("transform", "sql", "SELECT id, country, amount * 2 AS doubled FROM input")
+        .set("sink", "partition_by", r#"["country"]"#)
+        .set("workers", "concurrency", "2")
+        .text("workers", "lease_timeout", "1s")
+}
 
 const COUNTRIES: [&str; 4] = ["FR", "DE", "US", "JP"];
 
@@ -125,7 +104,7 @@ fn crash_at(ws: &Workspace, failpoint: &str) {
 
 fn crash_then_recover(failpoint: &str) {
     let ws = Workspace::new();
-    ws.pipeline(PIPELINE);
+    ws.pipeline(&crashy().toml());
     let expected = write_inputs(&ws, 5, 40);
     crash_at(&ws, failpoint);
     let leftover = visible_files(&ws.path("out"));
@@ -270,11 +249,7 @@ fn kill_9_at_random_moments_with_racing_controllers_loses_and_duplicates_nothing
     // One file a batch, so that kills land between many commits. Every
     // killed attempt counts toward max_attempts: allow more than the
     // processes this test kills, so that no batch is failed for it.
-    ws.pipeline(
-        &PIPELINE
-            .replace("max_files_per_batch = 2", "max_files_per_batch = 1")
-            .replace("lease_timeout = \"1s\"", "lease_timeout = \"1s\"\nmax_attempts = 40"),
-    );
+    ws.pipeline(&crashy().set("trigger", "max_files_per_batch", "1").set("workers", "max_attempts", "40").toml());
     let (expected, bad) = write_dirty_inputs(&ws, 40, 2000);
     assert_eq!(bad.len(), 9);
     let mut rng = Rng::new();
@@ -318,7 +293,7 @@ fn kill_9_at_random_moments_with_racing_controllers_loses_and_duplicates_nothing
 #[test]
 fn two_controllers_at_once_share_the_batches() {
     let ws = Workspace::new();
-    ws.pipeline(PIPELINE);
+    ws.pipeline(&crashy().toml());
     let expected = write_inputs(&ws, 16, 50);
     let pipeline = pipeline_path(&ws);
     let children: Vec<_> = (0..2)
@@ -351,7 +326,7 @@ fn two_controllers_at_once_share_the_batches() {
 #[test]
 fn malformed_records_go_to_the_dead_letters_and_the_rest_goes_on() {
     let ws = Workspace::new();
-    ws.pipeline(PIPELINE);
+    ws.pipeline(&crashy().toml());
     ws.write("inbox/a.csv", "id,country,amount\n1,FR,1.5\n2,DE,oops\n3,US,2\n");
     ws.write("inbox/b.csv", "id,country,amount\n4,JP,1\n5,FR\n6,DE,3\n");
     let summary = ws.run_until_caught_up();
@@ -379,11 +354,12 @@ fn malformed_records_go_to_the_dead_letters_and_the_rest_goes_on() {
 #[test]
 fn a_batch_that_keeps_failing_is_failed_blocks_nothing_and_can_be_retried() {
     let ws = Workspace::new();
-    let failing = PIPELINE
-        .replace("max_files_per_batch = 2", "max_files_per_batch = 1")
-        .replace("lease_timeout = \"1s\"", "lease_timeout = \"1s\"\nmax_attempts = 2")
-        .replace("amount * 2 AS doubled", "amount * 2 + id / (id - 7) AS doubled");
-    let pipeline = ws.pipeline(&failing);
+    let failing = crashy().set("trigger", "max_files_per_batch", "1").set("workers", "max_attempts", "2").text(
+        "transform",
+        "sql",
+        "SELECT id, country, amount * 2 + id / (id - 7) AS doubled FROM input",
+    );
+    let pipeline = ws.pipeline(&failing.toml());
     ws.write("inbox/a.csv", "id,country,amount\n1,FR,1.5\n");
     ws.write("inbox/b.csv", "id,country,amount\n7,DE,2\n");
     let output = run(&["run", &pipeline, "--until-caught-up"]);
@@ -402,7 +378,7 @@ fn a_batch_that_keeps_failing_is_failed_blocks_nothing_and_can_be_retried() {
     assert!(failed["error"].as_str().is_some_and(|e| e.to_lowercase().contains("divide by zero")), "{status}");
 
     // The cause is fixed; the failed batch runs again.
-    ws.pipeline(&PIPELINE.replace("max_files_per_batch = 2", "max_files_per_batch = 1"));
+    ws.pipeline(&crashy().set("trigger", "max_files_per_batch", "1").toml());
     let retried = run(&["retry", &pipeline, "--batch", failed["batch_id"].as_str().expect("id")]);
     assert!(retried.status.success(), "{}", printed(&retried));
     let again = run(&["retry", &pipeline, "--failed"]);
@@ -418,7 +394,7 @@ fn a_batch_that_keeps_failing_is_failed_blocks_nothing_and_can_be_retried() {
 #[test]
 fn vacuum_removes_what_a_crashed_attempt_staged_and_keeps_committed_output() {
     let ws = Workspace::new();
-    ws.pipeline(PIPELINE);
+    ws.pipeline(&crashy().toml());
     let expected = write_inputs(&ws, 2, 10);
     crash_at(&ws, "after_sink_write");
     assert!(!walk(&ws.path("out/_sluice/staging")).is_empty(), "the crash left staged files");
@@ -474,7 +450,7 @@ url = "dead"
 #[test]
 fn a_worker_that_wakes_after_its_lease_was_taken_over_cannot_commit() {
     let ws = Workspace::new();
-    ws.pipeline(PIPELINE);
+    ws.pipeline(&crashy().toml());
     let expected = write_inputs(&ws, 2, 20);
     // The first controller stalls with its batch staged, as a paused
     // machine would: every thread stops, renewals too.
@@ -517,10 +493,7 @@ fn a_worker_that_wakes_after_its_lease_was_taken_over_cannot_commit() {
 #[test]
 fn a_malformed_value_in_a_column_the_sql_does_not_read_is_still_a_dead_letter() {
     let ws = Workspace::new();
-    ws.pipeline(&PIPELINE.replace(
-        "SELECT id, country, amount * 2 AS doubled FROM input",
-        "SELECT id, country, 0.0 AS doubled FROM input",
-    ));
+    ws.pipeline(&crashy().text("transform", "sql", "SELECT id, country, 0.0 AS doubled FROM input").toml());
     ws.write("inbox/a.csv", "id,country,amount\n1,FR,1.5\n2,DE,yesterday\n");
     let summary = ws.run_until_caught_up();
     assert!(summary.contains("2 rows in, 1 rows out, 1 dead letters"), "{summary}");

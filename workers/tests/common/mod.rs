@@ -10,7 +10,10 @@ use std::process::{Command, Output};
 use arrow::util::display::array_value_to_string;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+pub(crate) mod pipeline;
 pub(crate) mod tasks;
+
+pub(crate) use pipeline::PipelineFile;
 
 /// The `sluice` binary built for these tests.
 pub(crate) fn sluice() -> Command {

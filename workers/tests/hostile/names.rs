@@ -6,32 +6,15 @@ use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobMatcher};
 
-use super::common::{Workspace, parquet_rows, printed, rows, run, sluice};
+use super::common::{PipelineFile, Workspace, parquet_rows, printed, rows, run, sluice};
 
 /// A CSV pipeline into Parquet, one file a batch.
-const PIPELINE: &str = r#"
-[pipeline]
-name = "names"
-
-[source]
-type = "files"
-url = "inbox"
-pattern = "**/*.csv"
-
-[source.schema]
-id = "int64"
-country = "string"
-
-[trigger]
-max_files_per_batch = 1
-
-[workers]
-lease_timeout = "1s"
-
-[sink]
-type = "files"
-url = "out"
-"#;
+fn names() -> PipelineFile {
+    PipelineFile::files("names", "**/*.csv")
+        .schema(&[("id", "int64"), ("country", "string")])
+        .set("trigger", "max_files_per_batch", "1")
+        .text("workers", "lease_timeout", "1s")
+}
 
 /// Every file below `dir`, hidden names included.
 fn all_files(dir: &Path) -> Vec<PathBuf> {
@@ -87,8 +70,8 @@ fn a_data_glob_reads_only_committed_files_after_a_crash() {
     for partitioned in [false, true] {
         let ws = Workspace::new();
         let text = match partitioned {
-            true => PIPELINE.replace("url = \"out\"", "url = \"out\"\npartition_by = [\"country\"]"),
-            false => PIPELINE.to_string(),
+            true => names().set("sink", "partition_by", r#"["country"]"#).toml(),
+            false => names().toml(),
         };
         let pipeline = ws.pipeline(&text);
         ws.write("inbox/a.csv", "id,country\n1,FR\n2,DE\n");
@@ -133,7 +116,7 @@ fn a_name_that_cannot_be_read_is_skipped_and_the_rest_goes_on() {
     use std::os::unix::ffi::OsStrExt;
 
     let ws = Workspace::new();
-    let pipeline = ws.pipeline(PIPELINE);
+    let pipeline = ws.pipeline(&names().toml());
     ws.write("inbox/good.csv", "id,country\n1,FR\n");
     ws.write("inbox/sub/deep.csv", "id,country\n2,DE\n");
     for name in [&b"bad\xff.csv"[..], b"tab\there.csv", b"new\nline.csv"] {
@@ -162,7 +145,7 @@ fn a_name_that_cannot_be_read_is_skipped_and_the_rest_goes_on() {
 #[test]
 fn a_link_out_of_the_source_folder_is_not_followed_unless_asked() {
     let ws = Workspace::new();
-    let pipeline = ws.pipeline(PIPELINE);
+    let pipeline = ws.pipeline(&names().toml());
     ws.write("inbox/good.csv", "id,country\n1,FR\n");
     ws.write("elsewhere/secret.csv", "id,country\n666,XX\n");
     ws.write("elsewhere/folder/secret.csv", "id,country\n667,XX\n");
@@ -178,7 +161,7 @@ fn a_link_out_of_the_source_folder_is_not_followed_unless_asked() {
     assert_eq!(parquet_rows(&ws.path("out")).1, rows(&["1|FR", "1|FR"]));
     assert_eq!(status(&pipeline)["skipped_names"], 2);
 
-    let pipeline = ws.pipeline(&PIPELINE.replace("pattern = ", "follow_symlinks = true\npattern = "));
+    let pipeline = ws.pipeline(&names().set("source", "follow_symlinks", "true").toml());
     ws.run_until_caught_up();
     assert_eq!(parquet_rows(&ws.path("out")).1, rows(&["1|FR", "1|FR", "666|XX", "667|XX"]));
     assert_eq!(status(&pipeline)["skipped_names"], 0);
@@ -187,7 +170,7 @@ fn a_link_out_of_the_source_folder_is_not_followed_unless_asked() {
 #[test]
 fn follow_symlinks_is_refused_where_there_are_no_links() {
     let ws = Workspace::new();
-    let text = PIPELINE.replace("url = \"inbox\"", "url = \"s3://bucket/inbox\"\nfollow_symlinks = true");
+    let text = names().text("source", "url", "s3://bucket/inbox").set("source", "follow_symlinks", "true").toml();
     let pipeline = ws.pipeline(&text);
     let output = run(&["validate", &pipeline]);
     assert_eq!(output.status.code(), Some(2), "{}", printed(&output));
@@ -202,10 +185,8 @@ fn follow_symlinks_is_refused_where_there_are_no_links() {
 /// A pipeline whose SQL keeps the rows `WHERE id = 0 OR ... OR id = n-1`.
 fn or_chain_pipeline(ws: &Workspace, terms: usize) -> String {
     let chain: Vec<String> = (0..terms).map(|i| format!("id = {i}")).collect();
-    let text = PIPELINE.replace(
-        "[sink]",
-        &format!("[transform]\nsql = \"SELECT id, country FROM input WHERE {}\"\n\n[sink]", chain.join(" OR ")),
-    );
+    let sql = format!("SELECT id, country FROM input WHERE {}", chain.join(" OR "));
+    let text = names().text("transform", "sql", &sql).toml();
     ws.pipeline(&text)
 }
 
@@ -232,14 +213,15 @@ fn a_long_flat_chain_of_or_validates_and_runs() {
 fn an_expression_too_deep_to_plan_is_refused_where_it_is_written() {
     let ws = Workspace::new();
     let sum = vec!["id"; 6_000].join(" + ");
-    let text = PIPELINE.replace("[sink]", &format!("[transform]\nsql = \"SELECT {sum} AS s FROM input\"\n\n[sink]"));
+    let text = names().text("transform", "sql", &format!("SELECT {sum} AS s FROM input")).toml();
+    let line = 1 + text.lines().position(|l| l.starts_with("sql = ")).expect("the SQL");
     let pipeline = ws.pipeline(&text);
     ws.write("inbox/a.csv", "id,country\n1,FR\n");
     for command in ["validate", "run"] {
         let output = run(&[command, &pipeline]);
         assert_eq!(output.status.code(), Some(2), "{command}: {}", printed(&output));
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let located = format!("{pipeline}:21:7: transform.sql: an expression nests more than 5000 levels deep");
+        let located = format!("{pipeline}:{line}:7: transform.sql: an expression nests more than 5000 levels deep");
         assert!(stderr.contains(&located), "{command}: {stderr}");
     }
 }
