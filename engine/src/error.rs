@@ -29,25 +29,23 @@ pub enum Error {
     /// The pipeline is configured in a way that cannot work, as an
     /// underlying call found out (a folder that cannot be watched, a store
     /// without credentials).
-    #[error("{what}: {source}")]
+    #[error("{what}: {cause}")]
     Misconfigured {
         /// What could not be done.
         what: String,
         /// Why.
-        #[source]
-        source: Cause,
+        cause: Cause,
     },
     /// Object storage failed.
     #[error("object storage: {0}")]
     Storage(#[from] object_store::Error),
     /// Object storage failed at a step that says what it was doing.
-    #[error("{what}: {source}")]
+    #[error("{what}: {cause}")]
     StorageAt {
         /// What was being done.
         what: String,
         /// The store's error.
-        #[source]
-        source: object_store::Error,
+        cause: object_store::Error,
     },
     /// Planning or running the SQL failed.
     #[error("{0}")]
@@ -67,13 +65,12 @@ pub enum Error {
     #[error("writing output: {0}")]
     Output(String),
     /// Something sluice made could not be encoded: output, a task.
-    #[error("{what}: {source}")]
+    #[error("{what}: {cause}")]
     Encode {
         /// What was being encoded.
         what: String,
         /// The encoder's error.
-        #[source]
-        source: Cause,
+        cause: Cause,
     },
     /// A record of the checkpoint log could not be read.
     #[error("checkpoint log record {path} is unreadable: {reason}")]
@@ -109,13 +106,12 @@ pub enum Error {
     #[error("broker: {0}")]
     Broker(String),
     /// A call to the message broker's client failed.
-    #[error("broker: {what}: {source}{}", hint.map(|hint| format!("; {hint}")).unwrap_or_default())]
+    #[error("broker: {what}: {cause}{}", hint.map(|hint| format!("; {hint}")).unwrap_or_default())]
     BrokerCall {
         /// What was asked of the broker.
         what: String,
         /// The client's error, its secrets masked.
-        #[source]
-        source: Cause,
+        cause: Cause,
         /// What to check first.
         hint: Option<&'static str>,
     },
@@ -151,7 +147,9 @@ pub enum Error {
 /// ([`Cause::downcast_ref`]) and shown as a text with its secrets masked.
 /// Its `Display` and `Debug` print only that text, and it names no source
 /// of its own, so nothing that walks an error's chain (a log line,
-/// `anyhow`'s `{:#}`) prints what the mask took out.
+/// `anyhow`'s `{:#}`) prints what the mask took out. The variants that hold
+/// one print it in their own message and do not also return it as their
+/// `source()`, so that a printed chain says it once.
 pub struct Cause {
     error: Box<dyn StdError + Send + Sync>,
     shown: String,
@@ -217,7 +215,7 @@ impl Error {
             | Error::InputChanged { .. }
             | Error::TooManyDeadLetters { .. }
             | Error::Table { .. } => Domain::User,
-            Error::StorageAt { source: object_store::Error::NotFound { .. }, .. } => Domain::Internal,
+            Error::StorageAt { cause: object_store::Error::NotFound { .. }, .. } => Domain::Internal,
             Error::Storage(_)
             | Error::StorageAt { .. }
             | Error::LogContention { .. }
@@ -262,7 +260,7 @@ mod tests {
     fn a_masked_cause_keeps_its_error_and_shows_no_secret() {
         let error = Error::BrokerCall {
             what: "cannot connect to amqp://guest:***@host".into(),
-            source: Cause::masked(secret_error(), |text| text.replace("hunter2", "***")),
+            cause: Cause::masked(secret_error(), |text| text.replace("hunter2", "***")),
             hint: Some("is the broker running?"),
         };
         let shown = error.to_string();
@@ -277,7 +275,8 @@ mod tests {
             chain.push(format!("{link} {link:?}"));
             next = link.source();
         }
-        assert!(chain.len() == 2 && !chain.concat().contains("hunter2"), "{chain:?}");
+        // The cause is in the message, once: not also in the chain below it.
+        assert!(chain.len() == 1 && !chain.concat().contains("hunter2"), "{chain:?}");
         let source = Cause::masked(secret_error(), |_| String::new());
         assert_eq!(
             source.downcast_ref::<std::io::Error>().map(|e| e.kind()),
@@ -290,12 +289,12 @@ mod tests {
     fn a_missing_object_at_a_known_step_is_a_bug_and_other_store_failures_are_external() {
         let missing = Error::StorageAt {
             what: "committed output a.parquet is neither staged nor published".into(),
-            source: object_store::Error::NotFound { path: "a.parquet".into(), source: "gone".into() },
+            cause: object_store::Error::NotFound { path: "a.parquet".into(), source: "gone".into() },
         };
         assert_eq!(missing.domain(), Domain::Internal);
         let down = Error::StorageAt {
             what: "publishing".into(),
-            source: object_store::Error::Generic { store: "S3", source: "timed out".into() },
+            cause: object_store::Error::Generic { store: "S3", source: "timed out".into() },
         };
         assert_eq!(down.domain(), Domain::External);
         assert!(down.is_retryable());

@@ -291,7 +291,8 @@ fn stop_on_signal() -> watch::Receiver<bool> {
 async fn worker(options: WorkerOptions) -> anyhow::Result<Exit> {
     let started = Instant::now();
     let stop_rx = stop_on_signal();
-    let summary = consumer::serve(options, stop_rx).await?;
+    // Printed as the engine says it, once: not again through its chain.
+    let summary = consumer::serve(options, stop_rx).await.map_err(|e| Shown::engine(&e, str::to_string))?;
     println!(
         "sluice worker: {} tasks, {} batches committed, {} files, {} rows in, {} rows out, {} dead letters, \
          {} skipped (already settled), {} failed, {} rejected in {:.2}s",

@@ -175,7 +175,7 @@ impl TaskQueue {
     /// until the broker has it on disk.
     pub async fn publish(&self, task: &Task, key: Option<&TaskKey>) -> Result<()> {
         let body = serde_json::to_vec(task)
-            .map_err(|e| Error::Encode { what: "cannot encode the task".into(), source: Cause::new(e) })?;
+            .map_err(|e| Error::Encode { what: "cannot encode the task".into(), cause: Cause::new(e) })?;
         let mut headers = FieldTable::default();
         if let Some(key) = key {
             headers.insert(SIGNATURE_HEADER.into(), AMQPValue::LongString(key.sign(&body).into()));

@@ -59,16 +59,16 @@ const START_HINT: &str = "is the broker running? (RabbitMQ: scripts/start-rabbit
 /// broker must present a certificate signed by one of that file's CAs. No
 /// error shows the URL's password.
 pub async fn connect(url: &str) -> Result<(Connection, Channel), Error> {
-    let cannot = |source: Cause| Error::BrokerCall {
+    let cannot = |cause: Cause| Error::BrokerCall {
         what: format!("cannot connect to {}", shown(url)),
-        source,
+        cause,
         hint: Some(START_HINT),
     };
     let mut tls = lapin::tcp::OwnedTLSConfig::default();
     if let Some(path) = std::env::var_os(CA_FILE_ENV).filter(|path| !path.is_empty()) {
         let pem = std::fs::read_to_string(&path).map_err(|e| Error::Misconfigured {
             what: format!("cannot read the CA file {} ({CA_FILE_ENV})", std::path::Path::new(&path).display()),
-            source: Cause::new(e),
+            cause: Cause::new(e),
         })?;
         tls.cert_chain = Some(pem);
     }
@@ -117,7 +117,7 @@ pub(crate) async fn open_queue(url: &str, queue: &str) -> Result<(Connection, Ch
 pub fn broker_error(url: &str, what: &str, error: lapin::Error) -> Error {
     Error::BrokerCall {
         what: format!("{} {what}", shown(url)),
-        source: Cause::masked(error, |text| without_secrets(text, url)),
+        cause: Cause::masked(error, |text| without_secrets(text, url)),
         hint: None,
     }
 }

@@ -343,9 +343,9 @@ impl Sink for FilesSink {
                 Ok(()) => {}
                 Err(object_store::Error::NotFound { .. }) => {
                     // Published before a crash: the file is in place already.
-                    self.store.head(&to).await.map_err(|source| Error::StorageAt {
+                    self.store.head(&to).await.map_err(|cause| Error::StorageAt {
                         what: format!("committed output {} is neither staged nor published", output.path),
-                        source,
+                        cause,
                     })?;
                 }
                 Err(other) => return Err(other.into()),

@@ -54,7 +54,7 @@ fn visible(root: &Path, path: &Path) -> bool {
 fn watch_error(folder: &Path, error: notify::Error) -> Error {
     Error::Misconfigured {
         what: format!("cannot watch the source folder {}", folder.display()),
-        source: sluice_engine::Cause::new(error),
+        cause: sluice_engine::Cause::new(error),
     }
 }
 

@@ -306,8 +306,8 @@ fn encoder_failed(error: tokio::task::JoinError) -> sluice_engine::Error {
     encode_error("writing output: parquet: a column's encoder stopped", Cause::new(error))
 }
 
-fn encode_error(what: &str, source: Cause) -> sluice_engine::Error {
-    sluice_engine::Error::Encode { what: what.into(), source }
+fn encode_error(what: &str, cause: Cause) -> sluice_engine::Error {
+    sluice_engine::Error::Encode { what: what.into(), cause }
 }
 
 pub(crate) fn io_error(error: std::io::Error) -> sluice_engine::Error {

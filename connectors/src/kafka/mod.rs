@@ -95,7 +95,7 @@ async fn blocking<T: Send + 'static>(
 ) -> sluice_engine::Result<T> {
     tokio::task::spawn_blocking(call).await.map_err(|e| Error::BrokerCall {
         what: "kafka client call".into(),
-        source: sluice_engine::Cause::new(e),
+        cause: sluice_engine::Cause::new(e),
         hint: None,
     })?
 }
@@ -104,7 +104,7 @@ async fn blocking<T: Send + 'static>(
 fn broker_error(brokers: &str, what: &str, error: rdkafka::error::KafkaError) -> Error {
     Error::BrokerCall {
         what: format!("kafka {brokers}: {what}"),
-        source: sluice_engine::Cause::new(error),
+        cause: sluice_engine::Cause::new(error),
         hint: Some("is the broker running? (locally: scripts/start-kafka.sh)"),
     }
 }

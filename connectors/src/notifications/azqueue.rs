@@ -210,7 +210,7 @@ impl AzureQueue {
         // The URL may hold a SAS token: errors never show it.
         let shown = |e: reqwest::Error| Error::BrokerCall {
             what: format!("the Azure queue {}", self.name),
-            source: sluice_engine::Cause::new(e.without_url()),
+            cause: sluice_engine::Cause::new(e.without_url()),
             hint: None,
         };
         let response = request.send().await.map_err(shown)?;
@@ -231,7 +231,7 @@ impl AzureQueue {
         }
         let list: QueueMessagesList = quick_xml::de::from_str(&body).map_err(|e| Error::BrokerCall {
             what: format!("the Azure queue {} answered what is not a message list", self.name),
-            source: sluice_engine::Cause::new(e),
+            cause: sluice_engine::Cause::new(e),
             hint: None,
         })?;
         Ok(list.messages)

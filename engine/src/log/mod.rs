@@ -332,7 +332,7 @@ async fn check_put_if_absent(store: &dyn ObjectStore, root: &Path, location: &St
                         "no credentials for {location}: {}; the instance metadata service did not answer",
                         location.credentials_hint()
                     ),
-                    source: crate::Cause::new(other),
+                    cause: crate::Cause::new(other),
                 });
             }
             Err(other) => return Err(other.into()),

@@ -13,6 +13,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 pub(crate) mod pipeline;
 pub(crate) mod tasks;
 
+#[allow(unused_imports)] // not every test binary builds a pipeline file
 pub(crate) use pipeline::PipelineFile;
 
 /// The `sluice` binary built for these tests.
