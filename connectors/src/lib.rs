@@ -67,24 +67,20 @@ const NOT_BUILT: &[(&str, &str)] = &[
     ("amqp", "amqp"),
 ];
 
-/// The source types, as written in `[source] type`.
-pub fn source_types() -> Vec<&'static str> {
+/// The connector types, as written in `[source] type` and `[sink] type`:
+/// every connector is both.
+pub fn types() -> Vec<&'static str> {
     CONNECTORS.iter().map(|connector| connector.kind).collect()
 }
 
-/// The sink types, as written in `[sink] type`.
-pub fn sink_types() -> Vec<&'static str> {
-    CONNECTORS.iter().map(|connector| connector.kind).collect()
-}
-
-fn connector(component: &Component<'_>, known: fn() -> Vec<&'static str>) -> Result<&'static Connector, Diagnostics> {
+fn connector(component: &Component<'_>) -> Result<&'static Connector, Diagnostics> {
     let kind = component.kind();
     if let Some(connector) = CONNECTORS.iter().find(|connector| connector.kind == kind) {
         return Ok(connector);
     }
     Err(match NOT_BUILT.iter().find(|(left_out, _)| *left_out == kind) {
         Some((_, feature)) => component.not_built(feature),
-        None => component.unknown_kind(&known()),
+        None => component.unknown_kind(&types()),
     })
 }
 
@@ -94,7 +90,7 @@ pub struct Registry;
 
 impl ConnectorRegistry for Registry {
     fn source(&self, component: &Component<'_>) -> Result<SourceConnector, Diagnostics> {
-        (connector(component, source_types)?.source)(component)
+        (connector(component)?.source)(component)
     }
 
     fn sink(
@@ -102,7 +98,7 @@ impl ConnectorRegistry for Registry {
         component: &Component<'_>,
         checkpoint: Option<&StorageLocation>,
     ) -> Result<Arc<dyn Sink>, Diagnostics> {
-        (connector(component, sink_types)?.sink)(component, checkpoint)
+        (connector(component)?.sink)(component, checkpoint)
     }
 
     fn is_stream(&self, kind: &str) -> bool {
