@@ -205,6 +205,16 @@ fn newer_log(path: &str, format: u32, written_by: Option<&str>, reads: u32) -> S
 }
 
 impl Error {
+    /// The error of a caught panic, with what its payload said.
+    pub fn panicked(payload: &(dyn std::any::Any + Send)) -> Error {
+        let text = payload
+            .downcast_ref::<&str>()
+            .map(ToString::to_string)
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        Error::Panicked(text)
+    }
+
     /// Whose fault the error is.
     pub fn domain(&self) -> Domain {
         match self {

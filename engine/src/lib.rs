@@ -8,16 +8,19 @@
 //! decisions over it ([`planner`]).
 
 pub mod error;
+pub mod explain;
 pub mod failpoint;
 pub mod log;
 pub mod lookup;
 pub mod model;
 pub mod planner;
 pub mod read;
+pub mod retry;
 pub mod sink;
 pub mod source;
 pub mod spec;
 pub mod sql;
+pub mod status;
 pub mod storage;
 pub mod stream;
 pub mod txn;

@@ -28,6 +28,7 @@ use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use sluice_connectors::Registry;
+use sluice_engine::batch::Batch;
 use sluice_engine::log::CheckpointLog;
 use sluice_engine::spec::{PipelineSpec, SpecFile};
 use sluice_engine::{Error, Result};
@@ -35,14 +36,16 @@ use tokio::sync::{Mutex, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::backoff::Backoff;
 use crate::catalogue::Catalogue;
 use crate::drive::{Driven, Driver};
 use crate::logging;
 use crate::metrics;
+use crate::run::RunSummary;
 use crate::task_keys::{KEY_ID_HEADER, KeySources, SIGNATURE_HEADER, TaskKey, Unsigned, verify};
 use crate::tasks::{Task, TaskQueue, dead_queue, header, shown_url};
-use crate::worker::{BatchOutcome, Runner, batch_span, owner_id};
+use crate::worker::{BatchOutcome, Runner, batch_span};
+use sluice_engine::model::owner_id;
+use sluice_engine::retry::Backoff;
 
 /// How `sluice worker` runs.
 #[derive(Debug, Clone)]
@@ -61,29 +64,6 @@ pub struct WorkerOptions {
     pub keys: KeySources,
     /// Run tasks that carry no signature.
     pub insecure_unsigned_tasks: bool,
-}
-
-/// What one `sluice worker` did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WorkerSummary {
-    /// Tasks taken from the queue.
-    pub tasks: u64,
-    /// Batches this worker committed.
-    pub batches: u64,
-    /// Input files in those batches.
-    pub files: u64,
-    /// Rows read.
-    pub rows_in: u64,
-    /// Rows written.
-    pub rows_out: u64,
-    /// Malformed records set aside.
-    pub rows_dead_lettered: u64,
-    /// Tasks whose batch was already settled: acked and skipped.
-    pub skipped: u64,
-    /// Batches that used up their attempts here.
-    pub failed: u64,
-    /// Tasks rejected into the dead queue.
-    pub rejected: u64,
 }
 
 /// What every task's handling shares.
@@ -107,14 +87,14 @@ struct Loaded {
 
 /// What became of one task.
 enum Handled {
-    Done(Option<BatchOutcome>, usize),
+    Done(Box<Batch>, Driven),
     Rejected,
     Requeued,
 }
 
 /// Consumes tasks until idle for `idle_timeout` or until `stop`; the tasks
 /// in hand are finished first.
-pub async fn serve(options: WorkerOptions, mut stop: watch::Receiver<bool>) -> Result<WorkerSummary> {
+pub async fn serve(options: WorkerOptions, mut stop: watch::Receiver<bool>) -> Result<RunSummary> {
     sluice_engine::spec::check_broker_url(&options.tasks).map_err(|message| {
         Error::Config(format!("--tasks {message}; write it as amqp://USER:PASSWORD@HOST:5672/%2f"))
     })?;
@@ -151,7 +131,7 @@ pub async fn serve(options: WorkerOptions, mut stop: watch::Receiver<bool>) -> R
         queue,
     });
     let mut running: JoinSet<Handled> = JoinSet::new();
-    let mut summary = WorkerSummary::default();
+    let mut summary = RunSummary::default();
     let idle = tokio::time::sleep(options.idle_timeout);
     tokio::pin!(idle);
     let mut consuming = true;
@@ -177,7 +157,7 @@ pub async fn serve(options: WorkerOptions, mut stop: watch::Receiver<bool>) -> R
             },
             Some(joined) = running.join_next() => {
                 match joined {
-                    Ok(Handled::Done(outcome, files)) => count(&mut summary, outcome, files),
+                    Ok(Handled::Done(batch, driven)) => summary.add(&batch, &driven),
                     Ok(Handled::Rejected) => summary.rejected += 1,
                     Ok(Handled::Requeued) => {}
                     Err(panicked) => tracing::error!("a task's run panicked: {panicked}"),
@@ -211,20 +191,6 @@ pub async fn serve(options: WorkerOptions, mut stop: watch::Receiver<bool>) -> R
     match failure {
         Some(error) => Err(error),
         None => Ok(summary),
-    }
-}
-
-fn count(summary: &mut WorkerSummary, outcome: Option<BatchOutcome>, files: usize) {
-    match outcome {
-        Some(BatchOutcome::Committed { rows_in, rows_out, rows_dead_lettered }) => {
-            summary.batches += 1;
-            summary.files += files as u64;
-            summary.rows_in += rows_in;
-            summary.rows_out += rows_out;
-            summary.rows_dead_lettered += rows_dead_lettered;
-        }
-        Some(BatchOutcome::Failed { gave_up: true, .. }) => summary.failed += 1,
-        _ => summary.skipped += 1,
     }
 }
 
@@ -322,7 +288,6 @@ async fn handle(delivery: Delivery, shared: &Shared, mut stop: watch::Receiver<b
     }
     .instrument(span.clone())
     .await;
-    let files = task.batch.inputs.len();
     async {
         match ran {
             Ran::Settled(outcome) => {
@@ -331,7 +296,7 @@ async fn handle(delivery: Delivery, shared: &Shared, mut stop: watch::Receiver<b
                     // next worker skip it.
                     tracing::warn!("cannot acknowledge the task: {error}");
                 }
-                Handled::Done(Some(outcome), files)
+                Handled::Done(Box::new(task.batch), Driven::Settled(outcome))
             }
             Ran::Stopped => requeue(&delivery).await,
             Ran::Unknown(reason) => refuse(&delivery, shared, &message_id, &reason).await,

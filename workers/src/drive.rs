@@ -26,9 +26,9 @@ use sluice_engine::{Error, Result};
 use tokio::sync::{Mutex, watch};
 use tracing::Instrument;
 
-use crate::backoff::Backoff;
 use crate::metrics::{self, CommittedBatch};
 use crate::worker::{BatchOutcome, Runner, run_batch};
+use sluice_engine::retry::Backoff;
 
 /// How a batch's drive ended.
 #[derive(Debug)]
@@ -154,7 +154,10 @@ impl Driver {
         }
         let (spec, log, runner, batch) = (self.spec.clone(), self.log.clone(), self.runner.clone(), batch.clone());
         let running = async move { run_batch(&spec, &log, &batch, &runner, in_hand.as_deref()).await };
-        tokio::spawn(running.in_current_span()).await.unwrap_or_else(|error| Err(Error::Panicked(panic_message(error))))
+        tokio::spawn(running.in_current_span()).await.unwrap_or_else(|error| match error.try_into_panic() {
+            Ok(panic) => Err(Error::panicked(&*panic)),
+            Err(error) => Err(Error::Panicked(error.to_string())),
+        })
     }
 }
 
@@ -171,17 +174,5 @@ pub async fn pause(wait: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(wait) => true,
         _ = stop.changed() => false,
-    }
-}
-
-/// What a spawned attempt's panic said, for its failure message.
-fn panic_message(error: tokio::task::JoinError) -> String {
-    match error.try_into_panic() {
-        Ok(panic) => panic
-            .downcast_ref::<&str>()
-            .map(ToString::to_string)
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".into()),
-        Err(error) => error.to_string(),
     }
 }

@@ -3,9 +3,7 @@
 //! worker` that takes it from there, and the commands of the `sluice`
 //! binary.
 
-pub mod backoff;
 pub mod catalogue;
-mod changes;
 pub mod cli;
 #[cfg(feature = "amqp")]
 pub mod consumer;
@@ -21,7 +19,6 @@ mod produce;
 pub mod progress;
 pub mod report;
 pub mod run;
-pub mod status;
 pub mod task_keys;
 #[cfg(feature = "amqp")]
 pub mod tasks;

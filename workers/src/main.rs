@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
-use datafusion::physical_plan::displayable;
-use sluice_engine::spec::{Diagnostics, PipelineSpec};
-use sluice_engine::sql::{self, PlanOver, PlannedInput};
+use sluice_engine::spec::PipelineSpec;
+use sluice_engine::sql::{self, PlanOver};
+use sluice_engine::status;
 use sluice_workers::cli::{Cli, Command};
 #[cfg(feature = "amqp")]
 use sluice_workers::consumer::{self, WorkerOptions};
@@ -19,7 +19,7 @@ use sluice_workers::maintenance::{self, RetryTarget};
 use sluice_workers::report::RunReport;
 use sluice_workers::run::{self, RunOptions};
 use sluice_workers::task_keys::KeySources;
-use sluice_workers::{load_pipeline, logging, metrics, status};
+use sluice_workers::{load_pipeline, logging, metrics};
 use tokio::sync::watch;
 
 fn main() -> ExitCode {
@@ -165,7 +165,7 @@ async fn explain(path: &Path) -> anyhow::Result<Exit> {
     let Some(spec) = load_or_report(path) else { return Ok(Exit::Usage) };
     // Everything shown passes through `redact`: the SQL, URLs and plans
     // may hold values that came from the environment.
-    match describe(&spec).await {
+    match sluice_engine::explain::describe(&spec).await {
         Ok(Ok(text)) => {
             print!("{}", spec.file.redact(&text));
             Ok(Exit::Done)
@@ -174,101 +174,8 @@ async fn explain(path: &Path) -> anyhow::Result<Exit> {
             eprintln!("{problems}");
             Ok(Exit::Usage)
         }
-        Err(error) => Err(Shown { exit: Exit::of(&error), message: spec.file.redact(&format!("{error:#}")) }.into()),
+        Err(error) => Err(Shown::engine(&error, |text| spec.file.redact(text)).into()),
     }
-}
-
-/// The text of `sluice explain`, or the problems planning found.
-async fn describe(spec: &PipelineSpec) -> anyhow::Result<Result<String, Diagnostics>> {
-    use std::fmt::Write;
-    let mut out = String::new();
-    writeln!(out, "[pipeline]\n  name = {}\n  version = {}", spec.name, spec.version)?;
-    writeln!(out, "[source]")?;
-    for (key, value) in spec.source.describe() {
-        writeln!(out, "  {key} = {value}")?;
-    }
-    for table in &spec.tables {
-        writeln!(out, "[tables.{}]", table.name)?;
-        for (key, value) in table.source.describe().into_iter().filter(|(key, _)| *key != "on_change") {
-            writeln!(out, "  {key} = {value}")?;
-        }
-    }
-    let trigger = &spec.trigger;
-    match spec.source.stream() {
-        Some(_) => writeln!(
-            out,
-            "[trigger]\n  max_records = {}\n  max_wait = {}\n  max_bytes = {}",
-            trigger.max_records, trigger.max_wait, trigger.max_bytes
-        )?,
-        None => writeln!(
-            out,
-            "[trigger]\n  poll_interval = {}\n  reconcile_interval = {}\n  max_files_per_batch = {}\n  max_bytes_per_batch = {}",
-            trigger.poll_interval, trigger.reconcile_interval, trigger.max_files_per_batch, trigger.max_bytes_per_batch
-        )?,
-    }
-    writeln!(out, "[transform]\n  sql = {}", spec.sql.as_deref().unwrap_or(sql::IDENTITY_SQL))?;
-    writeln!(out, "[sink]")?;
-    for (key, value) in spec.sink.describe() {
-        writeln!(out, "  {key} = {value}")?;
-    }
-    writeln!(out, "[checkpoint]\n  url = {}", spec.checkpoint)?;
-    writeln!(
-        out,
-        "[workers]\n  concurrency = {}\n  max_attempts = {}\n  lease_timeout = {}",
-        spec.concurrency,
-        spec.max_attempts,
-        humantime::format_duration(spec.lease_timeout)
-    )?;
-    if let Some(dispatch) = &spec.dispatch {
-        writeln!(
-            out,
-            "  dispatch = {}\n  task_queue = {}",
-            sluice_engine::spec::shown_url(&dispatch.url),
-            dispatch.queue
-        )?;
-    }
-    writeln!(out, "[dead_letter]\n  url = {}\n  max_records = {}", spec.dead_letter, spec.dead_letter_max_records)?;
-
-    let ctx = sql::session(spec.concurrency);
-    let (frame, input) = match sql::plan_pipeline(spec, &ctx, PlanOver::InputFiles).await {
-        Err(problems) => return Ok(Err(problems)),
-        Ok(None) if spec.source.stream().is_some() => {
-            writeln!(out, "\nNo [source.schema]: the columns are inferred from the first micro-batch of each run.")?;
-            return Ok(Ok(out));
-        }
-        Ok(None) => {
-            writeln!(out, "\nNo input files yet and no [source.schema]: the plan is shown once there is either.")?;
-            return Ok(Ok(out));
-        }
-        Ok(Some(planned)) => planned,
-    };
-    let origin = match (input, spec.source.declared_schema().is_some()) {
-        (PlannedInput::Declared, _) if spec.source.stream().is_some() => "declared in [source.schema]".to_string(),
-        (PlannedInput::Declared, _) => "declared in [source.schema]; no input files yet".to_string(),
-        (PlannedInput::Files(n), true) => format!("declared in [source.schema]; planned over {n} input file(s)"),
-        (PlannedInput::Files(n), false) => format!("inferred from {n} input file(s) present now"),
-    };
-    writeln!(out, "\ninput columns ({origin}):")?;
-    let input = ctx.table_provider(sql::INPUT_TABLE).await?.schema();
-    for field in input.fields() {
-        let nullable = if field.is_nullable() { "" } else { " not null" };
-        writeln!(out, "  {} {}{nullable}", field.name(), field.data_type())?;
-    }
-    // A plan folds constants: `upper('${env:X}')` is shown as the
-    // upper-cased secret, which redaction cannot recognise.
-    if spec.sql.as_deref().is_some_and(|sql| spec.file.holds_secret(sql)) {
-        writeln!(
-            out,
-            "\nThe logical and physical plans are not shown: [transform] sql holds a value from the environment, \
-             and a plan shows constants computed from it."
-        )?;
-        return Ok(Ok(out));
-    }
-    let logical = frame.clone().into_optimized_plan()?;
-    writeln!(out, "\nlogical plan:\n{}", logical.display_indent())?;
-    let physical = frame.create_physical_plan().await?;
-    writeln!(out, "\nphysical plan:\n{}", displayable(physical.as_ref()).indent(true))?;
-    Ok(Ok(out))
 }
 
 /// A receiver that turns true on the first SIGINT or SIGTERM; the second
@@ -302,7 +209,7 @@ async fn worker(options: WorkerOptions) -> anyhow::Result<Exit> {
         summary.rows_in,
         summary.rows_out,
         summary.rows_dead_lettered,
-        summary.skipped,
+        summary.skipped + summary.abandoned,
         summary.failed,
         summary.rejected,
         run::elapsed_since(started)

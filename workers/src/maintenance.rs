@@ -74,7 +74,7 @@ pub async fn vacuum(spec: &PipelineSpec) -> Result<Vacuumed> {
     let listed = [spec.sink.staged_tokens().await?, spec.dead_letters.staged_tokens().await?];
     let mut log = CheckpointLog::open(&spec.checkpoint, &spec.name).await?;
     let mut done = Vacuumed { published: replay_publishes(spec, &log).await?, ..Vacuumed::default() };
-    let owner = format!("vacuum:{}", crate::worker::owner_id());
+    let owner = format!("vacuum:{}", sluice_engine::model::owner_id());
     for (sink, tokens) in [&spec.sink, &spec.dead_letters].into_iter().zip(listed) {
         for token in tokens {
             let leftover = |log: &CheckpointLog| is_leftover(log.state(), &token, Utc::now());

@@ -20,6 +20,7 @@ use futures::FutureExt;
 use sluice_engine::batch::Batch;
 use sluice_engine::failpoint;
 use sluice_engine::log::{CheckpointLog, RanBy};
+use sluice_engine::model::{host_name, owner_id, process_id};
 use sluice_engine::sink::Attempt;
 use sluice_engine::spec::PipelineSpec;
 use sluice_engine::stream::Message;
@@ -28,9 +29,9 @@ use sluice_engine::{Error, Result};
 use tokio::sync::Mutex;
 use tracing::Instrument;
 
-use crate::backoff::Backoff;
 use crate::lease::Renewal;
 use crate::produce::produce;
+use sluice_engine::retry::Backoff;
 
 /// What running a batch came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,28 +70,6 @@ pub enum BatchOutcome {
     },
     /// It is failed or unknown to the log: nothing to run.
     Settled,
-}
-
-/// Who a worker is in the log: `host:pid:random`, unique per process.
-pub fn owner_id() -> String {
-    format!("{}:{}:{}", host_name(), std::process::id(), sluice_engine::sink::unique_suffix())
-}
-
-/// This machine's host name, as owner ids and commit records show it.
-pub fn host_name() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
-/// This process's worker id, the same for all it runs: what commit
-/// records and `sluice status` name it by.
-pub fn process_id() -> &'static str {
-    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    ID.get_or_init(owner_id)
 }
 
 /// Who runs an attempt: the owner its lease records name, and what its
@@ -160,14 +139,8 @@ pub async fn run_batch(
     };
     // A panic is a failed attempt, recorded like any other error, so that
     // a batch that panics every time ends failed after max_attempts.
-    let result = std::panic::AssertUnwindSafe(tries).catch_unwind().await.unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(ToString::to_string)
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".into());
-        Err(Error::Panicked(message))
-    });
+    let result =
+        std::panic::AssertUnwindSafe(tries).catch_unwind().await.unwrap_or_else(|panic| Err(Error::panicked(&*panic)));
     renewal.stop();
     match result {
         Ok(outcome) => Ok(outcome),

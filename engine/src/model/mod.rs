@@ -12,4 +12,4 @@ pub use messages::{
     MESSAGE_ID_WINDOW, Message, OffsetRange, Origin, PartitionKey, PartitionStart, Positions, StreamInputs,
 };
 pub use staged::{Attempt, OutputObject, Staged, TableObject, TableVersions};
-pub use unique::unique_suffix;
+pub use unique::{host_name, owner_id, process_id, unique_suffix};

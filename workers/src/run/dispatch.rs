@@ -27,11 +27,11 @@ use tracing::Instrument;
 
 use super::options::{RunOptions, RunSummary};
 use super::pass::{failed_in_log, plan_pass};
-use crate::backoff::Backoff;
 use crate::drive::pause;
 use crate::progress::Progress;
 use crate::tasks::{Task, TaskQueue, dead_queue, shown_url};
 use crate::wake::Wake;
+use sluice_engine::retry::Backoff;
 
 /// How often the log is read while tasks are out.
 const FOLLOW_EVERY: Duration = Duration::from_millis(250);

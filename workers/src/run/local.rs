@@ -24,12 +24,12 @@ use tracing::Instrument;
 
 use super::options::{RunOptions, RunSummary};
 use super::pass::{backlog, failed_in_log, plan_pass};
-use crate::backoff::Backoff;
 use crate::drive::{Driven, Driver, until_then};
 use crate::metrics;
 use crate::progress::Progress;
 use crate::wake::Wake;
 use crate::worker::{BatchOutcome, Runner, batch_span};
+use sluice_engine::retry::Backoff;
 
 /// Runs the batches in this process, `[workers] concurrency` at once. A
 /// batch is a task of the async runtime that exists only while it runs:

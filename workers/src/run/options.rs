@@ -19,7 +19,7 @@ pub struct RunOptions {
     pub task_keys: crate::task_keys::KeySources,
 }
 
-/// What one `sluice run` did.
+/// What one `sluice run`, or one `sluice worker`, did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunSummary {
     /// Batches this run committed.
@@ -42,6 +42,12 @@ pub struct RunSummary {
     pub messages: u64,
     /// Redelivered messages recognised as committed already, not written again.
     pub duplicates: u64,
+    /// `sluice worker`: tasks taken from the queue.
+    pub tasks: u64,
+    /// `sluice worker`: tasks whose batch was settled already, acknowledged.
+    pub skipped: u64,
+    /// `sluice worker`: tasks refused into the dead queue.
+    pub rejected: u64,
 }
 
 impl RunSummary {
@@ -58,6 +64,7 @@ impl RunSummary {
             }
             Driven::Settled(BatchOutcome::Failed { gave_up: true, .. }) => self.failed += 1,
             Driven::Settled(BatchOutcome::Abandoned { .. }) => self.abandoned += 1,
+            Driven::Settled(_) => self.skipped += 1,
             _ => {}
         }
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use sluice_engine::batch::Batch;
 use sluice_engine::log::{CheckpointLog, Committed, LogState};
+use sluice_engine::planner::changes::inputs_to_plan;
 use sluice_engine::planner::cut_batches;
 use sluice_engine::sink::{Sink, Staged};
 use sluice_engine::spec::PipelineSpec;
@@ -15,11 +16,10 @@ use tokio::sync::{Mutex, watch};
 use tracing::Instrument;
 
 use super::options::RunOptions;
-use crate::backoff::Backoff;
-use crate::changes;
 use crate::drive::pause;
 use crate::metrics;
 use crate::wake::Wake;
+use sluice_engine::retry::Backoff;
 
 /// One pass of [`prepare`]: the pending batches, or `None` after a store
 /// failure that was waited out. A store that fails for a while does not
@@ -64,7 +64,7 @@ async fn prepare(spec: &PipelineSpec, log: &Mutex<CheckpointLog>, wake: &mut Wak
 
     let source = spec.source.objects().ok_or_else(|| Error::Config("a stream has no files to list".into()))?;
     let mut found = wake.discover(source.as_ref()).await?;
-    let inputs = changes::inputs_to_plan(source.as_ref(), std::mem::take(&mut found.inputs), log.state()).await?;
+    let inputs = inputs_to_plan(source.as_ref(), std::mem::take(&mut found.inputs), log.state()).await?;
     let batches = cut_batches(inputs, spec.trigger.limits(), &spec.name, spec.version);
     let planned = txn::plan_files(&mut log, &spec.name, spec.version, batches, Utc::now()).await;
     // Notifications are acknowledged once what they name is in the log.

@@ -34,10 +34,10 @@ use tracing::Instrument;
 
 use super::options::{RunOptions, RunSummary};
 use super::pass::{failed_in_log, replay_publishes};
-use crate::backoff::Backoff;
 use crate::drive::{Driven, Driver, pause};
 use crate::metrics;
 use crate::worker::{BatchOutcome, Runner, batch_span};
+use sluice_engine::retry::Backoff;
 
 /// How often the lag gauge asks the broker how far behind the log is.
 const LAG_EVERY: Duration = Duration::from_secs(5);

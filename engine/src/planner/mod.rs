@@ -1,7 +1,10 @@
 //! Planning: which discovered inputs are new, which are new versions of
 //! inputs the log holds already, and how they are cut into batches. Pure:
 //! it reads the log's state and writes nothing; what a changed input
-//! becomes is decided here from what the source found out about it.
+//! becomes is decided here from what the source found out about it, which
+//! [`changes`] asks the source.
+
+pub mod changes;
 
 use std::collections::{HashMap, HashSet};
 

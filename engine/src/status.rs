@@ -1,12 +1,12 @@
 //! `sluice status`: what the checkpoint log says about a pipeline.
 
+use crate::Result;
+use crate::log::{CheckpointLog, LogState};
+use crate::planner::unseen;
+use crate::source::{OnChange, SourceConnector};
+use crate::spec::PipelineSpec;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sluice_engine::Result;
-use sluice_engine::log::{CheckpointLog, LogState};
-use sluice_engine::planner::unseen;
-use sluice_engine::source::{OnChange, SourceConnector};
-use sluice_engine::spec::PipelineSpec;
 
 /// One pipeline's state, as `sluice status` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

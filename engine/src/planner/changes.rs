@@ -14,12 +14,12 @@
 use std::collections::HashSet;
 use std::sync::{LazyLock, Mutex};
 
+use super::{ChangePlan, Changed, Unseen, resolve_change, unseen};
+use crate::Result;
+use crate::batch::{InputKey, InputObject};
+use crate::log::LogState;
+use crate::source::{OnChange, Source};
 use futures::{StreamExt, TryStreamExt};
-use sluice_engine::Result;
-use sluice_engine::batch::{InputKey, InputObject};
-use sluice_engine::log::LogState;
-use sluice_engine::planner::{ChangePlan, Changed, Unseen, resolve_change, unseen};
-use sluice_engine::source::{OnChange, Source};
 
 /// Changed objects checked for an append at once.
 const CHECKS_AT_ONCE: usize = 16;
@@ -32,7 +32,7 @@ static LEFT_UNREAD: LazyLock<Mutex<HashSet<InputKey>>> = LazyLock::new(Mutex::de
 /// each changed one as `on_change` says (its appended part, the whole new
 /// version, or nothing), with the tail digests that let a later growth be
 /// told from a rewrite.
-pub(crate) async fn inputs_to_plan(
+pub async fn inputs_to_plan(
     source: &dyn Source,
     discovered: Vec<InputObject>,
     state: &LogState,
@@ -44,7 +44,7 @@ pub(crate) async fn inputs_to_plan(
             OnChange::Append => source.appended_to(&changed.before, &changed.now).await?,
             OnChange::NewVersion | OnChange::Ignore => false,
         };
-        Ok::<_, sluice_engine::Error>((changed, appended))
+        Ok::<_, crate::Error>((changed, appended))
     }))
     .buffered(CHECKS_AT_ONCE)
     .try_collect()
