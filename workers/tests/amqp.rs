@@ -17,7 +17,7 @@ use std::time::Duration;
 use brokers::{
     ORDER_SCHEMA, Rabbit, Rng, assert_orders_once, crash_at, kill_9, kill_9_mid_stream, order, order_rows, status,
 };
-use common::{Workspace, parquet_rows, printed, sluice, visible_files};
+use common::{Ran, Workspace, parquet_rows, printed, sluice, visible_files};
 
 /// A pipeline from `queue` into Parquet, in micro-batches of `max_records`.
 fn pipeline(rabbit: &Rabbit, queue: &str, max_records: usize) -> String {
@@ -95,13 +95,7 @@ fn a_crash_at_any_step_of_the_commit_loses_and_repeats_nothing() {
             // Committed, never acknowledged: the broker delivers the batch
             // again, and the log knows its ids. (The batch holds 700, or
             // fewer when max_wait closed it first on a loaded machine.)
-            let redelivered: u64 = summary
-                .split(" redelivered messages were in committed batches already")
-                .next()
-                .and_then(|before| before.rsplit(' ').next())
-                .and_then(|count| count.parse().ok())
-                .unwrap_or(0);
-            assert!((1..=700).contains(&redelivered), "{step}: {summary}");
+            assert!((1..=700).contains(&summary.duplicates), "{step}: {summary:?}");
         }
         assert_exactly_once(&ws, &path, 0..2_500);
     }
@@ -138,10 +132,10 @@ fn malformed_messages_go_to_the_dead_letters_with_their_message_id() {
     messages.push((Some("bad-1".into()), "{not json".into()));
     messages.push((None, r#"{"id": 1.5}"#.into()));
     rabbit.publish(&queue.name, messages);
-    let output = sluice().args(["run", &path, "--until-caught-up"]).output().expect("runs");
+    let output = sluice().args(["run", &path, "--until-caught-up", "--json"]).output().expect("runs");
     assert!(output.status.success(), "{}", printed(&output));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("2 dead letters"), "{stdout}");
+    let ran = Ran::of(&output);
+    assert_eq!(ran.dead_letters, 2, "{ran:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("without a message_id"), "a message without an id is only at least once:\n{stderr}");
     assert_eq!(parquet_rows(&ws.path("out")).1, order_rows(0..10));
@@ -255,7 +249,7 @@ fn a_message_published_twice_with_one_id_is_written_once() {
         [0, 1, 1, 2].into_iter().map(|id| (Some(format!("order-{id}")), order(id))).collect();
     rabbit.publish(&queue.name, messages);
     let first = ws.run_until_caught_up();
-    assert!(first.contains("1 redelivered messages were in committed batches already"), "{first}");
+    assert_eq!(first.duplicates, 1, "{first:?}");
     rabbit.publish(&queue.name, [(Some("order-2".to_string()), order(2)), (Some("order-3".to_string()), order(3))]);
     ws.run_until_caught_up();
     assert_exactly_once(&ws, &path, 0..4);

@@ -16,7 +16,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use brokers::{Rng, kill_9};
-use common::{Workspace, parquet_rows, printed, sluice};
+use common::{Ran, Workspace, parquet_rows, printed, sluice};
 use store::{BUCKET, Bucket, Kind};
 
 /// CSV file `n` of `rows` orders: ids `n * 1000 ..`.
@@ -138,15 +138,12 @@ fn a_gzip_csv_larger_than_a_segment_streams_in_and_a_large_output_goes_up_in_par
         .replace("pattern = \"*.csv\"", "pattern = \"*.csv.gz\"")
         .replace("[sink]\ntype = \"files\"\n", "[sink]\ntype = \"files\"\nformat = \"csv\"\n");
     let pipeline = ws.pipeline(&spec);
-    let output = sluice().args(["run", &pipeline, "--until-caught-up"]).envs(bucket.env()).output().expect("runs");
+    let output =
+        sluice().args(["run", &pipeline, "--until-caught-up", "--json"]).envs(bucket.env()).output().expect("runs");
     assert!(output.status.success(), "{}", printed(&output));
-    let summary = String::from_utf8_lossy(&output.stdout);
     let bad = 4 * rows.div_ceil(50_000);
-
-    assert!(
-        summary.contains(&format!("{} rows in, {} rows out, {bad} dead letters", 4 * rows, 4 * rows - bad)),
-        "{summary}"
-    );
+    let ran = Ran::of(&output);
+    assert_eq!(ran.rows(), (4 * rows, 4 * rows - bad, bad), "{ran:?}");
 
     let local = tempfile::tempdir().expect("tempdir");
     bucket.download("out", local.path());

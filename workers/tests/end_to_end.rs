@@ -5,7 +5,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{PipelineFile, Workspace, parquet_rows, printed, rows, run, snapshot, visible_files};
+use common::{PipelineFile, Ran, Workspace, parquet_rows, printed, rows, run, snapshot, visible_files};
 
 /// CSV orders from `inbox/` (id, country, amount) as Parquet in `out/`.
 fn orders() -> PipelineFile {
@@ -20,19 +20,19 @@ fn csv_becomes_parquet_once_and_only_new_files_are_added() {
     ws.write("inbox/b.csv", "id,country,amount\n3,US,30.25\n");
 
     let summary = ws.run_until_caught_up();
-    assert!(summary.contains("2 files, 3 rows in, 3 rows out"), "{summary}");
+    assert_eq!((summary.files, summary.rows_in, summary.rows_out), (2, 3, 3), "{summary:?}");
     let (columns, found) = parquet_rows(&ws.path("out"));
     assert_eq!(columns, ["id", "country", "amount"]);
     assert_eq!(found, rows(&["1|FR|10.5", "2|DE|20.0", "3|US|30.25"]));
 
     let before = snapshot(&ws.path("out"));
     let summary = ws.run_until_caught_up();
-    assert!(summary.contains("0 batches, 0 files"), "a rerun does nothing: {summary}");
+    assert_eq!((summary.batches, summary.files), (0, 0), "a rerun does nothing: {summary:?}");
     assert_eq!(snapshot(&ws.path("out")), before, "a rerun leaves the output as it was");
 
     ws.write("inbox/c.csv", "id,country,amount\n4,JP,40\n");
     let summary = ws.run_until_caught_up();
-    assert!(summary.contains("1 batches, 1 files, 1 rows in, 1 rows out"), "{summary}");
+    assert_eq!((summary.batches, summary.files, summary.rows_in, summary.rows_out), (1, 1, 1, 1), "{summary:?}");
     let after = snapshot(&ws.path("out"));
     for (path, state) in &before {
         assert_eq!(after.get(path), Some(state), "{path:?} was not touched");
@@ -83,7 +83,7 @@ fn batches_respect_the_file_limit() {
         ws.write(&format!("inbox/{i}.csv"), &format!("id,country,amount\n{i},FR,1\n"));
     }
     let summary = ws.run_until_caught_up();
-    assert!(summary.contains("3 batches, 3 files"), "{summary}");
+    assert_eq!((summary.batches, summary.files), (3, 3), "{summary:?}");
     assert_eq!(visible_files(&ws.path("out")).len(), 3);
 }
 
@@ -97,14 +97,14 @@ fn a_file_replaced_with_new_content_is_new_input() {
     // row is read (`on_change = "append"`, the default).
     ws.write("inbox/a.csv", "id,country,amount\n1,FR,1\n2,DE,2\n");
     let summary = ws.run_until_caught_up();
-    assert!(summary.contains("1 batches, 1 files, 1 rows in"), "{summary}");
+    assert_eq!((summary.batches, summary.files, summary.rows_in), (1, 1, 1), "{summary:?}");
     let (_, found) = parquet_rows(&ws.path("out"));
     assert_eq!(found, rows(&["1|FR|1.0", "2|DE|2.0"]), "the appended row, once");
 
     // Same size, other content: a new version, read whole.
     ws.write("inbox/a.csv", "id,country,amount\n1,FR,1\n2,DE,3\n");
     let summary = ws.run_until_caught_up();
-    assert!(summary.contains("1 batches, 1 files, 2 rows in"), "{summary}");
+    assert_eq!((summary.batches, summary.files, summary.rows_in), (1, 1, 2), "{summary:?}");
     let (_, found) = parquet_rows(&ws.path("out"));
     assert_eq!(found, rows(&["1|FR|1.0", "1|FR|1.0", "2|DE|2.0", "2|DE|3.0"]));
 }
@@ -193,7 +193,7 @@ format = "csv"
          {\"user\":\"ann\",\"kind\":\"click\"}\n{\"user\":\"bob\",\"kind\":\"click\"}\n",
     );
     let summary = ws.run_until_caught_up();
-    assert!(summary.contains("4 rows in, 2 rows out"), "{summary}");
+    assert_eq!((summary.rows_in, summary.rows_out), (4, 2), "{summary:?}");
     let files = visible_files(&ws.path("out"));
     assert_eq!(files.len(), 1);
     assert!(files[0].to_string_lossy().ends_with("-0.csv"));
@@ -233,11 +233,11 @@ fn a_batch_that_fails_leaves_nothing_visible_and_a_fixed_input_is_new_input() {
             .toml(),
     );
     ws.write("inbox/bad.csv", "id,country,amount\n1,FR,5\n");
-    let output = run(&["run", &pipeline, "--until-caught-up"]);
+    let output = run(&["run", &pipeline, "--until-caught-up", "--json"]);
     assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("Divide by zero"), "the error says what is wrong: {stderr}");
-    assert!(String::from_utf8_lossy(&output.stdout).contains("1 batches failed"), "{}", printed(&output));
+    assert_eq!(Ran::of(&output).failed_batches, 1, "{}", printed(&output));
     assert!(visible_files(&ws.path("out")).is_empty(), "no partial output");
 
     let output = run(&["status", &pipeline, "--json"]);
@@ -248,14 +248,14 @@ fn a_batch_that_fails_leaves_nothing_visible_and_a_fixed_input_is_new_input() {
     // Fixed in place: the new version is new input, read once. The failed
     // batch, retried, finds its input changed and is abandoned.
     ws.write("inbox/bad.csv", "id,country,amount\n2,FR,5\n");
-    let output = run(&["run", &pipeline, "--until-caught-up"]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("1 batches, 1 files, 1 rows in") && stdout.contains("1 batches failed"), "{stdout}");
+    let output = run(&["run", &pipeline, "--until-caught-up", "--json"]);
+    let ran = Ran::of(&output);
+    assert_eq!((ran.batches, ran.files, ran.rows_in, ran.failed_batches), (1, 1, 1, 1), "{ran:?}");
     assert_eq!(output.status.code(), Some(1), "a failed batch waits for a retry: {}", printed(&output));
     let retry = run(&["retry", &pipeline, "--failed"]);
     assert!(retry.status.success(), "{}", printed(&retry));
     let summary = ws.run_until_caught_up();
-    assert!(summary.contains("0 batches") && summary.contains("1 batches abandoned"), "{summary}");
+    assert_eq!((summary.batches, summary.abandoned), (0, 1), "{summary:?}");
     let (_, found) = parquet_rows(&ws.path("out"));
     assert_eq!(found, rows(&["2|FR|6.0"]));
     let output = run(&["status", &pipeline, "--json"]);
@@ -406,7 +406,7 @@ fn file_names_with_url_characters_are_read_as_named() {
     ws.write("inbox/week #1 100%41 ?.csv", "id,country,amount\n1,FR,1\n");
     ws.write("inbox/A.csv", "id,country,amount\n2,DE,2\n");
     let summary = ws.run_until_caught_up();
-    assert!(summary.contains("2 files, 2 rows in"), "{summary}");
+    assert_eq!((summary.files, summary.rows_in), (2, 2), "{summary:?}");
     assert_eq!(parquet_rows(&ws.path("out")).1, rows(&["1|FR|1.0", "2|DE|2.0"]));
 }
 

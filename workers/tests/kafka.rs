@@ -75,7 +75,7 @@ fn killed_with_minus_9_two_seconds_in_then_caught_up_every_record_lands_once() {
 
     produce_orders(&kafka, &topic, 12_000..20_000);
     let summary = ws.run_until_caught_up();
-    assert!(summary.contains("messages"), "{summary}");
+    assert!(summary.messages >= 8_000, "the 8,000 produced after the kill are read here: {summary:?}");
     assert_exactly_once(&ws, &path, 0..20_000);
 
     // Group offsets follow the log, for monitoring tools.
@@ -102,8 +102,7 @@ fn a_crash_at_any_step_of_the_commit_loses_and_repeats_nothing() {
         produce_orders(&kafka, &topic, 0..2_000);
         crash_at(&path, step);
         produce_orders(&kafka, &topic, 2_000..2_500);
-        let summary = ws.run_until_caught_up();
-        assert!(summary.contains(" batches"), "{step}: {summary}");
+        ws.run_until_caught_up();
         assert_exactly_once(&ws, &path, 0..2_500);
     }
 }
@@ -147,7 +146,7 @@ fn malformed_records_go_to_the_dead_letters_with_partition_and_offset() {
     bodies.insert(7, r#"{"id": "seven", "country": "FR", "amount": 1}"#.into());
     kafka.produce(&topic, bodies);
     let summary = ws.run_until_caught_up();
-    assert!(summary.contains("2 dead letters"), "{summary}");
+    assert_eq!(summary.dead_letters, 2, "{summary:?}");
     assert_eq!(parquet_rows(&ws.path("out")).1, order_rows(0..10));
 
     let files = visible_files(&ws.path("out/_sluice/dead_letters"));
@@ -187,7 +186,7 @@ fn start_latest_begins_at_the_end_and_the_log_remembers_where() {
     ws.pipeline(&pipeline(&kafka, &topic, 1000, "start = \"latest\""));
     produce_orders(&kafka, &topic, 0..300);
     let first = ws.run_until_caught_up();
-    assert!(first.contains("0 batches"), "records before a new pipeline's start are not read: {first}");
+    assert_eq!(first.batches, 0, "records before a new pipeline's start are not read: {first:?}");
     // Produced between two runs: read by the next one, since the log
     // recorded where the partitions begin.
     produce_orders(&kafka, &topic, 300..450);
@@ -233,7 +232,7 @@ url = "state"
     // the next run sends them again, with the same ids.
     crash_at(&path, "during_publish");
     let summary = ws.run_until_caught_up();
-    assert!(summary.contains("0 batches"), "{summary}");
+    assert_eq!(summary.batches, 0, "{summary:?}");
     let records = kafka.records(&topic);
     assert_eq!(records.len(), 1000, "sent twice: at least once");
     let mut by_id = std::collections::BTreeMap::new();

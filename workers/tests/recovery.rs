@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{PipelineFile, Workspace, parquet_rows, printed, run, sluice, visible_files};
+use common::{PipelineFile, Ran, Workspace, parquet_rows, printed, run, sluice, visible_files};
 
 /// Leases run out after a second, so that a run after a crash takes the
 /// dead process's batches over quickly.
@@ -109,7 +109,7 @@ fn crash_then_recover(failpoint: &str) {
     crash_at(&ws, failpoint);
     let leftover = visible_files(&ws.path("out"));
     let summary = ws.run_until_caught_up();
-    assert!(summary.contains("dead letters"), "{summary}");
+    assert_eq!(summary.failed_batches, 0, "{summary:?}");
     assert_exactly_once(&ws, &expected);
     // What was visible after the crash was committed output only.
     let (_, rows_now) = parquet_rows(&ws.path("out"));
@@ -278,8 +278,7 @@ fn kill_9_at_random_moments_with_racing_controllers_loses_and_duplicates_nothing
     eprintln!("kill rounds took {:?}", started.elapsed());
 
     let summary = ws.run_until_caught_up();
-    eprintln!("after the kills: {summary}");
-    assert!(summary.contains("dead letters"), "{summary}");
+    assert_eq!(summary.failed_batches, 0, "after the kills: {summary:?}");
     let (_, found) = parquet_rows(&ws.path("out"));
     assert_eq!(found, expected, "every good row exactly once");
     let dead: Vec<(String, u64)> = dead_letters(&ws.path("out/_sluice/dead_letters"));
@@ -330,7 +329,7 @@ fn malformed_records_go_to_the_dead_letters_and_the_rest_goes_on() {
     ws.write("inbox/a.csv", "id,country,amount\n1,FR,1.5\n2,DE,oops\n3,US,2\n");
     ws.write("inbox/b.csv", "id,country,amount\n4,JP,1\n5,FR\n6,DE,3\n");
     let summary = ws.run_until_caught_up();
-    assert!(summary.contains("6 rows in, 4 rows out, 2 dead letters"), "{summary}");
+    assert_eq!(summary.rows(), (6, 4, 2), "{summary:?}");
     let (_, found) = parquet_rows(&ws.path("out"));
     assert_eq!(found, common::rows(&["1|3.0|FR", "3|4.0|US", "4|2.0|JP", "6|6.0|DE"]));
 
@@ -362,10 +361,10 @@ fn a_batch_that_keeps_failing_is_failed_blocks_nothing_and_can_be_retried() {
     let pipeline = ws.pipeline(&failing.toml());
     ws.write("inbox/a.csv", "id,country,amount\n1,FR,1.5\n");
     ws.write("inbox/b.csv", "id,country,amount\n7,DE,2\n");
-    let output = run(&["run", &pipeline, "--until-caught-up"]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let output = run(&["run", &pipeline, "--until-caught-up", "--json"]);
     assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
-    assert!(stdout.contains("1 batches, 1 files") && stdout.contains("1 batches failed"), "{}", printed(&output));
+    let ran = Ran::of(&output);
+    assert_eq!((ran.batches, ran.files, ran.failed_batches), (1, 1, 1), "{ran:?}");
 
     let status = run(&["status", &pipeline, "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
@@ -384,7 +383,7 @@ fn a_batch_that_keeps_failing_is_failed_blocks_nothing_and_can_be_retried() {
     let again = run(&["retry", &pipeline, "--failed"]);
     assert!(String::from_utf8_lossy(&again.stdout).contains("no failed batches"), "{}", printed(&again));
     let summary = ws.run_until_caught_up();
-    assert!(summary.contains("1 batches, 1 files"), "{summary}");
+    assert_eq!((summary.batches, summary.files), (1, 1), "{summary:?}");
     assert_eq!(parquet_rows(&ws.path("out")).1, common::rows(&["1|3.0|FR", "7|4.0|DE"]));
 
     let wrong = run(&["retry", &pipeline, "--batch", "0123"]);
@@ -440,7 +439,7 @@ url = "dead"
         "{\"id\": 1, \"amount\": 2.5}\n{\"id\": 1.5}\n{broken\n\n{\"id\": \"3\", \"amount\": \"4\"}\n{\"id\": 4, \"amount\": true}\n",
     );
     let summary = ws.run_until_caught_up();
-    assert!(summary.contains("5 rows in, 2 rows out, 3 dead letters"), "{summary}");
+    assert_eq!(summary.rows(), (5, 2, 3), "{summary:?}");
     assert_eq!(parquet_rows(&ws.path("out")).1, common::rows(&["1|2.5", "3|4.0"]));
     let dead = dead_letters(&ws.path("dead"));
     assert_eq!(dead, [("a.json".to_string(), 2), ("a.json".to_string(), 3), ("a.json".to_string(), 6)]);
@@ -455,7 +454,7 @@ fn a_worker_that_wakes_after_its_lease_was_taken_over_cannot_commit() {
     // The first controller stalls with its batch staged, as a paused
     // machine would: every thread stops, renewals too.
     let stalled = sluice()
-        .args(["run", &pipeline_path(&ws), "--until-caught-up"])
+        .args(["run", &pipeline_path(&ws), "--until-caught-up", "--json"])
         .env("SLUICE_FAILPOINT", "after_sink_write")
         .env("SLUICE_FAILPOINT_ACTION", "stop")
         .env("SLUICE_LOG", "info")
@@ -472,7 +471,7 @@ fn a_worker_that_wakes_after_its_lease_was_taken_over_cannot_commit() {
 
     // Its lease runs out; a second controller takes the batch over.
     let summary = ws.run_until_caught_up();
-    assert!(summary.contains("1 batches, 2 files"), "{summary}");
+    assert_eq!((summary.batches, summary.files), (1, 2), "{summary:?}");
 
     // The first wakes up and tries to commit: the log refuses, and its
     // staged files go.
@@ -480,7 +479,7 @@ fn a_worker_that_wakes_after_its_lease_was_taken_over_cannot_commit() {
     assert!(resumed.is_ok_and(|status| status.success()));
     let output = stalled.wait_with_output().expect("finishes");
     assert!(output.status.success(), "{}", printed(&output));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("0 batches"), "{}", printed(&output));
+    assert_eq!(Ran::of(&output).batches, 0, "{}", printed(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("committed by another run") || stderr.contains("took the batch over"),
@@ -496,6 +495,6 @@ fn a_malformed_value_in_a_column_the_sql_does_not_read_is_still_a_dead_letter() 
     ws.pipeline(&crashy().text("transform", "sql", "SELECT id, country, 0.0 AS doubled FROM input").toml());
     ws.write("inbox/a.csv", "id,country,amount\n1,FR,1.5\n2,DE,yesterday\n");
     let summary = ws.run_until_caught_up();
-    assert!(summary.contains("2 rows in, 1 rows out, 1 dead letters"), "{summary}");
+    assert_eq!(summary.rows(), (2, 1, 1), "{summary:?}");
     assert_eq!(dead_letters(&ws.path("out/_sluice/dead_letters")), [("a.csv".to_string(), 3)]);
 }

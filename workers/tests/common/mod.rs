@@ -100,12 +100,42 @@ impl Workspace {
         self.write("pipeline.toml", text).to_str().expect("utf-8 path").to_string()
     }
 
-    /// Runs the pipeline until caught up and checks that it succeeded.
-    pub(crate) fn run_until_caught_up(&self) -> String {
+    /// Runs the pipeline until caught up, checks that it succeeded, and
+    /// returns the summary it printed with `--json`.
+    pub(crate) fn run_until_caught_up(&self) -> Ran {
         let pipeline = self.path("pipeline.toml");
-        let output = run(&["run", pipeline.to_str().expect("utf-8"), "--until-caught-up"]);
+        let output = run(&["run", pipeline.to_str().expect("utf-8"), "--until-caught-up", "--json"]);
         assert!(output.status.success(), "sluice run failed:\n{}", printed(&output));
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        Ran::of(&output)
+    }
+}
+
+/// The summary `sluice run --json` prints: the fields the tests look at.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub(crate) struct Ran {
+    pub(crate) batches: u64,
+    pub(crate) files: u64,
+    pub(crate) messages: u64,
+    pub(crate) rows_in: u64,
+    pub(crate) rows_out: u64,
+    pub(crate) dead_letters: u64,
+    pub(crate) failed_batches: u64,
+    pub(crate) handed_back: u64,
+    pub(crate) abandoned: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) exit_code: i32,
+}
+
+impl Ran {
+    /// The summary a `sluice run ... --json` printed on stdout.
+    pub(crate) fn of(output: &Output) -> Ran {
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|error| panic!("sluice run --json printed no summary ({error}):\n{}", printed(output)))
+    }
+
+    /// Rows in, rows out and dead letters.
+    pub(crate) fn rows(&self) -> (u64, u64, u64) {
+        (self.rows_in, self.rows_out, self.dead_letters)
     }
 }
 

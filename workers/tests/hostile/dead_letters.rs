@@ -97,7 +97,7 @@ fn with_a_raised_limit_every_one_of_many_dead_letters_is_written_once() {
     ws.write("inbox/garbage.csv", &bad_csv(120_000));
 
     let summary = ws.run_until_caught_up();
-    assert!(summary.contains("120002 rows in, 2 rows out, 120000 dead letters"), "{summary}");
+    assert_eq!(summary.rows(), (120002, 2, 120000), "{summary:?}");
     let (_, found) = parquet_rows(&ws.path("out"));
     assert_eq!(found, rows(&["1|one", "2|two"]));
 
@@ -121,7 +121,7 @@ fn a_gz_that_is_not_gzip_or_is_cut_short_is_a_dead_letter_and_the_good_files_com
     std::fs::write(ws.path("inbox/cut.csv.gz"), &whole[..whole.len() / 2]).expect("write");
 
     let summary = ws.run_until_caught_up();
-    assert!(summary.contains("1 batches, 3 files"), "one batch of the three: {summary}");
+    assert_eq!((summary.batches, summary.files), (1, 3), "one batch of the three: {summary:?}");
 
     let letters = dead_letters(&ws);
     assert_eq!(letters.len(), 2, "one dead letter a broken file: {letters:?}");
@@ -154,7 +154,7 @@ fn a_row_whose_partition_folder_name_is_too_long_is_a_dead_letter_and_the_rest_c
     ws.write("inbox/a.csv", &format!("id,name\n1,short\n2,{long}\n3,short\n4,other\n"));
 
     let summary = ws.run_until_caught_up();
-    assert!(summary.contains("4 rows in, 3 rows out, 1 dead letters"), "{summary}");
+    assert_eq!(summary.rows(), (4, 3, 1), "{summary:?}");
     let (_, found) = parquet_rows(&ws.path("out"));
     assert_eq!(found, rows(&["1|short", "3|short", "4|other"]));
 
@@ -178,7 +178,7 @@ fn the_bytes_of_a_record_that_is_not_utf8_are_kept_in_raw_base64() {
     std::fs::write(ws.path("inbox/latin1.csv"), text).expect("write");
 
     let summary = ws.run_until_caught_up();
-    assert!(summary.contains("3 rows in, 2 rows out, 1 dead letters"), "{summary}");
+    assert_eq!(summary.rows(), (3, 2, 1), "{summary:?}");
     let (_, found) = parquet_rows(&ws.path("out"));
     assert_eq!(found, rows(&["1|ok", "3|caf\u{e9}"]));
 

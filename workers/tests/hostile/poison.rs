@@ -201,13 +201,13 @@ fn a_panic_in_a_batch_is_a_failed_attempt_and_the_batch_ends_failed() {
     let path = ws.pipeline(&pipeline(DECLARED, "max_attempts = 2"));
     write_good(&ws);
     let output = sluice()
-        .args(["run", &path, "--until-caught-up"])
+        .args(["run", &path, "--until-caught-up", "--json"])
         .env("SLUICE_FAILPOINT", "during_sink_write:*")
         .env("SLUICE_FAILPOINT_ACTION", "panic")
         .output()
         .expect("sluice runs");
     assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("1 batches failed"), "{}", printed(&output));
+    assert_eq!(common::Ran::of(&output).failed_batches, 1, "{}", printed(&output));
     let status = status(&path);
     assert_eq!(status["failed_batches"], 1, "{status}");
     assert_eq!(status["failed"][0]["attempts"], 2, "{status}");
