@@ -14,40 +14,14 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use brokers::{
-    ORDER_SCHEMA, Rabbit, Rng, assert_orders_once, crash_at, kill_9, kill_9_mid_stream, order, order_rows, status,
-};
-use common::{Ran, Workspace, parquet_rows, printed, sluice, visible_files};
+use brokers::{Rabbit, Rng, assert_orders_once, crash_at, kill_9, kill_9_mid_stream, order, order_rows, status};
+use common::{ORDERS, PipelineFile, Ran, Workspace, parquet_rows, printed, sluice, visible_files};
 
 /// A pipeline from `queue` into Parquet, in micro-batches of `max_records`.
-fn pipeline(rabbit: &Rabbit, queue: &str, max_records: usize) -> String {
-    format!(
-        r#"
-[pipeline]
-name = "amqp-orders"
-
-[source]
-type = "amqp"
-url = "{url}"
-queue = "{queue}"
-format = "json"
-{ORDER_SCHEMA}
-[trigger]
-max_records = {max_records}
-max_wait = "200ms"
-
-[transform]
-sql = "SELECT id, country, amount FROM input"
-
-[sink]
-type = "files"
-url = "out"
-
-[workers]
-lease_timeout = "1s"
-"#,
-        url = rabbit.url
-    )
+fn pipeline(rabbit: &Rabbit, queue: &str, max_records: usize) -> PipelineFile {
+    PipelineFile::stream_orders("amqp-orders", "amqp", max_records)
+        .text("source", "url", &rabbit.url)
+        .text("source", "queue", queue)
 }
 
 fn publish_orders(rabbit: &Rabbit, queue: &str, ids: std::ops::Range<u64>) {
@@ -64,7 +38,7 @@ fn killed_with_minus_9_two_seconds_in_then_caught_up_every_message_lands_once() 
     let rabbit = Rabbit::new();
     let queue = rabbit.queue("kill9");
     let ws = Workspace::new();
-    let path = ws.pipeline(&pipeline(&rabbit, &queue.name, 1000));
+    let path = ws.pipeline(&pipeline(&rabbit, &queue.name, 1000).toml());
     publish_orders(&rabbit, &queue.name, 0..12_000);
 
     let mut running = sluice().args(["run", &path]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("runs");
@@ -86,7 +60,7 @@ fn a_crash_at_any_step_of_the_commit_loses_and_repeats_nothing() {
     {
         let queue = rabbit.queue(step);
         let ws = Workspace::new();
-        let path = ws.pipeline(&pipeline(&rabbit, &queue.name, 700));
+        let path = ws.pipeline(&pipeline(&rabbit, &queue.name, 700).toml());
         publish_orders(&rabbit, &queue.name, 0..2_000);
         crash_at(&path, step);
         publish_orders(&rabbit, &queue.name, 2_000..2_500);
@@ -106,7 +80,7 @@ fn runs_killed_at_random_moments_keep_every_message_once() {
     let rabbit = Rabbit::new();
     let queue = rabbit.queue("random-kills");
     let ws = Workspace::new();
-    let path = ws.pipeline(&pipeline(&rabbit, &queue.name, 400));
+    let path = ws.pipeline(&pipeline(&rabbit, &queue.name, 400).toml());
     let mut rng = Rng::new();
     let mut published = 0;
     for _ in 0..4 {
@@ -126,7 +100,7 @@ fn malformed_messages_go_to_the_dead_letters_with_their_message_id() {
     let rabbit = Rabbit::new();
     let queue = rabbit.queue("dead-letters");
     let ws = Workspace::new();
-    let path = ws.pipeline(&pipeline(&rabbit, &queue.name, 1000));
+    let path = ws.pipeline(&pipeline(&rabbit, &queue.name, 1000).toml());
     let mut messages: Vec<(Option<String>, String)> =
         (0..10).map(|id| (Some(format!("order-{id}")), order(id))).collect();
     messages.push((Some("bad-1".into()), "{not json".into()));
@@ -157,31 +131,17 @@ fn an_amqp_sink_publishes_each_row_after_the_commit_with_a_stable_id() {
     let input = rabbit.queue("sink-in");
     let output = rabbit.queue("sink-out");
     let ws = Workspace::new();
-    let path = ws.pipeline(&format!(
-        r#"
-[pipeline]
-name = "amqp-to-amqp"
-
-[source]
-type = "amqp"
-url = "{url}"
-queue = "{input}"
-{ORDER_SCHEMA}
-[transform]
-sql = "SELECT id, upper(country) AS country FROM input WHERE amount > 10"
-
-[sink]
-type = "amqp"
-url = "{url}"
-routing_key = "{output}"
-
-[checkpoint]
-url = "state"
-"#,
-        url = rabbit.url,
-        input = input.name,
-        output = output.name
-    ));
+    let file = PipelineFile::new("amqp-to-amqp")
+        .text("source", "type", "amqp")
+        .text("source", "url", &rabbit.url)
+        .text("source", "queue", &input.name)
+        .schema(ORDERS)
+        .text("transform", "sql", "SELECT id, upper(country) AS country FROM input WHERE amount > 10")
+        .text("sink", "type", "amqp")
+        .text("sink", "url", &rabbit.url)
+        .text("sink", "routing_key", &output.name)
+        .text("checkpoint", "url", "state");
+    let path = ws.pipeline(&file.toml());
     publish_orders(&rabbit, &input.name, 0..300);
     // Committed and sent, then killed before noting it was sent or
     // acknowledging the input: the next run sends the rows again with the
@@ -206,7 +166,9 @@ url = "state"
 #[test]
 fn a_broker_that_does_not_answer_is_named_with_how_to_start_it() {
     let ws = Workspace::new();
-    let path = ws.pipeline(&pipeline(&Rabbit::new(), "nowhere", 10).replace("127.0.0.1:5672", "127.0.0.1:1"));
+    let path = ws.pipeline(
+        &pipeline(&Rabbit::new(), "nowhere", 10).text("source", "url", "amqp://guest:guest@127.0.0.1:1/%2f").toml(),
+    );
     let output = sluice().args(["run", &path, "--until-caught-up"]).output().expect("runs");
     assert!(!output.status.success(), "{}", printed(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -220,17 +182,17 @@ fn a_batch_that_keeps_failing_gives_its_messages_back_to_the_queue() {
     let rabbit = Rabbit::new();
     let queue = rabbit.queue("failing");
     let ws = Workspace::new();
-    let good = pipeline(&rabbit, &queue.name, 1000)
-        .replace("lease_timeout = \"1s\"", "lease_timeout = \"1s\"\nmax_attempts = 1");
-    let failing = good.replace("SELECT id, country, amount", "SELECT id, CAST(country AS INT) AS country, amount");
-    let path = ws.pipeline(&failing);
+    let good = pipeline(&rabbit, &queue.name, 1000).set("workers", "max_attempts", "1");
+    let failing =
+        good.clone().text("transform", "sql", "SELECT id, CAST(country AS INT) AS country, amount FROM input");
+    let path = ws.pipeline(&failing.toml());
     publish_orders(&rabbit, &queue.name, 0..300);
     let output = common::run(&["run", &path, "--until-caught-up"]);
     assert_eq!(output.status.code(), Some(1), "a failed batch fails the run:\n{}", printed(&output));
     assert_eq!(rabbit.ready(&queue.name), 300, "nothing acknowledged, nothing lost");
     assert!(parquet_rows(&ws.path("out")).1.is_empty());
 
-    ws.pipeline(&good);
+    ws.pipeline(&good.toml());
     let retried = common::run(&["retry", &path, "--failed"]);
     assert!(retried.status.success(), "{}", printed(&retried));
     ws.run_until_caught_up();
@@ -242,7 +204,7 @@ fn a_message_published_twice_with_one_id_is_written_once() {
     let rabbit = Rabbit::new();
     let queue = rabbit.queue("twice");
     let ws = Workspace::new();
-    let path = ws.pipeline(&pipeline(&rabbit, &queue.name, 1000));
+    let path = ws.pipeline(&pipeline(&rabbit, &queue.name, 1000).toml());
     // A publisher that retried: the same id twice, in one micro-batch and
     // across two runs.
     let messages: Vec<(Option<String>, String)> =

@@ -11,44 +11,20 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::tasks::{TASK_KEY, TestQueue, broker, controller, finish, runtime, wait_for_tasks, worker, worker_at};
-use common::{Workspace, parquet_rows, sluice};
+use common::{PipelineFile, Workspace, parquet_rows, sluice};
 use sluice_engine::log::CheckpointLog;
 use sluice_workers::task_keys::KeySources;
 use sluice_workers::tasks::{Task, TaskQueue, dead_queue};
 
 fn pipeline(queue: &str) -> String {
-    format!(
-        r#"
-[pipeline]
-name = "dispatched"
-
-[source]
-type = "files"
-url = "inbox"
-pattern = "*.csv"
-
-[source.schema]
-id = "int64"
-amount = "float64"
-
-[trigger]
-poll_interval = "100ms"
-max_files_per_batch = 1
-
-[transform]
-sql = "SELECT id, amount * 2 AS doubled FROM input"
-
-[sink]
-type = "files"
-url = "out"
-
-[workers]
-lease_timeout = "1s"
-dispatch = "{}"
-task_queue = "{queue}"
-"#,
-        broker()
-    )
+    PipelineFile::files("dispatched", "*.csv")
+        .schema(&[("id", "int64"), ("amount", "float64")])
+        .text("trigger", "poll_interval", "100ms")
+        .set("trigger", "max_files_per_batch", "1")
+        .text("transform", "sql", "SELECT id, amount * 2 AS doubled FROM input")
+        .text("workers", "lease_timeout", "1s")
+        .dispatch_to(&broker(), queue)
+        .toml()
 }
 
 /// Writes `files` CSV files of `rows` rows; the rows the output must hold.
@@ -179,22 +155,11 @@ fn an_idle_controller_wakes_on_a_new_file_and_otherwise_holds_nothing() {
     let ws = Workspace::new();
     // Listings an hour apart: only the folder's notifications can wake it.
     let path = ws.pipeline(
-        r#"
-[pipeline]
-name = "watched"
-[source]
-type = "files"
-url = "inbox"
-pattern = "*.csv"
-[source.schema]
-id = "int64"
-[trigger]
-poll_interval = "1h"
-reconcile_interval = "1h"
-[sink]
-type = "files"
-url = "out"
-"#,
+        &PipelineFile::files("watched", "*.csv")
+            .schema(&[("id", "int64")])
+            .text("trigger", "poll_interval", "1h")
+            .text("trigger", "reconcile_interval", "1h")
+            .toml(),
     );
     let (controller, logged) =
         common::spawn_with_log_lines(sluice().args(["run", &path, "--log-format", "json"]).env("SLUICE_LOG", "info"));

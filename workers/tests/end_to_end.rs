@@ -112,21 +112,7 @@ fn a_file_replaced_with_new_content_is_new_input() {
 #[test]
 fn quoted_commas_quotes_newlines_and_utf8_survive() {
     let ws = Workspace::new();
-    ws.pipeline(
-        r#"
-[pipeline]
-name = "quoting"
-
-[source]
-type = "files"
-url = "inbox"
-pattern = "*.csv"
-
-[sink]
-type = "files"
-url = "out"
-"#,
-    );
+    ws.pipeline(&PipelineFile::files("quoting", "*.csv").toml());
     ws.write(
         "inbox/tricky.csv",
         "id,name,note\n\
@@ -169,23 +155,14 @@ fn partition_by_writes_hive_folders_without_the_column() {
 fn ndjson_through_sql_to_csv() {
     let ws = Workspace::new();
     ws.pipeline(
-        r#"
-[pipeline]
-name = "events"
-
-[source]
-type = "files"
-url = "inbox"
-pattern = "*.json"
-
-[transform]
-sql = "SELECT user, count(*) AS clicks FROM input WHERE kind = 'click' GROUP BY user ORDER BY user"
-
-[sink]
-type = "files"
-url = "out"
-format = "csv"
-"#,
+        &PipelineFile::files("events", "*.json")
+            .text(
+                "transform",
+                "sql",
+                "SELECT user, count(*) AS clicks FROM input WHERE kind = 'click' GROUP BY user ORDER BY user",
+            )
+            .text("sink", "format", "csv")
+            .toml(),
     );
     ws.write(
         "inbox/e.json",
@@ -370,27 +347,20 @@ fn a_missing_source_folder_is_an_error_that_names_it() {
 fn decimal_literals_are_exact() {
     let ws = Workspace::new();
     ws.pipeline(
-        r#"
-[pipeline]
-name = "money"
-
-[source]
-type = "files"
-url = "inbox"
-format = "csv"
-
-[source.schema]
-id = "int64"
-price = "decimal(10,2)"
-
-[transform]
-sql = "SELECT id, 0.1 + 0.2 AS tenths, CAST(price * 1.20 AS DECIMAL(10, 2)) AS gross FROM input"
-
-[sink]
-type = "files"
-url = "out"
-format = "csv"
-"#,
+        &PipelineFile::new("money")
+            .text("source", "type", "files")
+            .text("source", "url", "inbox")
+            .text("source", "format", "csv")
+            .schema(&[("id", "int64"), ("price", "decimal(10,2)")])
+            .text(
+                "transform",
+                "sql",
+                "SELECT id, 0.1 + 0.2 AS tenths, CAST(price * 1.20 AS DECIMAL(10, 2)) AS gross FROM input",
+            )
+            .text("sink", "type", "files")
+            .text("sink", "url", "out")
+            .text("sink", "format", "csv")
+            .toml(),
     );
     ws.write("inbox/a.csv", "id,price\n1,0.35\n2,19.99\n");
     ws.run_until_caught_up();

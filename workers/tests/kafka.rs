@@ -11,42 +11,15 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use brokers::{
-    Kafka, ORDER_SCHEMA, Rng, assert_orders_once, crash_at, kill_9, kill_9_mid_stream, order, order_rows, status,
-};
-use common::{Workspace, parquet_rows, printed, run, sluice, visible_files};
+use brokers::{Kafka, Rng, assert_orders_once, crash_at, kill_9, kill_9_mid_stream, order, order_rows, status};
+use common::{ORDERS, PipelineFile, Workspace, parquet_rows, printed, run, sluice, visible_files};
 
 /// A pipeline from `topic` into Parquet, in micro-batches of `max_records`.
-fn pipeline(kafka: &Kafka, topic: &str, max_records: usize, extra: &str) -> String {
-    format!(
-        r#"
-[pipeline]
-name = "kafka-orders"
-
-[source]
-type = "kafka"
-brokers = "{brokers}"
-topic = "{topic}"
-group = "{topic}-group"
-format = "json"
-{extra}
-{ORDER_SCHEMA}
-[trigger]
-max_records = {max_records}
-max_wait = "200ms"
-
-[transform]
-sql = "SELECT id, country, amount FROM input"
-
-[sink]
-type = "files"
-url = "out"
-
-[workers]
-lease_timeout = "1s"
-"#,
-        brokers = kafka.brokers
-    )
+fn pipeline(kafka: &Kafka, topic: &str, max_records: usize) -> PipelineFile {
+    PipelineFile::stream_orders("kafka-orders", "kafka", max_records)
+        .text("source", "brokers", &kafka.brokers)
+        .text("source", "topic", topic)
+        .text("source", "group", &format!("{topic}-group"))
 }
 
 fn produce_orders(kafka: &Kafka, topic: &str, ids: std::ops::Range<u64>) {
@@ -63,7 +36,7 @@ fn killed_with_minus_9_two_seconds_in_then_caught_up_every_record_lands_once() {
     let kafka = Kafka::new();
     let topic = kafka.topic("kill9", 3);
     let ws = Workspace::new();
-    let path = ws.pipeline(&pipeline(&kafka, &topic, 1000, ""));
+    let path = ws.pipeline(&pipeline(&kafka, &topic, 1000).toml());
     produce_orders(&kafka, &topic, 0..12_000);
 
     let mut running = sluice().args(["run", &path]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("runs");
@@ -98,7 +71,7 @@ fn a_crash_at_any_step_of_the_commit_loses_and_repeats_nothing() {
     {
         let topic = kafka.topic(step, 2);
         let ws = Workspace::new();
-        let path = ws.pipeline(&pipeline(&kafka, &topic, 700, ""));
+        let path = ws.pipeline(&pipeline(&kafka, &topic, 700).toml());
         produce_orders(&kafka, &topic, 0..2_000);
         crash_at(&path, step);
         produce_orders(&kafka, &topic, 2_000..2_500);
@@ -112,7 +85,7 @@ fn runs_killed_at_random_moments_and_racing_each_other_keep_every_record_once() 
     let kafka = Kafka::new();
     let topic = kafka.topic("random-kills", 3);
     let ws = Workspace::new();
-    let path = ws.pipeline(&pipeline(&kafka, &topic, 400, ""));
+    let path = ws.pipeline(&pipeline(&kafka, &topic, 400).toml());
     let mut rng = Rng::new();
     let mut produced = 0;
     for round in 0..4 {
@@ -140,7 +113,7 @@ fn malformed_records_go_to_the_dead_letters_with_partition_and_offset() {
     let kafka = Kafka::new();
     let topic = kafka.topic("dead-letters", 1);
     let ws = Workspace::new();
-    let path = ws.pipeline(&pipeline(&kafka, &topic, 1000, ""));
+    let path = ws.pipeline(&pipeline(&kafka, &topic, 1000).toml());
     let mut bodies: Vec<String> = (0..10).map(order).collect();
     bodies.insert(3, "{not json".into());
     bodies.insert(7, r#"{"id": "seven", "country": "FR", "amount": 1}"#.into());
@@ -183,7 +156,7 @@ fn start_latest_begins_at_the_end_and_the_log_remembers_where() {
     let kafka = Kafka::new();
     let topic = kafka.topic("latest", 2);
     let ws = Workspace::new();
-    ws.pipeline(&pipeline(&kafka, &topic, 1000, "start = \"latest\""));
+    ws.pipeline(&pipeline(&kafka, &topic, 1000).text("source", "start", "latest").toml());
     produce_orders(&kafka, &topic, 0..300);
     let first = ws.run_until_caught_up();
     assert_eq!(first.batches, 0, "records before a new pipeline's start are not read: {first:?}");
@@ -204,30 +177,18 @@ fn a_kafka_sink_publishes_each_row_after_the_commit_with_a_stable_id() {
         csv.push_str(&format!("{id},{},{}.25\n", ["FR", "DE"][id % 2], id % 100));
     }
     ws.write("inbox/orders.csv", &csv);
-    let path = ws.pipeline(&format!(
-        r#"
-[pipeline]
-name = "to-kafka"
-
-[source]
-type = "files"
-url = "inbox"
-pattern = "*.csv"
-{ORDER_SCHEMA}
-[transform]
-sql = "SELECT id, country, amount * 2 AS doubled FROM input"
-
-[sink]
-type = "kafka"
-brokers = "{brokers}"
-topic = "{topic}"
-key = "country"
-
-[checkpoint]
-url = "state"
-"#,
-        brokers = kafka.brokers
-    ));
+    let file = PipelineFile::new("to-kafka")
+        .text("source", "type", "files")
+        .text("source", "url", "inbox")
+        .text("source", "pattern", "*.csv")
+        .schema(ORDERS)
+        .text("transform", "sql", "SELECT id, country, amount * 2 AS doubled FROM input")
+        .text("sink", "type", "kafka")
+        .text("sink", "brokers", &kafka.brokers)
+        .text("sink", "topic", &topic)
+        .text("sink", "key", "country")
+        .text("checkpoint", "url", "state");
+    let path = ws.pipeline(&file.toml());
     // The run dies after the records were sent and before it noted so:
     // the next run sends them again, with the same ids.
     crash_at(&path, "during_publish");
@@ -263,17 +224,17 @@ fn a_batch_that_keeps_failing_waits_for_retry_and_is_read_again_once_fixed() {
     let kafka = Kafka::new();
     let topic = kafka.topic("failing", 1);
     let ws = Workspace::new();
-    let good = pipeline(&kafka, &topic, 1000, "")
-        .replace("lease_timeout = \"1s\"", "lease_timeout = \"1s\"\nmax_attempts = 1");
-    let failing = good.replace("SELECT id, country, amount", "SELECT id, CAST(country AS INT) AS country, amount");
-    let path = ws.pipeline(&failing);
+    let good = pipeline(&kafka, &topic, 1000).set("workers", "max_attempts", "1");
+    let failing =
+        good.clone().text("transform", "sql", "SELECT id, CAST(country AS INT) AS country, amount FROM input");
+    let path = ws.pipeline(&failing.toml());
     produce_orders(&kafka, &topic, 0..300);
     let output = run(&["run", &path, "--until-caught-up"]);
     assert_eq!(output.status.code(), Some(1), "a failed batch fails the run:\n{}", printed(&output));
     assert_eq!(status(&path)["failed_batches"], 1);
 
     // Fixed, retried: the next run reads the failed range again.
-    ws.pipeline(&good);
+    ws.pipeline(&good.toml());
     let retried = run(&["retry", &path, "--failed"]);
     assert!(retried.status.success(), "{}", printed(&retried));
     produce_orders(&kafka, &topic, 300..400);
@@ -297,24 +258,31 @@ fn tls_and_sasl_settings_reach_the_kafka_client() {
     )
     .join("ca.pem");
     assert!(ca.is_file(), "this test uses the test CA of scripts/start-rabbitmq-tls.sh: run it first");
+    let ca = ca.display().to_string();
+    let sasl = |protocol: &str, mechanism: &str| {
+        vec![
+            ("security.protocol", protocol.to_string()),
+            ("sasl.mechanism", mechanism.to_string()),
+            ("sasl.username", "sluice".to_string()),
+            ("sasl.password", "${env:KAFKA_TEST_PASSWORD}".to_string()),
+        ]
+    };
     let settings = [
-        format!(
-            "[source.options]\n\"security.protocol\" = \"ssl\"\n\"ssl.ca.location\" = \"{}\"\n\
-             \"ssl.endpoint.identification.algorithm\" = \"https\"\n",
-            ca.display()
-        ),
-        "[source.options]\n\"security.protocol\" = \"sasl_plaintext\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\
-         \"sasl.username\" = \"sluice\"\n\"sasl.password\" = \"${env:KAFKA_TEST_PASSWORD}\"\n"
-            .to_string(),
-        "[source.options]\n\"security.protocol\" = \"sasl_ssl\"\n\"sasl.mechanism\" = \"PLAIN\"\n\
-         \"sasl.username\" = \"sluice\"\n\"sasl.password\" = \"${env:KAFKA_TEST_PASSWORD}\"\n"
-            .to_string(),
+        vec![
+            ("security.protocol", "ssl".to_string()),
+            ("ssl.ca.location", ca),
+            ("ssl.endpoint.identification.algorithm", "https".to_string()),
+        ],
+        sasl("sasl_plaintext", "SCRAM-SHA-512"),
+        sasl("sasl_ssl", "PLAIN"),
     ];
     for options in settings {
         let ws = Workspace::new();
-        // The options table goes after the schema table in the file.
-        let text = pipeline(&kafka, &topic, 10, "").replace("[trigger]", &format!("{options}\n[trigger]"));
-        let path = ws.pipeline(&text);
+        let mut file = pipeline(&kafka, &topic, 10);
+        for (key, value) in &options {
+            file = file.text("source.options", &format!("{key:?}"), value);
+        }
+        let path = ws.pipeline(&file.toml());
         let validated = sluice()
             .args(["validate", &path])
             .env("KAFKA_TEST_PASSWORD", "kafka-canary-password")

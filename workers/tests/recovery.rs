@@ -413,26 +413,10 @@ fn vacuum_removes_what_a_crashed_attempt_staged_and_keeps_committed_output() {
 fn json_lines_that_do_not_parse_or_do_not_fit_are_dead_letters_never_truncated() {
     let ws = Workspace::new();
     ws.pipeline(
-        r#"
-[pipeline]
-name = "events"
-
-[source]
-type = "files"
-url = "inbox"
-pattern = "*.json"
-
-[source.schema]
-id = "int64"
-amount = "float64"
-
-[sink]
-type = "files"
-url = "out"
-
-[dead_letter]
-url = "dead"
-"#,
+        &PipelineFile::files("events", "*.json")
+            .schema(&[("id", "int64"), ("amount", "float64")])
+            .text("dead_letter", "url", "dead")
+            .toml(),
     );
     ws.write(
         "inbox/a.json",

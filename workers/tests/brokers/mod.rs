@@ -54,9 +54,6 @@ pub(crate) fn order_rows(ids: impl IntoIterator<Item = u64>) -> Vec<Vec<String>>
     rows
 }
 
-/// `[source.schema]` of the orders.
-pub(crate) const ORDER_SCHEMA: &str = "[source.schema]\nid = \"int64\"\ncountry = \"string\"\namount = \"float64\"\n";
-
 /// The Kafka broker.
 pub(crate) struct Kafka {
     pub(crate) brokers: String,

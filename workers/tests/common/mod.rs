@@ -14,7 +14,7 @@ pub(crate) mod pipeline;
 pub(crate) mod tasks;
 
 #[allow(unused_imports)] // not every test binary builds a pipeline file
-pub(crate) use pipeline::PipelineFile;
+pub(crate) use pipeline::{ORDERS, PipelineFile};
 
 /// The `sluice` binary built for these tests.
 pub(crate) fn sluice() -> Command {

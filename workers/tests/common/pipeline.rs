@@ -8,12 +8,19 @@ pub(crate) struct PipelineFile {
     tables: Vec<(String, Vec<(String, String)>)>,
 }
 
+/// The orders' columns: `id` int64, `country` string, `amount` float64.
+pub(crate) const ORDERS: &[(&str, &str)] = &[("id", "int64"), ("country", "string"), ("amount", "float64")];
+
 impl PipelineFile {
+    /// Pipeline `name`, with nothing else set yet.
+    pub(crate) fn new(name: &str) -> Self {
+        PipelineFile { tables: Vec::new() }.text("pipeline", "name", name)
+    }
+
     /// Pipeline `name` reading the files of `inbox/` that match `pattern`,
     /// written as Parquet to `out/`.
     pub(crate) fn files(name: &str, pattern: &str) -> Self {
-        PipelineFile { tables: Vec::new() }
-            .text("pipeline", "name", name)
+        PipelineFile::new(name)
             .text("source", "type", "files")
             .text("source", "url", "inbox")
             .text("source", "pattern", pattern)
@@ -24,7 +31,29 @@ impl PipelineFile {
     /// `inbox/*.csv` with columns `id` int64, `country` string and `amount`
     /// float64, as Parquet in `out/`: the orders most tests use.
     pub(crate) fn orders(name: &str) -> Self {
-        PipelineFile::files(name, "*.csv").schema(&[("id", "int64"), ("country", "string"), ("amount", "float64")])
+        PipelineFile::files(name, "*.csv").schema(ORDERS)
+    }
+
+    /// Orders as JSON messages from a stream source of type `kind` (its
+    /// address still to set), in micro-batches of up to `max_records`
+    /// closed after 200 ms, as Parquet in `out/`; leases of one second.
+    pub(crate) fn stream_orders(name: &str, kind: &str, max_records: usize) -> Self {
+        PipelineFile::new(name)
+            .text("source", "type", kind)
+            .text("source", "format", "json")
+            .schema(ORDERS)
+            .set("trigger", "max_records", &max_records.to_string())
+            .text("trigger", "max_wait", "200ms")
+            .text("transform", "sql", "SELECT id, country, amount FROM input")
+            .text("sink", "type", "files")
+            .text("sink", "url", "out")
+            .text("workers", "lease_timeout", "1s")
+    }
+
+    /// `[workers] dispatch`: batches handed out as tasks on `queue` of the
+    /// broker at `broker`.
+    pub(crate) fn dispatch_to(self, broker: &str, queue: &str) -> Self {
+        self.text("workers", "dispatch", broker).text("workers", "task_queue", queue)
     }
 
     /// `[source.schema]`: the columns in file order.

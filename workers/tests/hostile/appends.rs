@@ -8,26 +8,12 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 
-use super::common::{self, Workspace, parquet_rows, printed};
+use super::common::{self, PipelineFile, Workspace, parquet_rows, printed};
 
 /// A CSV pipeline whose schema is inferred from the files' header.
 fn pipeline(on_change: Option<&str>) -> String {
-    let setting = on_change.map(|value| format!("on_change = \"{value}\"\n")).unwrap_or_default();
-    format!(
-        r#"
-[pipeline]
-name = "growing"
-
-[source]
-type = "files"
-url = "inbox"
-pattern = "*.csv"
-{setting}
-[sink]
-type = "files"
-url = "out"
-"#
-    )
+    let file = PipelineFile::files("growing", "*.csv");
+    on_change.map_or(file.clone(), |value| file.text("source", "on_change", value)).toml()
 }
 
 /// Rows `ids` as `id,name id` lines.

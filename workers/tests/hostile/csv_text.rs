@@ -2,32 +2,13 @@
 
 use std::path::Path;
 
-use super::common::{self, Workspace, parquet_rows};
+use super::common::{self, PipelineFile, Workspace, parquet_rows};
 
 /// A pipeline reading `pattern` from `inbox/`, with `schema` as its
-/// `[source.schema]` lines (none when empty), copying the columns `sql`
+/// `[source.schema]` (inferred when empty), copying the columns `sql`
 /// selects to `out/`.
-fn pipeline(ws: &Workspace, pattern: &str, schema: &str, sql: &str) {
-    let schema = if schema.is_empty() { String::new() } else { format!("[source.schema]\n{schema}\n") };
-    ws.pipeline(&format!(
-        r#"
-[pipeline]
-name = "csv-text"
-
-[source]
-type = "files"
-url = "inbox"
-pattern = "{pattern}"
-
-{schema}
-[transform]
-sql = "{sql}"
-
-[sink]
-type = "files"
-url = "out"
-"#
-    ));
+fn pipeline(ws: &Workspace, pattern: &str, schema: &[(&str, &str)], sql: &str) {
+    ws.pipeline(&PipelineFile::files("csv-text", pattern).schema(schema).text("transform", "sql", sql).toml());
 }
 
 /// The dead letters below `dir`: (line, error, raw) of each, in line order.
@@ -56,7 +37,7 @@ fn dead(ws: &Workspace) -> Vec<(u64, String, String)> {
 #[test]
 fn a_csv_over_64_kib_with_quoted_newlines_and_no_schema_is_read_whole() {
     let ws = Workspace::new();
-    pipeline(&ws, "*.csv", "", "SELECT id, note, amount FROM input");
+    pipeline(&ws, "*.csv", &[], "SELECT id, note, amount FROM input");
     let mut text = String::from("id,note,amount\n");
     let mut expected = Vec::new();
     for id in 0..3000 {
@@ -77,7 +58,7 @@ fn a_csv_over_64_kib_with_quoted_newlines_and_no_schema_is_read_whole() {
 #[test]
 fn an_unterminated_quote_is_a_dead_letter_and_the_records_after_it_are_read() {
     let ws = Workspace::new();
-    pipeline(&ws, "*.csv", "id = \"int64\"\nname = \"string\"", "SELECT id, name FROM input");
+    pipeline(&ws, "*.csv", &[("id", "int64"), ("name", "string")], "SELECT id, name FROM input");
     ws.write("inbox/a.csv", "id,name\n1,\"abc\n2,def\n3,ghi\n4,jkl\n");
     let summary = ws.run_until_caught_up();
     assert_eq!(summary.rows(), (4, 3, 1), "{summary:?}");
@@ -91,7 +72,7 @@ fn an_unterminated_quote_is_a_dead_letter_and_the_records_after_it_are_read() {
 #[test]
 fn an_unterminated_quote_without_a_schema_does_not_swallow_the_file() {
     let ws = Workspace::new();
-    pipeline(&ws, "*.csv", "", "SELECT id, name FROM input");
+    pipeline(&ws, "*.csv", &[], "SELECT id, name FROM input");
     ws.write("inbox/a.csv", "id,name\n1,\"a \"\"quoted\"\"\nword\"\n2,\"abc\n3,ghi\n4,jkl\n");
     let summary = ws.run_until_caught_up();
     assert_eq!(summary.rows(), (4, 3, 1), "{summary:?}");
@@ -102,7 +83,7 @@ fn an_unterminated_quote_without_a_schema_does_not_swallow_the_file() {
 #[test]
 fn dead_letters_of_a_file_with_cr_line_ends_carry_their_lines() {
     let ws = Workspace::new();
-    pipeline(&ws, "*.csv", "id = \"int64\"\nname = \"string\"", "SELECT id, name FROM input");
+    pipeline(&ws, "*.csv", &[("id", "int64"), ("name", "string")], "SELECT id, name FROM input");
     ws.write("inbox/a.csv", "id,name\r1,a\rx,b\r3,\"two\rlines\"\ry,d\r\r6,f\rz,g");
     let summary = ws.run_until_caught_up();
     assert_eq!(summary.rows(), (6, 3, 3), "{summary:?}");
@@ -114,7 +95,7 @@ fn dead_letters_of_a_file_with_cr_line_ends_carry_their_lines() {
 #[test]
 fn a_csv_number_too_large_for_float64_is_a_dead_letter_and_inf_and_nan_are_read() {
     let ws = Workspace::new();
-    pipeline(&ws, "*.csv", "id = \"int64\"\nv = \"float64\"", "SELECT id, v FROM input");
+    pipeline(&ws, "*.csv", &[("id", "int64"), ("v", "float64")], "SELECT id, v FROM input");
     ws.write("inbox/a.csv", "id,v\n1,1.5\n2,1e309\n3,inf\n4,-inf\n5,NaN\n6,-1e309\n7,Infinity\n8,1e308\n");
     let summary = ws.run_until_caught_up();
     assert_eq!(summary.rows(), (8, 6, 2), "{summary:?}");
@@ -127,7 +108,7 @@ fn a_csv_number_too_large_for_float64_is_a_dead_letter_and_inf_and_nan_are_read(
 #[test]
 fn json_integers_in_strings_are_read_and_floats_too_large_are_dead_letters() {
     let ws = Workspace::new();
-    pipeline(&ws, "*.json", "id = \"int64\"\nv = \"float64\"", "SELECT id, v FROM input");
+    pipeline(&ws, "*.json", &[("id", "int64"), ("v", "float64")], "SELECT id, v FROM input");
     ws.write(
         "inbox/a.json",
         concat!(

@@ -4,36 +4,15 @@ use std::io::Write;
 
 use base64::Engine as _;
 
-use super::common::{Workspace, parquet_rows, printed, rows, run, visible_files};
+use super::common::{PipelineFile, Workspace, parquet_rows, printed, rows, run, visible_files};
 
-/// A pipeline over the CSV files of `inbox/` matching `pattern`, with
-/// more `[sink]` and `[dead_letter]` keys.
-fn pipeline(pattern: &str, sink_extra: &str, dead_letter_extra: &str) -> String {
-    format!(
-        r#"
-[pipeline]
-name = "hostile_dead"
-
-[source]
-type = "files"
-url = "inbox"
-pattern = "{pattern}"
-format = "csv"
-
-[source.schema]
-id = "int64"
-name = "string"
-
-[sink]
-type = "files"
-url = "out"
-{sink_extra}
-
-[dead_letter]
-url = "dead"
-{dead_letter_extra}
-"#
-    )
+/// A pipeline over the CSV files of `inbox/` matching `pattern` (`id`,
+/// `name`), to `out/`, with its dead letters in `dead/`.
+fn pipeline(pattern: &str) -> PipelineFile {
+    PipelineFile::files("hostile_dead", pattern)
+        .text("source", "format", "csv")
+        .schema(&[("id", "int64"), ("name", "string")])
+        .text("dead_letter", "url", "dead")
 }
 
 /// Every dead letter written below `dead/`, as JSON.
@@ -72,7 +51,7 @@ fn status(ws: &Workspace) -> serde_json::Value {
 #[test]
 fn a_batch_of_more_bad_rows_than_the_default_limit_fails_at_once_naming_the_key() {
     let ws = Workspace::new();
-    ws.pipeline(&pipeline("*.csv", "", ""));
+    ws.pipeline(&pipeline("*.csv").toml());
     ws.write("inbox/garbage.csv", &bad_csv(120_000));
 
     let pipeline = ws.path("pipeline.toml");
@@ -93,7 +72,7 @@ fn a_batch_of_more_bad_rows_than_the_default_limit_fails_at_once_naming_the_key(
 #[test]
 fn with_a_raised_limit_every_one_of_many_dead_letters_is_written_once() {
     let ws = Workspace::new();
-    ws.pipeline(&pipeline("*.csv", "", "max_records = 1000000"));
+    ws.pipeline(&pipeline("*.csv").set("dead_letter", "max_records", "1000000").toml());
     ws.write("inbox/garbage.csv", &bad_csv(120_000));
 
     let summary = ws.run_until_caught_up();
@@ -113,7 +92,7 @@ fn with_a_raised_limit_every_one_of_many_dead_letters_is_written_once() {
 #[test]
 fn a_gz_that_is_not_gzip_or_is_cut_short_is_a_dead_letter_and_the_good_files_commit() {
     let ws = Workspace::new();
-    ws.pipeline(&pipeline("*.csv.gz", "", ""));
+    ws.pipeline(&pipeline("*.csv.gz").toml());
     std::fs::write(ws.path("inbox/good.csv.gz"), gzip(b"id,name\n1,one\n2,two\n")).expect("write");
     std::fs::write(ws.path("inbox/plain.csv.gz"), b"id,name\n3,three\n").expect("write");
     let long: String = (100..20_100).map(|id| format!("{id},name {id}\n")).collect();
@@ -149,7 +128,7 @@ fn a_gz_that_is_not_gzip_or_is_cut_short_is_a_dead_letter_and_the_good_files_com
 #[test]
 fn a_row_whose_partition_folder_name_is_too_long_is_a_dead_letter_and_the_rest_commit() {
     let ws = Workspace::new();
-    ws.pipeline(&pipeline("*.csv", "partition_by = [\"name\"]", ""));
+    ws.pipeline(&pipeline("*.csv").set("sink", "partition_by", r#"["name"]"#).toml());
     let long = "n".repeat(300);
     ws.write("inbox/a.csv", &format!("id,name\n1,short\n2,{long}\n3,short\n4,other\n"));
 
@@ -170,7 +149,7 @@ fn a_row_whose_partition_folder_name_is_too_long_is_a_dead_letter_and_the_rest_c
 #[test]
 fn the_bytes_of_a_record_that_is_not_utf8_are_kept_in_raw_base64() {
     let ws = Workspace::new();
-    ws.pipeline(&pipeline("*.csv", "", ""));
+    ws.pipeline(&pipeline("*.csv").toml());
     let bad: &[u8] = b"2,caf\xe9 \xff\xfe";
     let mut text = b"id,name\n1,ok\n".to_vec();
     text.extend_from_slice(bad);

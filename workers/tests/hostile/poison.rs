@@ -16,40 +16,22 @@ use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use parquet::arrow::ArrowWriter;
 use sluice_workers::tasks::{TaskQueue, dead_queue};
 
-use super::common::{self, Workspace, parquet_rows, printed, run, sluice, visible_files};
+use super::common::{self, PipelineFile, Workspace, parquet_rows, printed, run, sluice, visible_files};
 
-/// Parquet files in, with a declared schema (or none, when `schema` is
-/// empty: inferred from the files).
-fn pipeline(schema: &str, workers: &str) -> String {
-    format!(
-        r#"
-[pipeline]
-name = "poison"
-
-[source]
-type = "files"
-url = "inbox"
-pattern = "*.parquet"
-{schema}
-
-[trigger]
-poll_interval = "100ms"
-
-[sink]
-type = "files"
-url = "out"
-
-[dead_letter]
-url = "dead"
-
-[workers]
-lease_timeout = "1s"
-{workers}
-"#
+/// Parquet files from `inbox/` to `out/`, dead letters in `dead/`, with
+/// `id` and `name` declared (or, when not `declared`, inferred from the files).
+fn pipeline(declared: bool) -> PipelineFile {
+    let file = PipelineFile::files("poison", "*.parquet");
+    let file = if declared { file.schema(&[("id", "int64"), ("name", "string")]) } else { file };
+    file.text("trigger", "poll_interval", "100ms").text("dead_letter", "url", "dead").text(
+        "workers",
+        "lease_timeout",
+        "1s",
     )
 }
 
-const DECLARED: &str = "[source.schema]\nid = \"int64\"\nname = \"string\"\n";
+/// `[source.schema]` declared: `id` int64, `name` string.
+const DECLARED: bool = true;
 
 /// Writes a Parquet file of `columns` to `inbox/<name>`.
 fn write_parquet(ws: &Workspace, name: &str, columns: Vec<(&str, ArrayRef)>) {
@@ -96,9 +78,9 @@ fn assert_no_panic(output: &Output) {
 
 /// Runs a corrupt file beside a good one: the good rows commit, the bad
 /// file is one dead letter naming it, and `explain` names it too.
-fn corrupt_beside_good(bad: &[u8], schema: &str) {
+fn corrupt_beside_good(bad: &[u8], declared: bool) {
     let ws = Workspace::new();
-    let path = ws.pipeline(&pipeline(schema, ""));
+    let path = ws.pipeline(&pipeline(declared).toml());
     write_good(&ws);
     fs::write(ws.path("inbox/bad.parquet"), bad).expect("write");
 
@@ -130,14 +112,14 @@ fn a_parquet_footer_longer_than_its_file_is_a_dead_letter_and_its_neighbour_comm
 
 #[test]
 fn a_corrupt_parquet_file_does_not_stop_schema_inference_from_the_others() {
-    corrupt_beside_good(b"PAR1garbagePAR1", "");
-    corrupt_beside_good(&footer_past_the_file(), "");
+    corrupt_beside_good(b"PAR1garbagePAR1", false);
+    corrupt_beside_good(&footer_past_the_file(), false);
 }
 
 #[test]
 fn a_parquet_file_whose_columns_do_not_fit_the_schema_is_a_dead_letter() {
     let ws = Workspace::new();
-    let path = ws.pipeline(&pipeline(DECLARED, ""));
+    let path = ws.pipeline(&pipeline(DECLARED).toml());
     write_good(&ws);
     write_parquet(
         &ws,
@@ -166,7 +148,7 @@ fn status(path: &str) -> serde_json::Value {
 #[test]
 fn a_batch_whose_attempts_keep_dying_ends_failed_after_max_attempts() {
     let ws = Workspace::new();
-    let path = ws.pipeline(&pipeline(DECLARED, "max_attempts = 2"));
+    let path = ws.pipeline(&pipeline(DECLARED).set("workers", "max_attempts", "2").toml());
     write_good(&ws);
     // Each run dies right after leasing the batch, as a kill -9 or the
     // out-of-memory killer would; the next run takes the batch over.
@@ -198,7 +180,7 @@ fn a_batch_whose_attempts_keep_dying_ends_failed_after_max_attempts() {
 #[test]
 fn a_panic_in_a_batch_is_a_failed_attempt_and_the_batch_ends_failed() {
     let ws = Workspace::new();
-    let path = ws.pipeline(&pipeline(DECLARED, "max_attempts = 2"));
+    let path = ws.pipeline(&pipeline(DECLARED).set("workers", "max_attempts", "2").toml());
     write_good(&ws);
     let output = sluice()
         .args(["run", &path, "--until-caught-up", "--json"])
@@ -216,7 +198,7 @@ fn a_panic_in_a_batch_is_a_failed_attempt_and_the_batch_ends_failed() {
 
     // A panic once is one failed attempt; the next one commits.
     let ws = Workspace::new();
-    let path = ws.pipeline(&pipeline(DECLARED, ""));
+    let path = ws.pipeline(&pipeline(DECLARED).toml());
     write_good(&ws);
     let output = sluice()
         .args(["run", &path, "--until-caught-up"])
@@ -255,14 +237,14 @@ fn finish(mut child: Child, limit: Duration) -> (Option<i32>, String) {
 
 /// A dispatched pipeline, run by its controller and by one worker armed
 /// with `failpoint`: what the worker printed.
-fn dispatch_with_failing_worker(ws: &Workspace, test: &str, workers: &str) -> (Option<i32>, String, String) {
+fn dispatch_with_failing_worker(ws: &Workspace, test: &str, max_attempts: &str) -> (Option<i32>, String, String) {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
     let queue = format!("sluice.test.{test}.{}.{nanos}", std::process::id());
     if let Err(error) = block_on(TaskQueue::connect(&broker(), &queue)) {
         panic!("this test needs RabbitMQ at {}: {error}\nstart it with scripts/start-rabbitmq.sh", broker());
     }
-    let dispatch = format!("dispatch = \"{}\"\ntask_queue = \"{queue}\"\n{workers}", broker());
-    let path = ws.pipeline(&pipeline(DECLARED, &dispatch));
+    let file = pipeline(DECLARED).dispatch_to(&broker(), &queue);
+    let path = ws.pipeline(&file.set("workers", "max_attempts", max_attempts).toml());
     let controller = common::tasks::controller(&path).spawn().expect("controller");
     let worker = common::tasks::worker(&queue, "3s", ws.dir.path())
         .env("SLUICE_FAILPOINT", "during_sink_write:*")
@@ -294,7 +276,7 @@ fn dispatch_with_failing_worker(ws: &Workspace, test: &str, workers: &str) -> (O
 fn a_worker_whose_batch_panics_every_time_settles_its_task_as_failed() {
     let ws = Workspace::new();
     write_good(&ws);
-    let (code, printed, left) = dispatch_with_failing_worker(&ws, "poison", "max_attempts = 2");
+    let (code, printed, left) = dispatch_with_failing_worker(&ws, "poison", "2");
     assert_eq!(code, Some(1), "a failed batch waits for `sluice retry`: exit 1\n{printed}");
     let summary = printed.lines().find(|l| l.starts_with("sluice worker: ")).expect("summary");
     assert!(summary.contains("1 failed"), "{printed}");

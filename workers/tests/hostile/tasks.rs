@@ -17,7 +17,7 @@ use sluice_workers::task_keys::{KEY_ID_HEADER, KeySources, SIGNATURE_HEADER, Tas
 use sluice_workers::tasks::Task;
 
 use super::common::tasks::{TASK_KEY, TestQueue, broker, controller, finish, runtime, wait_for_tasks, worker};
-use super::common::{Workspace, parquet_rows, run, sluice};
+use super::common::{PipelineFile, Workspace, parquet_rows, run, sluice};
 
 /// A secret in the worker's environment that must never be seen.
 const CANARY: &str = "canary-5e1f-never-print-me";
@@ -29,33 +29,12 @@ fn key(secret: &str) -> TaskKey {
 }
 
 fn pipeline(queue: &str) -> String {
-    format!(
-        r#"
-[pipeline]
-name = "guarded"
-
-[source]
-type = "files"
-url = "inbox"
-pattern = "*.csv"
-
-[source.schema]
-id = "int64"
-
-[trigger]
-max_files_per_batch = 1
-
-[sink]
-type = "files"
-url = "out"
-
-[workers]
-lease_timeout = "1s"
-dispatch = "{}"
-task_queue = "{queue}"
-"#,
-        broker()
-    )
+    PipelineFile::files("guarded", "*.csv")
+        .schema(&[("id", "int64")])
+        .set("trigger", "max_files_per_batch", "1")
+        .text("workers", "lease_timeout", "1s")
+        .dispatch_to(&broker(), queue)
+        .toml()
 }
 
 /// A server that counts the connections made to it: no task may make a
