@@ -30,6 +30,8 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use sluice_connectors::Registry;
 use sluice_engine::batch::Batch;
 use sluice_engine::log::CheckpointLog;
+use sluice_engine::model::owner_id;
+use sluice_engine::retry::Backoff;
 use sluice_engine::spec::{PipelineSpec, SpecFile};
 use sluice_engine::{Error, Result};
 use tokio::sync::{Mutex, watch};
@@ -44,8 +46,6 @@ use crate::run::RunSummary;
 use crate::task_keys::{KEY_ID_HEADER, KeySources, SIGNATURE_HEADER, TaskKey, Unsigned, verify};
 use crate::tasks::{Task, TaskQueue, dead_queue, header, shown_url};
 use crate::worker::{BatchOutcome, Runner, batch_span};
-use sluice_engine::model::owner_id;
-use sluice_engine::retry::Backoff;
 
 /// How `sluice worker` runs.
 #[derive(Debug, Clone)]

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use sluice_engine::batch::Batch;
 use sluice_engine::log::CheckpointLog;
+use sluice_engine::retry::Backoff;
 use sluice_engine::spec::PipelineSpec;
 use sluice_engine::stream::Message;
 use sluice_engine::{Error, Result};
@@ -28,7 +29,6 @@ use tracing::Instrument;
 
 use crate::metrics::{self, CommittedBatch};
 use crate::worker::{BatchOutcome, Runner, run_batch};
-use sluice_engine::retry::Backoff;
 
 /// How a batch's drive ended.
 #[derive(Debug)]

@@ -21,6 +21,7 @@ use sluice_engine::batch::Batch;
 use sluice_engine::failpoint;
 use sluice_engine::log::{CheckpointLog, RanBy};
 use sluice_engine::model::{host_name, owner_id, process_id};
+use sluice_engine::retry::Backoff;
 use sluice_engine::sink::Attempt;
 use sluice_engine::spec::PipelineSpec;
 use sluice_engine::stream::Message;
@@ -31,7 +32,6 @@ use tracing::Instrument;
 
 use crate::lease::Renewal;
 use crate::produce::produce;
-use sluice_engine::retry::Backoff;
 
 /// What running a batch came to.
 #[derive(Debug, Clone, PartialEq, Eq)]

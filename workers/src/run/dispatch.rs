@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use sluice_engine::Result;
 use sluice_engine::batch::BatchId;
 use sluice_engine::log::CheckpointLog;
+use sluice_engine::retry::Backoff;
 use sluice_engine::spec::{Dispatch, PipelineSpec};
 use tokio::sync::{Mutex, watch};
 use tracing::Instrument;
@@ -31,7 +32,6 @@ use crate::drive::pause;
 use crate::progress::Progress;
 use crate::tasks::{Task, TaskQueue, dead_queue, shown_url};
 use crate::wake::Wake;
-use sluice_engine::retry::Backoff;
 
 /// How often the log is read while tasks are out.
 const FOLLOW_EVERY: Duration = Duration::from_millis(250);

@@ -18,6 +18,7 @@ use futures::StreamExt;
 use sluice_engine::Result;
 use sluice_engine::batch::{Batch, BatchId};
 use sluice_engine::log::CheckpointLog;
+use sluice_engine::retry::Backoff;
 use sluice_engine::spec::PipelineSpec;
 use tokio::sync::{Mutex, watch};
 use tracing::Instrument;
@@ -29,7 +30,6 @@ use crate::metrics;
 use crate::progress::Progress;
 use crate::wake::Wake;
 use crate::worker::{BatchOutcome, Runner, batch_span};
-use sluice_engine::retry::Backoff;
 
 /// Runs the batches in this process, `[workers] concurrency` at once. A
 /// batch is a task of the async runtime that exists only while it runs:

@@ -8,6 +8,7 @@ use sluice_engine::batch::Batch;
 use sluice_engine::log::{CheckpointLog, Committed, LogState};
 use sluice_engine::planner::changes::inputs_to_plan;
 use sluice_engine::planner::cut_batches;
+use sluice_engine::retry::Backoff;
 use sluice_engine::sink::{Sink, Staged};
 use sluice_engine::spec::PipelineSpec;
 use sluice_engine::txn::{self, commits_to_replay};
@@ -19,7 +20,6 @@ use super::options::RunOptions;
 use crate::drive::pause;
 use crate::metrics;
 use crate::wake::Wake;
-use sluice_engine::retry::Backoff;
 
 /// One pass of [`prepare`]: the pending batches, or `None` after a store
 /// failure that was waited out. A store that fails for a while does not

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use sluice_engine::batch::{Batch, BatchId};
 use sluice_engine::log::CheckpointLog;
+use sluice_engine::retry::Backoff;
 use sluice_engine::spec::PipelineSpec;
 use sluice_engine::stream::{Message, ReadMode, StreamInputs, StreamReader, StreamSource};
 use sluice_engine::txn::{self, Fresh, Terms, batches_redelivered, drop_redeliveries, is_orphaned};
@@ -37,7 +38,6 @@ use super::pass::{failed_in_log, replay_publishes};
 use crate::drive::{Driven, Driver, pause};
 use crate::metrics;
 use crate::worker::{BatchOutcome, Runner, batch_span};
-use sluice_engine::retry::Backoff;
 
 /// How often the lag gauge asks the broker how far behind the log is.
 const LAG_EVERY: Duration = Duration::from_secs(5);
