@@ -106,7 +106,13 @@ impl ConnectorRegistry for Registry {
     }
 
     fn table(&self, component: &Component<'_>) -> Result<Arc<dyn sluice_engine::source::Source>, Diagnostics> {
-        Ok(Arc::new(files::FilesSource::from_component(component)?))
+        let table = files::FilesSource::from_component(component)?;
+        if sluice_engine::source::Source::after_commit(&table) != sluice_engine::source::AfterCommit::Keep {
+            let message =
+                "applies to [source] only: a lookup table's files are read again when they change, never removed";
+            return Err(Diagnostics(vec![component.error("after_commit", message, Some("remove it".into()))]));
+        }
+        Ok(Arc::new(table))
     }
 
     fn dead_letters(&self, location: &StorageLocation) -> Result<Arc<dyn Sink>, String> {

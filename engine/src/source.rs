@@ -45,6 +45,31 @@ impl OnChange {
     }
 }
 
+/// `[source] after_commit`: what becomes of a batch's input files once the
+/// batch is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterCommit {
+    /// They stay where they are (the log remembers them).
+    #[default]
+    Keep,
+    /// They are deleted.
+    Delete,
+    /// They are moved below `[source] move_to`, under the same names.
+    Move,
+}
+
+impl AfterCommit {
+    /// The setting as the pipeline file spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AfterCommit::Keep => "keep",
+            AfterCommit::Delete => "delete",
+            AfterCommit::Move => "move",
+        }
+    }
+}
+
 /// A pipeline's `[source]`, as its connector built it.
 #[derive(Debug, Clone)]
 pub enum SourceConnector {
@@ -155,6 +180,24 @@ pub trait Source: Send + Sync + fmt::Debug {
     async fn lookup(&self, bucket: &str, key: &str) -> Result<Option<InputObject>> {
         let _ = (bucket, key);
         Ok(None)
+    }
+
+    /// `[source] after_commit`; sources that keep their inputs keep the
+    /// default.
+    fn after_commit(&self) -> AfterCommit {
+        AfterCommit::Keep
+    }
+
+    /// Deletes or moves the inputs of a committed batch, as
+    /// [`Source::after_commit`] says; the number of objects it removed from
+    /// the source. Idempotent: an input that is gone already is done, and
+    /// one that is no longer the version planned (a file dropped again at
+    /// its path) is left, to be read as new input. Called after each commit
+    /// and, for what a crash left, on every planning pass with the committed
+    /// inputs still listed.
+    async fn settle(&self, inputs: &[InputObject]) -> Result<u64> {
+        let _ = inputs;
+        Ok(0)
     }
 
     /// The schema declared in the pipeline file, if there is one.

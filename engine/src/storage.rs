@@ -201,7 +201,19 @@ impl StorageLocation {
         }
     }
 
-    /// The object store and the prefix of this location inside it.
+    /// The object store and the prefix of this location inside it, as a
+    /// source opens it: deleting a local file leaves its folder, even empty
+    /// (the inbox stays where files are dropped).
+    pub fn open_keeping_folders(&self) -> Result<(Arc<dyn ObjectStore>, ObjectPath)> {
+        if self.is_local() {
+            let prefix = ObjectPath::from_url_path(self.url.path()).map_err(object_store::Error::from)?;
+            return Ok((Arc::new(LocalFileSystem::new()), prefix));
+        }
+        self.open()
+    }
+
+    /// The object store and the prefix of this location inside it. Deleting
+    /// a local file removes the folders it leaves empty.
     pub fn open(&self) -> Result<(Arc<dyn ObjectStore>, ObjectPath)> {
         let prefix = ObjectPath::from_url_path(self.url.path()).map_err(object_store::Error::from)?;
         if self.is_local() {

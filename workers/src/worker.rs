@@ -23,6 +23,7 @@ use sluice_engine::log::{CheckpointLog, RanBy};
 use sluice_engine::model::{host_name, owner_id, process_id};
 use sluice_engine::retry::Backoff;
 use sluice_engine::sink::Attempt;
+use sluice_engine::source::AfterCommit;
 use sluice_engine::spec::PipelineSpec;
 use sluice_engine::stream::Message;
 use sluice_engine::txn::{self, Abandoning, Committing, Failing, Leasing, Produced, Settled, Terms};
@@ -227,6 +228,7 @@ async fn attempt(
         Ok(Committing::Committed) => {
             failpoint::hit("after_commit");
             publish(spec, batch, &produced).instrument(tracing::info_span!("publish")).await;
+            settle_inputs(spec, batch).await;
             return Ok(BatchOutcome::Committed {
                 rows_in: produced.rows_in,
                 rows_out,
@@ -271,6 +273,22 @@ async fn publish(spec: &PipelineSpec, batch: &Batch, produced: &Produced) {
         }
     }
     tracing::warn!(batch_id = %batch.id, "the next pass finishes moving this committed batch's files into place");
+}
+
+/// `[source] after_commit`: the committed batch's files deleted or moved.
+/// A failure leaves them, for the next planning pass to remove.
+async fn settle_inputs(spec: &PipelineSpec, batch: &Batch) {
+    let Some(source) = spec.source.objects().filter(|source| source.after_commit() != AfterCommit::Keep) else {
+        return;
+    };
+    if let Err(error) = source.settle(&batch.inputs).await {
+        tracing::warn!(
+            batch_id = %batch.id,
+            "committed, but its files were not {}; the next pass does it: {}",
+            if source.after_commit() == AfterCommit::Delete { "deleted" } else { "moved" },
+            spec.file.redact(&error.to_string())
+        );
+    }
 }
 
 /// Removes what an attempt staged; a failure only leaves invisible files,

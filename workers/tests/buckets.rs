@@ -235,9 +235,45 @@ const STORE_VARIABLES: &[&str] = &[
     "AZURE_STORAGE_ACCOUNT_KEY",
 ];
 
+/// `after_commit = "move"` in the bucket, killed between a commit and
+/// its move: the next run moves what is left, and every row is written once.
+fn after_commit_moves_committed_files_out_of_the_inbox_even_after_a_kill(kind: Kind) {
+    let bucket = Bucket::new(kind, "after-commit");
+    let ws = Workspace::new();
+    let spec = pipeline(&bucket, "[trigger]\nmax_files_per_batch = 1\n").replace(
+        "pattern = \"*.csv\"",
+        &format!("pattern = \"*.csv\"\nafter_commit = \"move\"\nmove_to = \"{}\"", bucket.url("done")),
+    );
+    let pipeline = ws.pipeline(&spec);
+    for n in 0..3 {
+        bucket.put(&format!("in/orders-{n}.csv"), orders_csv(n, 20));
+    }
+    let run = |failpoint: Option<&str>| {
+        let mut command = sluice();
+        command.args(["run", &pipeline, "--until-caught-up"]).envs(bucket.env());
+        if let Some(failpoint) = failpoint {
+            command.env("SLUICE_FAILPOINT", failpoint);
+        }
+        command.output().expect("runs")
+    };
+    let crashed = run(Some("after_commit:2"));
+    assert!(!crashed.status.success(), "the failpoint ends the run: {}", printed(&crashed));
+    assert!(bucket.visible("in") > 0, "killed before every file was moved");
+    let output = run(None);
+    assert!(output.status.success(), "{}", printed(&output));
+    assert_eq!(bucket.visible("in"), 0, "the inbox is empty");
+    assert_eq!(bucket.visible("done"), 3, "each file moved once, under its name");
+    assert_exactly_once(&bucket, &pipeline, &expected_rows(0..3, 20));
+}
+
 /// The tests every store runs.
 macro_rules! every_store_runs {
     ($kind:expr) => {
+        #[test]
+        fn after_commit_moves_committed_files_out_of_the_inbox_even_after_a_kill() {
+            super::after_commit_moves_committed_files_out_of_the_inbox_even_after_a_kill($kind);
+        }
+
         #[test]
         fn two_controllers_racing_on_a_bucket_killed_four_times_land_every_row_once() {
             super::two_controllers_racing_on_a_bucket_killed_four_times_land_every_row_once($kind);

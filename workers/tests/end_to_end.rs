@@ -699,3 +699,45 @@ fn an_unreadable_log_record_is_an_internal_error_exit_70() {
     assert_eq!(output.status.code(), Some(70), "{}", printed(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains("is unreadable"), "{}", printed(&output));
 }
+
+#[test]
+fn after_commit_delete_empties_the_inbox_and_a_file_dropped_again_is_new_input() {
+    let ws = Workspace::new();
+    ws.pipeline(&orders().text("source", "after_commit", "delete").toml());
+    ws.write("inbox/a.csv", "id,country,amount\n1,FR,1\n");
+    ws.write("inbox/b.csv", "id,country,amount\n2,DE,2\n");
+    let summary = ws.run_until_caught_up();
+    assert_eq!((summary.files, summary.rows_in), (2, 2), "{summary:?}");
+    assert!(ws.path("inbox").is_dir(), "the inbox stays");
+    assert_eq!(visible_files(&ws.path("inbox")), Vec::<std::path::PathBuf>::new(), "its committed files are gone");
+
+    // The same name again, and a first line like the old file's: a new
+    // file, read whole.
+    ws.write("inbox/a.csv", "id,country,amount\n1,FR,1\n3,US,3\n");
+    let summary = ws.run_until_caught_up();
+    assert_eq!((summary.files, summary.rows_in), (1, 2), "{summary:?}");
+    assert!(visible_files(&ws.path("inbox")).is_empty());
+    assert_eq!(parquet_rows(&ws.path("out")).1, rows(&["1|FR|1.0", "1|FR|1.0", "2|DE|2.0", "3|US|3.0"]));
+}
+
+#[test]
+fn after_commit_move_keeps_the_names_below_move_to() {
+    let ws = Workspace::new();
+    let pipeline = ws.pipeline(
+        &orders()
+            .text("source", "pattern", "**/*.csv")
+            .text("source", "after_commit", "move")
+            .text("source", "move_to", "inbox/_done")
+            .toml(),
+    );
+    ws.write("inbox/a.csv", "id,country,amount\n1,FR,1\n");
+    ws.write("inbox/2026/b.csv", "id,country,amount\n2,DE,2\n");
+    let summary = ws.run_until_caught_up();
+    assert_eq!(summary.files, 2, "{summary:?}");
+    assert!(visible_files(&ws.path("inbox")).is_empty(), "nothing is left to read");
+    assert!(ws.path("inbox/_done/a.csv").is_file() && ws.path("inbox/_done/2026/b.csv").is_file());
+    assert_eq!(ws.run_until_caught_up().batches, 0, "the moved files are not read again");
+    let explained = run(&["explain", &pipeline]);
+    let text = String::from_utf8_lossy(&explained.stdout);
+    assert!(text.contains("after_commit = move") && text.contains("_done"), "{text}");
+}

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{PipelineFile, Ran, Workspace, parquet_rows, printed, run, sluice, visible_files};
+use common::{PipelineFile, Ran, Workspace, parquet_rows, printed, rows, run, sluice, visible_files};
 
 /// Leases run out after a second, so that a run after a crash takes the
 /// dead process's batches over quickly.
@@ -481,4 +481,34 @@ fn a_malformed_value_in_a_column_the_sql_does_not_read_is_still_a_dead_letter() 
     let summary = ws.run_until_caught_up();
     assert_eq!(summary.rows(), (2, 1, 1), "{summary:?}");
     assert_eq!(dead_letters(&ws.path("out/_sluice/dead_letters")), [("a.csv".to_string(), 3)]);
+}
+
+/// A kill -9 after a commit and before its files were removed: the next run
+/// removes them, and every row is in the output once.
+#[test]
+fn a_kill_between_a_commit_and_the_removal_of_its_files_loses_and_repeats_nothing() {
+    for (failpoint, after_commit) in
+        [("after_commit:2", "delete"), ("during_publish:2", "delete"), ("after_commit:2", "move")]
+    {
+        let ws = Workspace::new();
+        let mut file = PipelineFile::orders("tidy").set("trigger", "max_files_per_batch", "1");
+        file = file.text("source", "after_commit", after_commit);
+        if after_commit == "move" {
+            file = file.text("source", "move_to", "done");
+        }
+        ws.pipeline(&file.toml());
+        for id in 1..=3 {
+            ws.write(&format!("inbox/{id}.csv"), &format!("id,country,amount\n{id},FR,{id}\n"));
+        }
+        crash_at(&ws, failpoint);
+        assert!(!visible_files(&ws.path("inbox")).is_empty(), "{failpoint}: killed before the files were removed");
+
+        let summary = ws.run_until_caught_up();
+        assert_eq!(summary.failed_batches, 0, "{failpoint}: {summary:?}");
+        assert!(visible_files(&ws.path("inbox")).is_empty(), "{failpoint}: {after_commit} finished by the next run");
+        assert_eq!(parquet_rows(&ws.path("out")).1, rows(&["1|FR|1.0", "2|FR|2.0", "3|FR|3.0"]), "{failpoint}");
+        if after_commit == "move" {
+            assert_eq!(visible_files(&ws.path("done")).len(), 3, "every file moved once");
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! The `[source]` and `[sink]` keys of `type = "files"`.
 
 use serde::Deserialize;
-use sluice_engine::source::OnChange;
+use sluice_engine::source::{AfterCommit, OnChange};
 use sluice_engine::spec::schema::SchemaSpec;
 use toml::Spanned;
 
@@ -57,8 +57,15 @@ pub struct FilesSourceConfig {
     /// one that only grew is read from where it ended, any other change is
     /// read whole), `new_version` (read whole) or `ignore` (never read
     /// again).
-    #[serde(default)]
-    pub on_change: OnChange,
+    /// Default `append`, and `new_version` when `after_commit` removes the
+    /// files (a file at a path read before is then a new file).
+    pub on_change: Option<Spanned<OnChange>>,
+    /// What becomes of a batch's files once it is committed: `keep`
+    /// (default), `delete`, or `move` (below `move_to`, same names).
+    pub after_commit: Option<Spanned<AfterCommit>>,
+    /// With `after_commit = "move"`: the folder or prefix, on the same store
+    /// as `url`, that committed files are moved below.
+    pub move_to: Option<Spanned<String>>,
     /// Local folders only: follow symbolic links whose target lies outside
     /// the folder (default false: such a link is skipped with a warning;
     /// links within the folder are always followed).

@@ -8,7 +8,7 @@ pub mod changes;
 
 use std::collections::{HashMap, HashSet};
 
-use crate::batch::{Batch, BatchId, InputObject, PipelineName};
+use crate::batch::{Batch, BatchId, InputKey, InputObject, PipelineName};
 use crate::log::{LogState, Seq};
 use crate::source::OnChange;
 
@@ -39,6 +39,24 @@ pub struct Unseen {
     pub new: Vec<InputObject>,
     /// New versions of inputs the log holds.
     pub changed: Vec<Changed>,
+}
+
+/// The inputs of committed batches that `listed` still shows, as they were
+/// planned: what `[source] after_commit` has yet to delete or move (a crash
+/// came between the commit and the removal). The log is read through only
+/// when a listed input is one it has seen.
+pub fn committed_still_listed(listed: &[InputObject], state: &LogState) -> Vec<InputObject> {
+    let seen: HashSet<InputKey> = listed.iter().map(InputObject::key).filter(|key| state.has_seen(key)).collect();
+    if seen.is_empty() {
+        return Vec::new();
+    }
+    state
+        .batches()
+        .filter(|entry| entry.committed.is_some())
+        .flat_map(|entry| &entry.planned.inputs)
+        .filter(|input| seen.contains(&input.key()))
+        .cloned()
+        .collect()
 }
 
 /// Splits the inputs of `discovered` that the log has not seen into new
@@ -176,6 +194,17 @@ mod tests {
         let paths: Vec<Vec<&str>> =
             batches.iter().map(|b| b.inputs.iter().map(|i| i.path.as_str()).collect()).collect();
         assert_eq!(paths, vec![vec!["a", "b"], vec!["c"], vec!["big"], vec!["d"]]);
+    }
+
+    #[test]
+    fn committed_inputs_still_listed_are_found_and_others_are_not() {
+        let mut log = crate::txn::testing::Log::planned();
+        let listed = log.0.pending()[0].inputs.clone();
+        assert!(committed_still_listed(&listed, &log.0).is_empty(), "a pending batch's input stays");
+        log.lease(1, "w", 0, 10).commit(1, "t");
+        assert_eq!(committed_still_listed(&listed, &log.0), listed);
+        let dropped_again = InputObject { size: 2, ..listed[0].clone() };
+        assert!(committed_still_listed(&[dropped_again], &log.0).is_empty(), "a new version at the path stays");
     }
 
     #[test]

@@ -18,7 +18,7 @@ mod outcome;
 pub mod redelivered;
 pub mod steps;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
 

@@ -6,16 +6,16 @@ use crate::batch::{BatchId, InputObject, PipelineName};
 use crate::log::{Committed, Failed, Leased, LogState, Planned, Record};
 use crate::sink::Staged;
 
-pub(super) fn at(seconds: i64) -> DateTime<Utc> {
+pub(crate) fn at(seconds: i64) -> DateTime<Utc> {
     DateTime::UNIX_EPOCH + TimeDelta::seconds(seconds)
 }
 
-pub(super) fn id() -> BatchId {
+pub(crate) fn id() -> BatchId {
     BatchId::from_string("b1".into())
 }
 
 /// The commit of `batch_id` by attempt `attempt`, staged as `token`.
-pub(super) fn committed(batch_id: BatchId, attempt: u32, token: &str) -> Record {
+pub(crate) fn committed(batch_id: BatchId, attempt: u32, token: &str) -> Record {
     Record::Committed(Committed {
         batch_id,
         attempt,
@@ -30,10 +30,10 @@ pub(super) fn committed(batch_id: BatchId, attempt: u32, token: &str) -> Record 
     })
 }
 
-pub(super) struct Log(pub(super) LogState);
+pub(crate) struct Log(pub(crate) LogState);
 
 impl Log {
-    pub(super) fn planned() -> Self {
+    pub(crate) fn planned() -> Self {
         let mut log = Log(LogState::default());
         log.push(Record::Planned(Planned {
             batch_id: id(),
@@ -46,13 +46,13 @@ impl Log {
         log
     }
 
-    pub(super) fn push(&mut self, record: Record) -> &mut Self {
+    pub(crate) fn push(&mut self, record: Record) -> &mut Self {
         let seq = self.0.next_seq();
         self.0.apply(seq, record);
         self
     }
 
-    pub(super) fn lease(&mut self, attempt: u32, owner: &str, from: i64, until: i64) -> &mut Self {
+    pub(crate) fn lease(&mut self, attempt: u32, owner: &str, from: i64, until: i64) -> &mut Self {
         self.push(Record::Leased(Leased {
             batch_id: id(),
             attempt,
@@ -62,11 +62,11 @@ impl Log {
         }))
     }
 
-    pub(super) fn commit(&mut self, attempt: u32, token: &str) -> &mut Self {
+    pub(crate) fn commit(&mut self, attempt: u32, token: &str) -> &mut Self {
         self.push(committed(id(), attempt, token))
     }
 
-    pub(super) fn fail(&mut self, attempt: u32, gave_up: bool) -> &mut Self {
+    pub(crate) fn fail(&mut self, attempt: u32, gave_up: bool) -> &mut Self {
         self.push(Record::Failed(Failed { batch_id: id(), attempt, error: "e".into(), gave_up, at: at(1) }))
     }
 }

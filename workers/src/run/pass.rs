@@ -7,9 +7,10 @@ use chrono::Utc;
 use sluice_engine::batch::Batch;
 use sluice_engine::log::{CheckpointLog, Committed, LogState};
 use sluice_engine::planner::changes::inputs_to_plan;
-use sluice_engine::planner::cut_batches;
+use sluice_engine::planner::{committed_still_listed, cut_batches};
 use sluice_engine::retry::Backoff;
 use sluice_engine::sink::{Sink, Staged};
+use sluice_engine::source::AfterCommit;
 use sluice_engine::spec::PipelineSpec;
 use sluice_engine::txn::{self, commits_to_replay};
 use sluice_engine::{Error, Result};
@@ -64,6 +65,14 @@ async fn prepare(spec: &PipelineSpec, log: &Mutex<CheckpointLog>, wake: &mut Wak
 
     let source = spec.source.objects().ok_or_else(|| Error::Config("a stream has no files to list".into()))?;
     let mut found = wake.discover(source.as_ref()).await?;
+    if source.after_commit() != AfterCommit::Keep {
+        // A crash between a commit and its files' removal left them.
+        let leftover = committed_still_listed(&found.inputs, log.state());
+        if !leftover.is_empty() {
+            let removed = source.settle(&leftover).await?;
+            tracing::info!(pipeline = %spec.name, "removed {removed} files of committed batches (after_commit)");
+        }
+    }
     let inputs = inputs_to_plan(source.as_ref(), std::mem::take(&mut found.inputs), log.state()).await?;
     let batches = cut_batches(inputs, spec.trigger.limits(), &spec.name, spec.version);
     let planned = txn::plan_files(&mut log, &spec.name, spec.version, batches, Utc::now()).await;

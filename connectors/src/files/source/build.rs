@@ -4,6 +4,7 @@ use std::sync::atomic::AtomicU64;
 
 use globset::GlobBuilder;
 use sluice_engine::Result;
+use sluice_engine::source::{AfterCommit, OnChange};
 use sluice_engine::spec::{Component, Diagnostics};
 use sluice_engine::storage::StorageLocation;
 
@@ -95,8 +96,68 @@ impl FilesSource {
                 Some("remove it".into()),
             ));
         }
+        let after_commit = config.after_commit.as_ref().map_or(AfterCommit::Keep, |after| *after.get_ref());
+        let on_change = match &config.on_change {
+            Some(on_change) if *on_change.get_ref() == OnChange::Append && after_commit != AfterCommit::Keep => {
+                problems.0.push(component.error(
+                    "on_change",
+                    format!(
+                        "\"append\" reads a grown file on from where it ended, and after_commit = \"{}\" \
+                         removes each file once its batch is committed: a file at the same path is a new file",
+                        after_commit.as_str()
+                    ),
+                    Some("remove on_change (a file dropped again at a path is read whole)".into()),
+                ));
+                OnChange::NewVersion
+            }
+            Some(on_change) => *on_change.get_ref(),
+            None if after_commit != AfterCommit::Keep => OnChange::NewVersion,
+            None => OnChange::Append,
+        };
+        let move_to = match (&config.move_to, after_commit) {
+            (None, AfterCommit::Move) => {
+                problems.0.push(component.error(
+                    "after_commit",
+                    "\"move\" needs `move_to`: the folder the committed files are moved to",
+                    Some("add move_to = \"<folder>\" (a name starting with _ inside url is never read)".into()),
+                ));
+                None
+            }
+            (Some(_), AfterCommit::Keep | AfterCommit::Delete) => {
+                problems.0.push(component.error(
+                    "move_to",
+                    "applies to after_commit = \"move\" only",
+                    Some("add after_commit = \"move\", or remove move_to".into()),
+                ));
+                None
+            }
+            (Some(raw), AfterCommit::Move) => match (file.location(raw.get_ref()), &location) {
+                (Err(message), _) => {
+                    problems.0.push(component.error("move_to", message, None));
+                    None
+                }
+                (Ok(to), Some(from)) => match check_move_to(from, &to) {
+                    Ok(()) => to
+                        .open()
+                        .map(|(_, prefix)| (to, prefix))
+                        .map_err(|e| {
+                            problems.0.push(component.error("move_to", e.to_string(), None));
+                        })
+                        .ok(),
+                    Err((message, hint)) => {
+                        problems.0.push(component.error("move_to", message, Some(hint)));
+                        None
+                    }
+                },
+                (Ok(_), None) => None,
+            },
+            (None, _) => None,
+        };
         let opened = location.as_ref().and_then(|location| {
-            location.open().map_err(|e| problems.0.push(component.error("url", e.to_string(), None))).ok()
+            location
+                .open_keeping_folders()
+                .map_err(|e| problems.0.push(component.error("url", e.to_string(), None)))
+                .ok()
         });
         if !problems.is_empty() {
             return Err(problems);
@@ -114,10 +175,39 @@ impl FilesSource {
             header: config.header.is_none_or(|h| *h.get_ref()),
             delimiter,
             schema,
-            on_change: config.on_change,
+            on_change,
+            after_commit,
+            move_to,
             follow_symlinks: config.follow_symlinks.is_some_and(|follow| *follow.get_ref()),
             skipped: AtomicU64::new(0),
             warned: Warned::default(),
         })
     }
+}
+
+/// Whether committed files can move from `from` to `to`: on the same store
+/// (a move is a rename there), and out of what the source lists.
+fn check_move_to(from: &StorageLocation, to: &StorageLocation) -> Result<(), (String, String)> {
+    let store_of = |location: &StorageLocation| {
+        (location.is_local(), location.url().scheme().to_string(), location.url().host_str().map(str::to_string))
+    };
+    if store_of(from) != store_of(to) {
+        return Err((
+            format!("{to} is not on the store of url ({from}): files move by a rename within one store"),
+            "move_to = a folder (or a prefix of the same bucket) beside the inbox".into(),
+        ));
+    }
+    let (from_path, to_path) = (from.url().path().trim_end_matches('/'), to.url().path().trim_end_matches('/'));
+    if to_path == from_path {
+        return Err(("is url itself: the moved files would be read again".into(), "move_to = \"<url>/_done\"".into()));
+    }
+    if let Some(inside) = to_path.strip_prefix(from_path).and_then(|rest| rest.strip_prefix('/'))
+        && !inside.split('/').any(|part| part.starts_with('_') || part.starts_with('.'))
+    {
+        return Err((
+            format!("lies inside url, where the moved files would be listed again ({inside})"),
+            format!("use a folder whose name starts with _ (never read), for example _{inside}"),
+        ));
+    }
+    Ok(())
 }

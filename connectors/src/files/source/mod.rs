@@ -22,7 +22,7 @@ use globset::GlobMatcher;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt};
 use sluice_engine::batch::{InputObject, etag_value, tail_digest};
-use sluice_engine::source::{Input, OnChange, ReadTally, Rejected, Source, Watch};
+use sluice_engine::source::{AfterCommit, Input, OnChange, ReadTally, Rejected, Source, Watch};
 use sluice_engine::storage::StorageLocation;
 use sluice_engine::{Error, Result};
 
@@ -33,6 +33,7 @@ use super::streamed::{Compression, ObjectsPartition, TextFormat};
 use crate::formats::records::CsvRecords;
 
 mod build;
+mod settle;
 
 /// Tail digests read at once while planning.
 const DIGESTS_AT_ONCE: usize = 16;
@@ -49,6 +50,10 @@ pub struct FilesSource {
     delimiter: u8,
     schema: Option<SchemaRef>,
     on_change: OnChange,
+    /// `[source] after_commit`.
+    after_commit: AfterCommit,
+    /// `[source] move_to`, and its prefix in `store`.
+    move_to: Option<(StorageLocation, Path)>,
     /// `[source] follow_symlinks`: follow links out of a local folder.
     follow_symlinks: bool,
     /// The names the last listing skipped.
@@ -365,6 +370,14 @@ impl Source for FilesSource {
         self.check_unchanged(inputs).await.map(|_| ())
     }
 
+    fn after_commit(&self) -> AfterCommit {
+        self.after_commit
+    }
+
+    async fn settle(&self, inputs: &[InputObject]) -> Result<u64> {
+        self.settle_inputs(inputs).await
+    }
+
     fn on_change(&self) -> OnChange {
         self.on_change
     }
@@ -419,7 +432,11 @@ impl Source for FilesSource {
             ("pattern", self.pattern.glob().glob().to_string()),
             ("format", format!("{:?}", self.format).to_lowercase()),
             ("on_change", self.on_change.as_str().to_string()),
+            ("after_commit", self.after_commit.as_str().to_string()),
         ];
+        if let Some((to, _)) = &self.move_to {
+            lines.push(("move_to", to.to_string()));
+        }
         if self.format == InputFormat::Csv {
             lines.push(("header", self.header.to_string()));
             lines.push(("delimiter", format!("{:?}", self.delimiter as char)));
