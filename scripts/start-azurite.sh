@@ -29,6 +29,7 @@ BASE="$SERVICES/azurite"
 TIMEOUT="${START_TIMEOUT:-60}"
 PACKAGE="azurite@3.35.0"
 PIDFILE="$BASE/azurite.pid"
+LOCK="$(cd "$(dirname "$0")" && pwd)/azurite"
 
 # Azurite answers any request; an unsigned one with 403 or 400.
 answers() {
@@ -71,11 +72,16 @@ if answers; then
   exit 0
 fi
 
-if [ ! -x "$BASE/node_modules/.bin/azurite" ]; then
-  echo "azurite: installing $PACKAGE from the npm registry into $BASE"
+# Installed with npm ci from scripts/azurite/package-lock.json, so every
+# package under Azurite is the version it was tried with (a newer release
+# of one of them, or one the registry lacks, cannot break the install);
+# installed again whenever that lock file changes.
+if ! cmp -s "$LOCK/package-lock.json" "$BASE/package-lock.json" || [ ! -x "$BASE/node_modules/.bin/azurite" ]; then
+  echo "azurite: installing $PACKAGE (locked in scripts/azurite/) from the npm registry into $BASE"
   mkdir -p "$BASE"
-  npm install --silent --no-audit --no-fund --prefix "$BASE" "$PACKAGE" > "$BASE/install.log" 2>&1 \
-    || { tail -20 "$BASE/install.log" >&2; exit 1; }
+  cp "$LOCK/package.json" "$LOCK/package-lock.json" "$BASE/"
+  ( cd "$BASE" && npm ci --no-audit --no-fund > "$BASE/install.log" 2>&1 ) \
+    || { rm -f "$BASE/package-lock.json"; echo "azurite: npm ci failed; the end of $BASE/install.log:" >&2; tail -20 "$BASE/install.log" >&2; exit 1; }
 fi
 
 if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
