@@ -47,7 +47,10 @@ async fn main() {
             _ => unreachable!("batch_records starts with the plan"),
         })
         .collect();
-    let appended = log.append(Record::PlannedBatches(PlannedBatches { batches: plans })).await.expect("planned");
+    let appended = log
+        .append(Record::PlannedBatches(PlannedBatches { batches: plans, forget_before: None, forget: Vec::new() }))
+        .await
+        .expect("planned");
     assert!(matches!(appended, Appended::Written(_)), "the plan is admitted: {appended:?}");
     let plan_ms = started.elapsed().as_secs_f64() * 1000.0;
 

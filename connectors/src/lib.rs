@@ -112,6 +112,10 @@ impl ConnectorRegistry for Registry {
                 "applies to [source] only: a lookup table's files are read again when they change, never removed";
             return Err(Diagnostics(vec![component.error("after_commit", message, Some("remove it".into()))]));
         }
+        if sluice_engine::source::Source::max_file_age(&table).is_some() {
+            let message = "applies to [source] only: a lookup table is read whole, whatever the age of its files";
+            return Err(Diagnostics(vec![component.error("max_file_age", message, Some("remove it".into()))]));
+        }
         Ok(Arc::new(table))
     }
 

@@ -182,6 +182,12 @@ pub trait Source: Send + Sync + fmt::Debug {
         Ok(None)
     }
 
+    /// `[source] max_file_age`: inputs modified longer than this before
+    /// the newest input seen are neither planned nor remembered.
+    fn max_file_age(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// `[source] after_commit`; sources that keep their inputs keep the
     /// default.
     fn after_commit(&self) -> AfterCommit {

@@ -2,6 +2,7 @@
 
 use crate::Result;
 use crate::log::{CheckpointLog, LogState};
+use crate::planner::horizon::{horizon, within};
 use crate::planner::unseen;
 use crate::source::{OnChange, SourceConnector};
 use crate::spec::PipelineSpec;
@@ -27,6 +28,9 @@ pub struct PipelineStatus {
     pub failed_batches: u64,
     /// The failed batches, with their errors.
     pub failed: Vec<FailedBatch>,
+    /// Committed batches the log forgot (`[source] max_file_age`): counted
+    /// in `committed_batches` and the totals, no longer kept one by one.
+    pub forgotten_batches: u64,
     /// Batches given up because their inputs changed before they ran.
     pub abandoned_batches: u64,
     /// Input files the source has that no batch holds yet.
@@ -131,6 +135,7 @@ pub async fn pipeline_status(spec: &PipelineSpec) -> Result<PipelineStatus> {
         failed_batches: 0,
         failed: Vec::new(),
         abandoned_batches: 0,
+        forgotten_batches: 0,
         new_files: 0,
         appended_inputs: 0,
         rewritten_inputs: 0,
@@ -150,16 +155,12 @@ pub async fn pipeline_status(spec: &PipelineSpec) -> Result<PipelineStatus> {
     };
     let hour_ago = now - chrono::TimeDelta::hours(1);
     let mut workers: std::collections::BTreeMap<String, WorkerCount> = std::collections::BTreeMap::new();
+    // Forgotten batches (`max_file_age`) count in the totals.
+    let mut totals = state.forgotten().clone();
     for entry in state.batches() {
         match &entry.committed {
             Some(committed) => {
-                status.committed_batches += 1;
-                status.files_committed += entry.planned.inputs.len() as u64;
-                status.rows_read += committed.rows_in;
-                status.rows_written += committed.staged.rows();
-                status.dead_lettered_rows += committed.rows_dead_lettered;
-                status.output_files += committed.staged.outputs.len() as u64;
-                status.last_commit_at = status.last_commit_at.max(Some(committed.at));
+                totals.count(entry, committed);
                 if let Some(ran_by) = committed.ran_by.as_ref().filter(|_| committed.at >= hour_ago) {
                     let count = workers.entry(ran_by.worker.clone()).or_insert_with(|| WorkerCount {
                         worker: ran_by.worker.clone(),
@@ -192,12 +193,22 @@ pub async fn pipeline_status(spec: &PipelineSpec) -> Result<PipelineStatus> {
             },
         }
     }
+    status.forgotten_batches = state.forgotten().batches;
+    status.committed_batches = totals.batches;
+    status.files_committed = totals.files;
+    status.rows_read = totals.rows_in;
+    status.rows_written = totals.rows_out;
+    status.dead_lettered_rows = totals.rows_dead_lettered;
+    status.output_files = totals.output_files;
+    status.last_commit_at = totals.last_commit_at;
     status.workers_last_hour = workers.into_values().collect();
     status.workers_last_hour.sort_by(|a, b| b.batches.cmp(&a.batches).then_with(|| a.worker.cmp(&b.worker)));
     (status.appended_inputs, status.rewritten_inputs) = changed_inputs(state);
     match &spec.source {
         SourceConnector::Objects(source) => {
-            let found = unseen(source.discover().await?, state);
+            let listed = source.discover().await?;
+            let horizon = horizon(&listed, state, source.max_file_age());
+            let found = unseen(within(listed, horizon).0, state);
             status.skipped_names = source.skipped_names();
             let changed = found.changed.len() as u64;
             match source.on_change() {
@@ -243,7 +254,7 @@ impl PipelineStatus {
     /// The readable form: one `key  value` line each.
     pub fn to_text(&self) -> String {
         let last = self.last_commit_at.map_or_else(|| "never".to_string(), |at| at.to_rfc3339());
-        let rows: [(&str, String); 21] = [
+        let rows: [(&str, String); 22] = [
             ("pipeline", self.pipeline.clone()),
             ("version", self.version.to_string()),
             ("checkpoint", self.checkpoint.clone()),
@@ -252,6 +263,7 @@ impl PipelineStatus {
             ("running_batches", self.running_batches.to_string()),
             ("failed_batches", self.failed_batches.to_string()),
             ("abandoned_batches", self.abandoned_batches.to_string()),
+            ("forgotten_batches", self.forgotten_batches.to_string()),
             ("new_files", self.new_files.to_string()),
             ("appended_inputs", self.appended_inputs.to_string()),
             ("rewritten_inputs", self.rewritten_inputs.to_string()),

@@ -720,6 +720,50 @@ fn after_commit_delete_empties_the_inbox_and_a_file_dropped_again_is_new_input()
     assert_eq!(parquet_rows(&ws.path("out")).1, rows(&["1|FR|1.0", "1|FR|1.0", "2|DE|2.0", "3|US|3.0"]));
 }
 
+/// Sets the modification time of a file of `ws` to `hours` from now.
+fn modified(ws: &Workspace, path: &str, hours: i64) {
+    let (now, shift) = (std::time::SystemTime::now(), Duration::from_secs(3600 * hours.unsigned_abs()));
+    let at = if hours >= 0 { now + shift } else { now - shift };
+    let file = std::fs::File::options().write(true).open(ws.path(path)).expect("open");
+    file.set_modified(at).expect("set the modification time");
+}
+
+#[test]
+fn max_file_age_leaves_old_files_unread_and_the_log_forgets_old_batches() {
+    let ws = Workspace::new();
+    let pipeline =
+        ws.pipeline(&orders().text("source", "max_file_age", "1h").set("trigger", "max_files_per_batch", "1").toml());
+    ws.write("inbox/stale.csv", "id,country,amount\n1,FR,1\n");
+    modified(&ws, "inbox/stale.csv", -3);
+    ws.write("inbox/a.csv", "id,country,amount\n2,DE,2\n");
+    let summary = ws.run_until_caught_up();
+    assert_eq!((summary.files, summary.rows_in), (1, 1), "a file 3 h older than the newest is not read: {summary:?}");
+
+    // A file 2 h newer moves the horizon past a.csv: its committed batch
+    // is forgotten by the plan of b.csv, and still counted.
+    ws.write("inbox/b.csv", "id,country,amount\n3,US,3\n");
+    modified(&ws, "inbox/b.csv", 2);
+    let summary = ws.run_until_caught_up();
+    assert_eq!((summary.files, summary.rows_in), (1, 1), "{summary:?}");
+    let output = run(&["status", &pipeline, "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(status["forgotten_batches"].as_u64(), Some(1), "{status}");
+    assert_eq!((status["committed_batches"].as_u64(), status["files_committed"].as_u64()), (Some(2), Some(2)));
+    assert_eq!((status["rows_read"].as_u64(), status["new_files"].as_u64()), (Some(2), Some(0)), "{status}");
+    let log = std::fs::read_dir(ws.path("out/_sluice/log")).expect("the log").filter_map(Result::ok);
+    let forgetting = log
+        .map(|entry| std::fs::read_to_string(entry.path()).expect("a record"))
+        .filter(|record| record.contains("\"forget_before\"") && record.contains("\"forget\":["))
+        .count();
+    assert_eq!(forgetting, 1, "one plan record forgot a.csv's batch");
+
+    // Forgotten, a.csv is older than the horizon: not read again, nor is
+    // stale.csv touched to look new but still old.
+    modified(&ws, "inbox/stale.csv", -1);
+    assert_eq!(ws.run_until_caught_up().batches, 0);
+    assert_eq!(parquet_rows(&ws.path("out")).1, rows(&["2|DE|2.0", "3|US|3.0"]));
+}
+
 #[test]
 fn after_commit_move_keeps_the_names_below_move_to() {
     let ws = Workspace::new();

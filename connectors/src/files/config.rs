@@ -3,6 +3,7 @@
 use serde::Deserialize;
 use sluice_engine::source::{AfterCommit, OnChange};
 use sluice_engine::spec::schema::SchemaSpec;
+use sluice_engine::units::HumanDuration;
 use toml::Spanned;
 
 /// How input files are encoded.
@@ -60,6 +61,11 @@ pub struct FilesSourceConfig {
     /// Default `append`, and `new_version` when `after_commit` removes the
     /// files (a file at a path read before is then a new file).
     pub on_change: Option<Spanned<OnChange>>,
+    /// Inputs last modified longer than this before the newest input seen
+    /// are neither planned nor remembered, so the log's memory of files
+    /// stays bounded (like Spark's `maxFileAge`). Unset: every file is
+    /// remembered.
+    pub max_file_age: Option<Spanned<HumanDuration>>,
     /// What becomes of a batch's files once it is committed: `keep`
     /// (default), `delete`, or `move` (below `move_to`, same names).
     pub after_commit: Option<Spanned<AfterCommit>>,

@@ -9,13 +9,25 @@
 //! it, rather than guess at fields it does not know. A record without a
 //! format is format 1: the layout of every log written before formats
 //! were named.
+//!
+//! Format 2 is a snapshot of a log that has forgotten batches
+//! (`[source] max_file_age`): a reader of format 1 would take the files of
+//! those batches for new ones. Everything else is still written as
+//! format 1, which every sluice reads the same way (a format-1 reader
+//! ignores the fields records gained, and so forgets nothing).
 
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// The format this sluice writes, and the newest it reads.
-pub const FORMAT: u32 = 1;
+/// The newest format this sluice reads.
+pub const FORMAT: u32 = 2;
+
+/// The format of records, and of snapshots of a log that forgot nothing.
+pub(super) const FIRST_FORMAT: u32 = 1;
+
+/// The format of a snapshot of a log that has forgotten batches.
+pub(super) const FORGETTING_FORMAT: u32 = 2;
 
 /// This sluice's version, as written beside the format.
 pub const WRITTEN_BY: &str = env!("CARGO_PKG_VERSION");
@@ -43,9 +55,14 @@ pub(super) struct Stamped<'a, T> {
     body: &'a T,
 }
 
-/// `body` with this sluice's stamp.
+/// `body` with this sluice's stamp, in format 1.
 pub(super) fn stamped<T: Serialize>(body: &T) -> Stamped<'_, T> {
-    Stamped { format: FORMAT, sluice: WRITTEN_BY, body }
+    stamped_as(FIRST_FORMAT, body)
+}
+
+/// `body` with this sluice's stamp, in `format`.
+pub(super) fn stamped_as<T: Serialize>(format: u32, body: &T) -> Stamped<'_, T> {
+    Stamped { format, sluice: WRITTEN_BY, body }
 }
 
 /// Reads the object at `path` (a record or a snapshot) as a `T`, once its
@@ -90,23 +107,23 @@ mod tests {
 
     #[test]
     fn a_newer_format_is_refused_with_the_sluice_that_wrote_it() {
-        let newer = br#"{"format":2,"sluice":"0.9.0","kind":"note","text":"new","more":[1]}"#;
+        let newer = br#"{"format":3,"sluice":"0.9.0","kind":"note","text":"new","more":[1]}"#;
         let error = read::<Body>("ck/log/00000000000000000007.json", newer).expect_err("newer");
-        assert!(matches!(&error, Error::NewerLog { format: 2, written_by: Some(by), .. } if by == "0.9.0"));
+        assert!(matches!(&error, Error::NewerLog { format: 3, written_by: Some(by), .. } if by == "0.9.0"));
         assert_eq!(error.domain(), crate::error::Domain::User);
         assert_eq!(
             error.to_string(),
             format!(
-                "checkpoint log object ck/log/00000000000000000007.json is in log format 2, written by sluice 0.9.0; \
-                 this sluice ({WRITTEN_BY}) reads log formats up to 1: run sluice 0.9.0 or newer on this pipeline"
+                "checkpoint log object ck/log/00000000000000000007.json is in log format 3, written by sluice 0.9.0; \
+                 this sluice ({WRITTEN_BY}) reads log formats up to 2: run sluice 0.9.0 or newer on this pipeline"
             )
         );
-        let unsigned = read::<Body>("p", br#"{"format":3,"kind":"note","text":""}"#).expect_err("newer");
+        let unsigned = read::<Body>("p", br#"{"format":4,"kind":"note","text":""}"#).expect_err("newer");
         assert_eq!(
             unsigned.to_string(),
             format!(
-                "checkpoint log object p is in log format 3, written by a newer sluice; this sluice ({WRITTEN_BY}) \
-                 reads log formats up to 1: run a sluice that reads log format 3 on this pipeline"
+                "checkpoint log object p is in log format 4, written by a newer sluice; this sluice ({WRITTEN_BY}) \
+                 reads log formats up to 2: run a sluice that reads log format 4 on this pipeline"
             )
         );
     }

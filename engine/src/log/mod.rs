@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 pub use format::{FORMAT, WRITTEN_BY};
 pub use paths::LogPaths;
 pub use record::{Abandoned, Committed, Failed, Leased, Planned, PlannedBatches, RanBy, Record, Retried, Started};
-pub use state::{BatchEntry, LogState, Refusal};
+pub use state::{BatchEntry, Forgotten, LogState, Refusal};
 
 use crate::model::PipelineName;
 use crate::storage::StorageLocation;
@@ -261,13 +261,20 @@ impl CheckpointLog {
             return;
         }
         self.last_snapshot = next;
+        // A reader that cannot forget must not load a log that has.
+        let format = match self.state.forgotten_before() {
+            Some(_) => format::FORGETTING_FORMAT,
+            None => format::FIRST_FORMAT,
+        };
         let written = async {
-            let bytes =
-                serde_json::to_vec(&format::stamped(&SnapshotOf { pipeline: &self.pipeline, state: &self.state }))
-                    .map_err(|e| Error::CorruptLog {
-                        path: self.paths.snapshot(next).to_string(),
-                        reason: format!("cannot encode snapshot: {e}"),
-                    })?;
+            let bytes = serde_json::to_vec(&format::stamped_as(
+                format,
+                &SnapshotOf { pipeline: &self.pipeline, state: &self.state },
+            ))
+            .map_err(|e| Error::CorruptLog {
+                path: self.paths.snapshot(next).to_string(),
+                reason: format!("cannot encode snapshot: {e}"),
+            })?;
             self.store.put(&self.paths.snapshot(next), PutPayload::from(bytes)).await?;
             let listed: Vec<_> = self.store.list(Some(&self.paths.snapshots())).try_collect().await?;
             let mut older: Vec<(Seq, Path)> = listed
@@ -457,6 +464,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_snapshot_of_a_log_that_forgot_batches_is_format_two_and_reopens() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let (root, name) = (Path::from("ck"), PipelineName::new("orders").expect("valid"));
+        let mut log = CheckpointLog::open_in(store.clone(), root.clone(), &name, 2).await.expect("opens");
+        let old = planned("1.csv");
+        for record in [old.clone(), lease_of(&old), commit_of(&old)] {
+            log.append(record).await.expect("append");
+        }
+        let Record::Planned(new) = planned("2.csv") else { unreachable!() };
+        let forgetting = Record::PlannedBatches(PlannedBatches {
+            batches: vec![new],
+            forget_before: Some(Utc::now() + chrono::TimeDelta::hours(1)),
+            forget: vec![old.batch_id().expect("a batch").clone()],
+        });
+        assert_eq!(log.append(forgetting).await.expect("append"), Appended::Written(Seq(3)));
+        let snapshot = store.get(&root.clone().join("snapshots").join(format!("{:020}.json", 4))).await;
+        let bytes = snapshot.expect("a snapshot after record 3").bytes().await.expect("bytes");
+        assert!(bytes.starts_with(br#"{"format":2,"#), "{}", String::from_utf8_lossy(&bytes));
+
+        let reopened = CheckpointLog::open_in(store, root, &name, 2).await.expect("opens");
+        assert_eq!(reopened.records_read(), 0, "all of it from the snapshot");
+        assert_eq!(reopened.state().forgotten().batches, 1);
+        assert!(reopened.state().batch(old.batch_id().expect("a batch")).is_none());
+        assert_eq!(reopened.state().pending().len(), 1, "2.csv");
+    }
+
+    #[tokio::test]
     async fn a_log_of_another_pipeline_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut log = open(dir.path()).await;
@@ -520,7 +554,10 @@ mod tests {
         assert_eq!(log.append(next).await.expect("append"), Appended::Written(Seq(10)));
         let written = std::fs::read_to_string(dir.path().join("_sluice/log/00000000000000000010.json")).expect("read");
         assert!(
-            written.starts_with(&format!(r#"{{"format":{FORMAT},"sluice":"{WRITTEN_BY}","kind":"planned""#)),
+            written.starts_with(&format!(
+                r#"{{"format":{},"sluice":"{WRITTEN_BY}","kind":"planned""#,
+                format::FIRST_FORMAT
+            )),
             "{written}"
         );
         let reopened = open_fixture(dir.path()).await;
@@ -542,9 +579,9 @@ mod tests {
 
         std::fs::remove_file(&record).expect("rm");
         let snapshot = dir.path().join("_sluice/snapshots/00000000000000000006.json");
-        std::fs::write(&snapshot, r#"{"format":2,"sluice":"2.0.0","pipeline":"orders","state":{"live":[]}}"#)
+        std::fs::write(&snapshot, r#"{"format":3,"sluice":"2.0.0","pipeline":"orders","state":{"live":[]}}"#)
             .expect("write");
         let error = CheckpointLog::open_in(store, Path::from("_sluice"), &name, 1000).await.expect_err("newer");
-        assert!(error.to_string().contains("is in log format 2, written by sluice 2.0.0"), "{error}");
+        assert!(error.to_string().contains("is in log format 3, written by sluice 2.0.0"), "{error}");
     }
 }

@@ -75,6 +75,15 @@ pub struct PlannedBatches {
     /// The batches, oldest first, each as its own `planned` record would
     /// hold it. The record is admitted whole or not at all.
     pub batches: Vec<Planned>,
+    /// `[source] max_file_age`: from this record on, inputs last modified
+    /// before this time are never planned. It only moves forward.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forget_before: Option<DateTime<Utc>>,
+    /// Committed batches, all of whose inputs were modified before
+    /// `forget_before` and whose outputs are published, that the log
+    /// forgets: they leave the state, and their counts stay in its tally.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forget: Vec<BatchId>,
 }
 
 /// A claim on a batch for one attempt.

@@ -15,6 +15,10 @@ use super::Seq;
 use super::record::{Abandoned, Committed, Failed, Leased, Planned, PlannedBatches, Record};
 use crate::model::{Batch, BatchId, InputKey, MESSAGE_ID_WINDOW, PartitionKey, Positions, StreamInputs};
 
+mod forget;
+
+pub use forget::Forgotten;
+
 /// The state of one batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BatchEntry {
@@ -127,6 +131,16 @@ pub struct LogState {
     /// AMQP: the batch each message id of a batch not yet settled is in.
     #[serde(skip)]
     unsettled_ids: HashMap<String, BatchId>,
+    /// The newest modification time of an input planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    newest_input: Option<DateTime<Utc>>,
+    /// `[source] max_file_age`: inputs modified before this are never
+    /// planned, and committed batches of only such inputs may be forgotten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    forgotten_before: Option<DateTime<Utc>>,
+    /// What the forgotten batches had done.
+    #[serde(default, skip_serializing_if = "Forgotten::is_empty")]
+    forgotten: Forgotten,
 }
 
 /// Why the log refuses to append a record.
@@ -173,6 +187,9 @@ impl LogState {
             Record::PlannedBatches(many) => {
                 for (index, planned) in many.batches.into_iter().enumerate() {
                     self.apply_plan(planned, seq, index as u32);
+                }
+                if let Some(before) = many.forget_before {
+                    self.forget(before, &many.forget);
                 }
                 return;
             }
@@ -356,6 +373,8 @@ impl LogState {
     /// Folds in the plan of one batch, the `index`-th of record `seq`.
     fn apply_plan(&mut self, planned: Planned, seq: Seq, index: u32) {
         self.seen_inputs.extend(planned.inputs.iter().map(|input| input.key()));
+        let newest = planned.inputs.iter().map(|input| input.last_modified).max();
+        self.newest_input = self.newest_input.max(newest);
         match &planned.stream {
             Some(StreamInputs::Kafka { ranges }) => {
                 for range in ranges {
@@ -558,7 +577,7 @@ mod tests {
                 _ => unreachable!("planned() makes a planned record"),
             })
             .collect();
-        Record::PlannedBatches(PlannedBatches { batches })
+        Record::PlannedBatches(PlannedBatches { batches, forget_before: None, forget: Vec::new() })
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! [`changes`] asks the source.
 
 pub mod changes;
+pub mod horizon;
 
 use std::collections::{HashMap, HashSet};
 

@@ -26,4 +26,4 @@ pub use decide::{Claim, claim, gives_up};
 pub use leftover::{batch_of_token, commits_to_replay, is_leftover, leftover_tokens};
 pub use outcome::{Abandoning, Committing, Failing, Leasing, Planning, Produced, Renewed, Retrying, Settled};
 pub use redelivered::{Fresh, batches_redelivered, drop_redeliveries, is_orphaned};
-pub use steps::{Terms, abandon, commit, fail, fence, lease, plan_files, plan_stream, renew, retry, start};
+pub use steps::{Forget, Terms, abandon, commit, fail, fence, lease, plan_files, plan_stream, renew, retry, start};

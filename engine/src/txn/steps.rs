@@ -159,23 +159,40 @@ pub async fn retry(log: &mut CheckpointLog, id: &BatchId, now: DateTime<Utc>) ->
     })
 }
 
+/// What a plan record makes the log forget (`[source] max_file_age`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forget {
+    /// Inputs modified before this are never planned from then on.
+    pub before: DateTime<Utc>,
+    /// Committed batches of only such inputs, their outputs published
+    /// (`planner::horizon::forgettable`).
+    pub batches: Vec<BatchId>,
+}
+
 /// Plans a cut of new input files: one `planned` record, or one
-/// `planned_batches` record for several, so that a backlog of many
-/// batches costs one write. When another run planned some of the same
-/// inputs first, the batches it did not plan are tried again.
+/// `planned_batches` record for several (or with a [`Forget`]), so that a
+/// backlog of many batches costs one write. When another run planned some
+/// of the same inputs first, the batches it did not plan are tried again.
+/// Nothing is written, and nothing forgotten, when there is nothing to
+/// plan.
 pub async fn plan_files(
     log: &mut CheckpointLog,
     pipeline: &PipelineName,
     version: u32,
     mut batches: Vec<Batch>,
+    forget: Option<Forget>,
     now: DateTime<Utc>,
 ) -> Result<Planning> {
     let mut planning = Planning { batches: 0, planned_by_others: 0 };
     while !batches.is_empty() {
         let mut plans: Vec<Planned> = batches.iter().map(|batch| planned(pipeline, version, batch, now)).collect();
-        let record = match plans.len() {
-            1 => Record::Planned(plans.remove(0)),
-            _ => Record::PlannedBatches(PlannedBatches { batches: plans }),
+        let record = match (plans.len(), &forget) {
+            (1, None) => Record::Planned(plans.remove(0)),
+            _ => Record::PlannedBatches(PlannedBatches {
+                batches: plans,
+                forget_before: forget.as_ref().map(|forget| forget.before),
+                forget: forget.as_ref().map(|forget| forget.batches.clone()).unwrap_or_default(),
+            }),
         };
         failpoint::hit("before_plan");
         match log.append(record).await? {

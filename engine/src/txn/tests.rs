@@ -52,7 +52,7 @@ async fn planned() -> (CheckpointLog, CheckpointLog, Batch) {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let (mut a, mut b) = (open(&store).await, open(&store).await);
     let one = batch("1.csv");
-    let planning = plan_files(&mut a, &name(), 1, vec![one.clone()], at(0)).await.expect("plans");
+    let planning = plan_files(&mut a, &name(), 1, vec![one.clone()], None, at(0)).await.expect("plans");
     assert_eq!(planning, Planning { batches: 1, planned_by_others: 0 });
     // A step decides on the log as its caller last read it.
     b.refresh().await.expect("reads");
@@ -146,9 +146,9 @@ async fn an_abandoned_batch_settles_with_its_reason() {
 #[tokio::test]
 async fn a_cut_is_planned_without_what_another_run_planned_first() {
     let (mut a, mut b, one) = planned().await;
-    let planning = plan_files(&mut b, &name(), 1, vec![one.clone(), batch("2.csv")], at(1)).await.expect("plans");
+    let planning = plan_files(&mut b, &name(), 1, vec![one.clone(), batch("2.csv")], None, at(1)).await.expect("plans");
     assert_eq!(planning, Planning { batches: 1, planned_by_others: 1 });
-    assert!(plan_files(&mut a, &name(), 1, vec![one], at(2)).await.is_ok(), "nothing left to plan is no error");
+    assert!(plan_files(&mut a, &name(), 1, vec![one], None, at(2)).await.is_ok(), "nothing left to plan is no error");
     a.refresh().await.expect("reads");
     assert_eq!(a.state().pending().len(), 2);
 }
@@ -196,8 +196,8 @@ async fn batches_another_run_planned_first_are_left_to_it_and_the_rest_planned_i
     let batches = crate::planner::plan_new(found.clone(), ours.state(), limits, &name(), 1);
 
     // The other run planned 2.csv after this one listed the inbox.
-    plan_files(&mut theirs, &name(), 1, vec![batches[1].clone()], at(0)).await.expect("planned");
-    let planning = plan_files(&mut ours, &name(), 1, batches.clone(), at(1)).await.expect("planned");
+    plan_files(&mut theirs, &name(), 1, vec![batches[1].clone()], None, at(0)).await.expect("planned");
+    let planning = plan_files(&mut ours, &name(), 1, batches.clone(), None, at(1)).await.expect("planned");
     assert_eq!(planning, Planning { batches: 2, planned_by_others: 1 });
 
     let pending: Vec<Batch> = ours.state().pending();

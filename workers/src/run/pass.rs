@@ -1,12 +1,14 @@
 //! One planning pass of a run of files: the log brought up to date,
 //! publishes a crash cut short finished, new input planned.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use chrono::Utc;
-use sluice_engine::batch::Batch;
+use chrono::{DateTime, Utc};
+use sluice_engine::batch::{Batch, BatchId};
 use sluice_engine::log::{CheckpointLog, Committed, LogState};
 use sluice_engine::planner::changes::inputs_to_plan;
+use sluice_engine::planner::horizon::{any_forgettable, forgettable, horizon, within};
 use sluice_engine::planner::{committed_still_listed, cut_batches};
 use sluice_engine::retry::Backoff;
 use sluice_engine::sink::{Sink, Staged};
@@ -73,13 +75,37 @@ async fn prepare(spec: &PipelineSpec, log: &Mutex<CheckpointLog>, wake: &mut Wak
             tracing::info!(pipeline = %spec.name, "removed {removed} files of committed batches (after_commit)");
         }
     }
-    let inputs = inputs_to_plan(source.as_ref(), std::mem::take(&mut found.inputs), log.state()).await?;
+    let horizon = horizon(&found.inputs, log.state(), source.max_file_age());
+    let (listed, too_old) = within(std::mem::take(&mut found.inputs), horizon);
+    if too_old > 0 {
+        tracing::debug!(pipeline = %spec.name, "{too_old} files listed are older than max_file_age: not planned");
+    }
+    let inputs = inputs_to_plan(source.as_ref(), listed, log.state()).await?;
     let batches = cut_batches(inputs, spec.trigger.limits(), &spec.name, spec.version);
-    let planned = txn::plan_files(&mut log, &spec.name, spec.version, batches, Utc::now()).await;
+    let forget = match horizon {
+        Some(before) if !batches.is_empty() => {
+            Some(txn::Forget { before, batches: to_forget(spec, &log, before).await? })
+        }
+        _ => None,
+    };
+    let planned = txn::plan_files(&mut log, &spec.name, spec.version, batches, forget, Utc::now()).await;
     // Notifications are acknowledged once what they name is in the log.
     wake.settle(found, planned.is_ok()).await;
     planned?;
     Ok(log.state().pending())
+}
+
+/// The committed batches that the plan about to be written may forget at
+/// `before` (`max_file_age`): none with files left in staging.
+async fn to_forget(spec: &PipelineSpec, log: &CheckpointLog, before: DateTime<Utc>) -> Result<Vec<BatchId>> {
+    if !any_forgettable(log.state(), before) {
+        return Ok(Vec::new());
+    }
+    let mut staged = HashSet::new();
+    for sink in [&spec.sink, &spec.dead_letters] {
+        staged.extend(sink.staged_tokens().await?.iter().filter_map(|token| txn::batch_of_token(token)));
+    }
+    Ok(forgettable(log.state(), before, &staged))
 }
 
 /// Batches of the log that wait for `sluice retry`.

@@ -110,10 +110,30 @@ impl FilesSource {
                 ));
                 OnChange::NewVersion
             }
+            Some(on_change) if *on_change.get_ref() != OnChange::NewVersion && config.max_file_age.is_some() => {
+                problems.0.push(component.error(
+                    "on_change",
+                    format!(
+                        "\"{}\" compares a changed file with the version planned before, and max_file_age \
+                         forgets that version once it is old: a file changed after that would be read whole",
+                        on_change.get_ref().as_str()
+                    ),
+                    Some("remove on_change (a changed file is read whole as a new version), or max_file_age".into()),
+                ));
+                OnChange::NewVersion
+            }
             Some(on_change) => *on_change.get_ref(),
-            None if after_commit != AfterCommit::Keep => OnChange::NewVersion,
+            None if after_commit != AfterCommit::Keep || config.max_file_age.is_some() => OnChange::NewVersion,
             None => OnChange::Append,
         };
+        let max_file_age = config.max_file_age.as_ref().map(|age| age.get_ref().0);
+        if max_file_age.is_some_and(|age| age.is_zero()) {
+            problems.0.push(component.error(
+                "max_file_age",
+                "must be longer than 0s: every file but the newest would be left unread",
+                Some("for example max_file_age = \"7d\"".into()),
+            ));
+        }
         let move_to = match (&config.move_to, after_commit) {
             (None, AfterCommit::Move) => {
                 problems.0.push(component.error(
@@ -177,6 +197,7 @@ impl FilesSource {
             schema,
             on_change,
             after_commit,
+            max_file_age,
             move_to,
             follow_symlinks: config.follow_symlinks.is_some_and(|follow| *follow.get_ref()),
             skipped: AtomicU64::new(0),

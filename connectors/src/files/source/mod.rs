@@ -52,6 +52,8 @@ pub struct FilesSource {
     on_change: OnChange,
     /// `[source] after_commit`.
     after_commit: AfterCommit,
+    /// `[source] max_file_age`.
+    max_file_age: Option<std::time::Duration>,
     /// `[source] move_to`, and its prefix in `store`.
     move_to: Option<(StorageLocation, Path)>,
     /// `[source] follow_symlinks`: follow links out of a local folder.
@@ -374,6 +376,10 @@ impl Source for FilesSource {
         self.after_commit
     }
 
+    fn max_file_age(&self) -> Option<std::time::Duration> {
+        self.max_file_age
+    }
+
     async fn settle(&self, inputs: &[InputObject]) -> Result<u64> {
         self.settle_inputs(inputs).await
     }
@@ -436,6 +442,9 @@ impl Source for FilesSource {
         ];
         if let Some((to, _)) = &self.move_to {
             lines.push(("move_to", to.to_string()));
+        }
+        if let Some(age) = self.max_file_age {
+            lines.push(("max_file_age", sluice_engine::units::HumanDuration(age).to_string()));
         }
         if self.format == InputFormat::Csv {
             lines.push(("header", self.header.to_string()));
