@@ -31,6 +31,10 @@ pub struct PipelineStatus {
     /// Committed batches the log forgot (`[source] max_file_age`): counted
     /// in `committed_batches` and the totals, no longer kept one by one.
     pub forgotten_batches: u64,
+    /// Committed batches sealed into the log's segments: counted in
+    /// `committed_batches` and the totals; their inputs are in segments
+    /// that only planners read.
+    pub sealed_batches: u64,
     /// Batches given up because their inputs changed before they ran.
     pub abandoned_batches: u64,
     /// Input files the source has that no batch holds yet.
@@ -122,7 +126,19 @@ pub struct FailedBatch {
 
 /// Reads the log (and lists the source) of `spec`.
 pub async fn pipeline_status(spec: &PipelineSpec) -> Result<PipelineStatus> {
-    let log = CheckpointLog::open(&spec.checkpoint, &spec.name).await?;
+    let mut log = CheckpointLog::open(&spec.checkpoint, &spec.name).await?;
+    // What a planning pass would see: the listing within max_file_age,
+    // and what the segments say of it.
+    let listing = match &spec.source {
+        SourceConnector::Objects(source) => {
+            let listed = source.discover().await?;
+            let horizon = horizon(&listed, log.state(), source.max_file_age());
+            let listed = within(listed, horizon).0;
+            let history = log.history(&listed).await?;
+            Some((listed, history))
+        }
+        SourceConnector::Stream(_) => None,
+    };
     let state = log.state();
     let now = Utc::now();
     let mut status = PipelineStatus {
@@ -136,6 +152,7 @@ pub async fn pipeline_status(spec: &PipelineSpec) -> Result<PipelineStatus> {
         failed: Vec::new(),
         abandoned_batches: 0,
         forgotten_batches: 0,
+        sealed_batches: 0,
         new_files: 0,
         appended_inputs: 0,
         rewritten_inputs: 0,
@@ -155,8 +172,9 @@ pub async fn pipeline_status(spec: &PipelineSpec) -> Result<PipelineStatus> {
     };
     let hour_ago = now - chrono::TimeDelta::hours(1);
     let mut workers: std::collections::BTreeMap<String, WorkerCount> = std::collections::BTreeMap::new();
-    // Forgotten batches (`max_file_age`) count in the totals.
+    // Forgotten batches (`max_file_age`) and sealed ones count in the totals.
     let mut totals = state.forgotten().clone();
+    totals.add(state.sealed());
     for entry in state.batches() {
         match &entry.committed {
             Some(committed) => {
@@ -194,6 +212,7 @@ pub async fn pipeline_status(spec: &PipelineSpec) -> Result<PipelineStatus> {
         }
     }
     status.forgotten_batches = state.forgotten().batches;
+    status.sealed_batches = state.sealed().batches;
     status.committed_batches = totals.batches;
     status.files_committed = totals.files;
     status.rows_read = totals.rows_in;
@@ -206,9 +225,8 @@ pub async fn pipeline_status(spec: &PipelineSpec) -> Result<PipelineStatus> {
     (status.appended_inputs, status.rewritten_inputs) = changed_inputs(state);
     match &spec.source {
         SourceConnector::Objects(source) => {
-            let listed = source.discover().await?;
-            let horizon = horizon(&listed, state, source.max_file_age());
-            let found = unseen(within(listed, horizon).0, state);
+            let (listed, history) = listing.unwrap_or_default();
+            let found = unseen(listed, state, &history);
             status.skipped_names = source.skipped_names();
             let changed = found.changed.len() as u64;
             match source.on_change() {
@@ -254,7 +272,7 @@ impl PipelineStatus {
     /// The readable form: one `key  value` line each.
     pub fn to_text(&self) -> String {
         let last = self.last_commit_at.map_or_else(|| "never".to_string(), |at| at.to_rfc3339());
-        let rows: [(&str, String); 22] = [
+        let rows: [(&str, String); 23] = [
             ("pipeline", self.pipeline.clone()),
             ("version", self.version.to_string()),
             ("checkpoint", self.checkpoint.clone()),
@@ -264,6 +282,7 @@ impl PipelineStatus {
             ("failed_batches", self.failed_batches.to_string()),
             ("abandoned_batches", self.abandoned_batches.to_string()),
             ("forgotten_batches", self.forgotten_batches.to_string()),
+            ("sealed_batches", self.sealed_batches.to_string()),
             ("new_files", self.new_files.to_string()),
             ("appended_inputs", self.appended_inputs.to_string()),
             ("rewritten_inputs", self.rewritten_inputs.to_string()),

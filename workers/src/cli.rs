@@ -182,19 +182,28 @@ pub enum Command {
         #[arg(long)]
         failed: bool,
     },
-    /// Remove the staged files of attempts that never committed.
+    /// Remove the staged files of attempts that never committed, and the
+    /// checkpoint log's objects that no reader needs.
     ///
     /// A crash between writing a batch's files and committing it leaves
     /// them below `_sluice/staging/` of the sink (and of the dead letters),
     /// where no reader sees them. Vacuum removes them, finishes publishing
     /// any committed batch whose files were not yet moved into place, and
-    /// keeps the files of attempts whose worker still holds the lease. It
-    /// is safe to run beside running controllers.
+    /// keeps the files of attempts whose worker still holds the lease.
+    ///
+    /// It also removes log records that both kept snapshots already hold,
+    /// snapshots older than those two, and segments the log no longer
+    /// names (a seal that lost a race, history older than max_file_age),
+    /// once they are an hour old. It is safe to run beside running
+    /// controllers and workers.
     #[command(after_help = crate::exit::HELP)]
     Vacuum {
         /// The pipeline file.
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// List what would be removed, and remove nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Show what the checkpoint log says: committed, pending, running and
     /// failed batches, dead letters, new files not yet planned, rows read

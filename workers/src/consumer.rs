@@ -28,7 +28,7 @@ use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use sluice_connectors::Registry;
-use sluice_engine::batch::Batch;
+use sluice_engine::batch::{Batch, BatchId};
 use sluice_engine::log::CheckpointLog;
 use sluice_engine::model::owner_id;
 use sluice_engine::retry::Backoff;
@@ -258,7 +258,7 @@ async fn handle(delivery: Delivery, shared: &Shared, mut stop: watch::Receiver<b
                 );
                 Ran::Settled(BatchOutcome::Failed { error, gave_up })
             }
-            Driven::Settled(BatchOutcome::Settled) if log.lock().await.state().batch(&task.batch.id).is_none() => {
+            Driven::Settled(BatchOutcome::Settled) if unknown_to(&*log.lock().await, &task.batch.id) => {
                 // Not in this worker's log: it reads other storage than the
                 // controller (a file system not mounted, another path).
                 Ran::Unknown(format!(
@@ -423,4 +423,12 @@ async fn refuse(delivery: &Delivery, shared: &Shared, message_id: &str, reason: 
     metrics::task_refused();
     shared.queue.refuse(delivery, reason).await;
     Handled::Rejected
+}
+
+/// Whether the log has never heard of batch `id`: not in its state, and
+/// it has let no committed batch go (a batch sealed or forgotten is one
+/// that committed long ago, whose task came again).
+fn unknown_to(log: &CheckpointLog, id: &BatchId) -> bool {
+    let state = log.state();
+    state.batch(id).is_none() && state.sealed().is_empty() && state.forgotten().is_empty()
 }

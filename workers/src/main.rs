@@ -127,7 +127,7 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
             let target = batch.map_or(RetryTarget::AllFailed, RetryTarget::Batch);
             retry(&file, &target).await
         }
-        Command::Vacuum { file } => vacuum(&file).await,
+        Command::Vacuum { file, dry_run } => vacuum(&file, dry_run).await,
     }
 }
 
@@ -281,13 +281,25 @@ async fn retry(path: &Path, target: &RetryTarget) -> anyhow::Result<Exit> {
     Ok(Exit::Done)
 }
 
-async fn vacuum(path: &Path) -> anyhow::Result<Exit> {
+async fn vacuum(path: &Path, dry_run: bool) -> anyhow::Result<Exit> {
     let Some(spec) = load_or_report(path) else { return Ok(Exit::Usage) };
-    let done = maintenance::vacuum(&spec).await.map_err(|e| Shown::engine(&e, |text| spec.file.redact(text)))?;
+    let done =
+        maintenance::vacuum(&spec, dry_run).await.map_err(|e| Shown::engine(&e, |text| spec.file.redact(text)))?;
+    if dry_run {
+        for line in &done.would_remove {
+            println!("would remove {}", spec.file.redact(line));
+        }
+        println!(
+            "sluice: {}: would remove {} staged attempts that never committed and {} checkpoint log objects no \
+             reader needs; kept {} staged attempts of running workers (dry run: nothing removed)",
+            spec.name, done.removed, done.log_objects, done.kept
+        );
+        return Ok(Exit::Done);
+    }
     println!(
         "sluice: {}: removed {} staged attempts that never committed, finished publishing {} committed batches, \
-         kept {} staged attempts of running workers",
-        spec.name, done.removed, done.published, done.kept
+         kept {} staged attempts of running workers, removed {} checkpoint log objects no reader needs",
+        spec.name, done.removed, done.published, done.kept, done.log_objects
     );
     Ok(Exit::Done)
 }

@@ -49,7 +49,7 @@ pub async fn retry(spec: &PipelineSpec, target: &RetryTarget) -> Result<Vec<(Bat
     Ok(retried)
 }
 
-/// What `sluice vacuum` did.
+/// What `sluice vacuum` did, or with `--dry-run` would do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Vacuumed {
     /// Staged attempts removed, outputs and dead letters.
@@ -58,10 +58,17 @@ pub struct Vacuumed {
     pub published: u64,
     /// Staged attempts kept because their worker still holds the lease.
     pub kept: u64,
+    /// Objects of the checkpoint log removed: records every kept snapshot
+    /// holds, snapshots past the kept ones, segments the log no longer names.
+    pub log_objects: u64,
+    /// With `--dry-run`, what would go: staged attempts and log objects.
+    pub would_remove: Vec<String>,
 }
 
-/// Removes the staged files of attempts that will never commit, and
-/// finishes publishing those that did.
+/// Removes the staged files of attempts that will never commit, finishes
+/// publishing those that did, and removes the checkpoint log's objects
+/// that no reader needs ([`CheckpointLog::garbage`]). With `dry_run` it
+/// changes nothing and says what it would remove.
 ///
 /// The staged folders are listed before the log is read: an attempt
 /// leases its batch before it stages anything, so the log read afterwards
@@ -70,9 +77,12 @@ pub struct Vacuumed {
 /// batch is taken over in the log, and the decision is made again on the
 /// log as that append left it: if the attempt committed first, its files
 /// stay and are published.
-pub async fn vacuum(spec: &PipelineSpec) -> Result<Vacuumed> {
+pub async fn vacuum(spec: &PipelineSpec, dry_run: bool) -> Result<Vacuumed> {
     let listed = [spec.sink.staged_tokens().await?, spec.dead_letters.staged_tokens().await?];
     let mut log = CheckpointLog::open(&spec.checkpoint, &spec.name).await?;
+    if dry_run {
+        return dry_vacuum(&mut log, listed).await;
+    }
     let mut done = Vacuumed { published: replay_publishes(spec, &log).await?, ..Vacuumed::default() };
     let owner = format!("vacuum:{}", sluice_engine::model::owner_id());
     for (sink, tokens) in [&spec.sink, &spec.dead_letters].into_iter().zip(listed) {
@@ -88,5 +98,30 @@ pub async fn vacuum(spec: &PipelineSpec) -> Result<Vacuumed> {
     }
     // Commits that landed while vacuum ran are published now.
     done.published += replay_publishes(spec, &log).await?;
+    let garbage = log.garbage(Utc::now()).await?;
+    log.remove(&garbage).await?;
+    done.log_objects = garbage.len() as u64;
+    Ok(done)
+}
+
+/// What [`vacuum`] would remove, changing nothing: staged attempts no
+/// commit names and whose lease is not live (vacuum would take over a
+/// lease that ran out first), and the log's garbage.
+async fn dry_vacuum(log: &mut CheckpointLog, listed: [Vec<String>; 2]) -> Result<Vacuumed> {
+    let mut done = Vacuumed::default();
+    for (what, tokens) in ["outputs", "dead letters"].into_iter().zip(listed) {
+        for token in tokens {
+            if is_leftover(log.state(), &token, Utc::now()) {
+                done.removed += 1;
+                done.would_remove.push(format!("staged {what} of attempt {token} (below _sluice/staging/)"));
+            } else {
+                done.kept += 1;
+            }
+        }
+    }
+    let garbage = log.garbage(Utc::now()).await?;
+    done.log_objects = garbage.len() as u64;
+    let objects = garbage.snapshots.iter().chain(&garbage.segments).chain(&garbage.records);
+    done.would_remove.extend(objects.map(|path| format!("checkpoint log object {path}")));
     Ok(done)
 }

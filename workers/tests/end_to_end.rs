@@ -785,3 +785,61 @@ fn after_commit_move_keeps_the_names_below_move_to() {
     let text = String::from_utf8_lossy(&explained.stdout);
     assert!(text.contains("after_commit = move") && text.contains("_done"), "{text}");
 }
+
+#[test]
+fn committed_batches_are_sealed_into_a_segment_and_no_file_is_read_twice() {
+    let ws = Workspace::new();
+    let pipeline = ws.pipeline(&orders().set("trigger", "max_files_per_batch", "1").toml());
+    for n in 0..1100 {
+        ws.write(&format!("inbox/{n:04}.csv"), &format!("id,country,amount\n{n},FR,1\n"));
+    }
+    assert_eq!(ws.run_until_caught_up().files, 1100);
+    // The next run seals the committed batches: the state a worker loads
+    // no longer holds them, and the planner finds their files in the
+    // segment.
+    assert_eq!(ws.run_until_caught_up().batches, 0, "nothing is new");
+    let status = || {
+        let output = run(&["status", &pipeline, "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).expect("json")
+    };
+    let sealed = status();
+    assert!(sealed["sealed_batches"].as_u64().is_some_and(|n| n >= 1000), "{sealed}");
+    assert_eq!((sealed["committed_batches"].as_u64(), sealed["files_committed"].as_u64()), (Some(1100), Some(1100)));
+    assert_eq!((sealed["new_files"].as_u64(), sealed["pending_batches"].as_u64()), (Some(0), Some(0)), "{sealed}");
+    let segments: Vec<_> = std::fs::read_dir(ws.path("out/_sluice/segments")).expect("segments").collect();
+    assert_eq!(segments.len(), 1);
+
+    // A sealed file that grew, and a new one: only they are read, and of
+    // the grown one only its new row (`on_change = "append"`), which takes
+    // the sealed version's size from the segment.
+    ws.write("inbox/0005.csv", "id,country,amount\n5,FR,1\n9005,DE,2\n");
+    modified(&ws, "inbox/0005.csv", 1);
+    ws.write("inbox/new.csv", "id,country,amount\n9999,US,3\n");
+    let summary = ws.run_until_caught_up();
+    assert_eq!((summary.files, summary.rows_in), (2, 2), "{summary:?}");
+
+    // Records that both kept snapshots hold go once they are an hour old.
+    let records = ws.path("out/_sluice/log");
+    let count = || std::fs::read_dir(&records).expect("the log").count();
+    let before = count();
+    for entry in std::fs::read_dir(&records).expect("the log") {
+        let file = std::fs::File::options().write(true).open(entry.expect("entry").path()).expect("open");
+        file.set_modified(std::time::SystemTime::now() - Duration::from_secs(7200)).expect("set the time");
+    }
+    let dry = run(&["vacuum", &pipeline, "--dry-run"]);
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(dry.status.success() && text.contains("would remove checkpoint log object"), "{}", printed(&dry));
+    assert!(text.contains("dry run: nothing removed") && count() == before, "{text}");
+    let vacuum = run(&["vacuum", &pipeline]);
+    let text = String::from_utf8_lossy(&vacuum.stdout);
+    assert!(vacuum.status.success(), "{}", printed(&vacuum));
+    assert!(count() <= before - 1000, "records before the older kept snapshot are gone: {text}");
+    assert!(text.contains(&format!("removed {} checkpoint log objects", before - count())), "{text}");
+
+    assert_eq!(ws.run_until_caught_up().batches, 0, "after vacuum, still nothing is new");
+    assert_eq!(status()["committed_batches"].as_u64(), Some(1102));
+    let written = parquet_rows(&ws.path("out")).1;
+    assert_eq!(written.len(), 1102, "every row once");
+    let fives = written.iter().filter(|row| row.first().is_some_and(|id| id == "5")).count();
+    assert_eq!(fives, 1, "0005.csv's first row once");
+}

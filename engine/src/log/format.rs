@@ -21,13 +21,17 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 
 /// The newest format this sluice reads.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 /// The format of records, and of snapshots of a log that forgot nothing.
 pub(super) const FIRST_FORMAT: u32 = 1;
 
 /// The format of a snapshot of a log that has forgotten batches.
 pub(super) const FORGETTING_FORMAT: u32 = 2;
+
+/// The format of a `sealed` record, of a segment, and of a snapshot of a
+/// log that has sealed batches.
+pub(super) const SEALING_FORMAT: u32 = 3;
 
 /// This sluice's version, as written beside the format.
 pub const WRITTEN_BY: &str = env!("CARGO_PKG_VERSION");
@@ -56,6 +60,7 @@ pub(super) struct Stamped<'a, T> {
 }
 
 /// `body` with this sluice's stamp, in format 1.
+#[cfg(test)]
 pub(super) fn stamped<T: Serialize>(body: &T) -> Stamped<'_, T> {
     stamped_as(FIRST_FORMAT, body)
 }
@@ -107,23 +112,23 @@ mod tests {
 
     #[test]
     fn a_newer_format_is_refused_with_the_sluice_that_wrote_it() {
-        let newer = br#"{"format":3,"sluice":"0.9.0","kind":"note","text":"new","more":[1]}"#;
+        let newer = br#"{"format":4,"sluice":"0.9.0","kind":"note","text":"new","more":[1]}"#;
         let error = read::<Body>("ck/log/00000000000000000007.json", newer).expect_err("newer");
-        assert!(matches!(&error, Error::NewerLog { format: 3, written_by: Some(by), .. } if by == "0.9.0"));
+        assert!(matches!(&error, Error::NewerLog { format: 4, written_by: Some(by), .. } if by == "0.9.0"));
         assert_eq!(error.domain(), crate::error::Domain::User);
         assert_eq!(
             error.to_string(),
             format!(
-                "checkpoint log object ck/log/00000000000000000007.json is in log format 3, written by sluice 0.9.0; \
-                 this sluice ({WRITTEN_BY}) reads log formats up to 2: run sluice 0.9.0 or newer on this pipeline"
+                "checkpoint log object ck/log/00000000000000000007.json is in log format 4, written by sluice 0.9.0; \
+                 this sluice ({WRITTEN_BY}) reads log formats up to 3: run sluice 0.9.0 or newer on this pipeline"
             )
         );
-        let unsigned = read::<Body>("p", br#"{"format":4,"kind":"note","text":""}"#).expect_err("newer");
+        let unsigned = read::<Body>("p", br#"{"format":5,"kind":"note","text":""}"#).expect_err("newer");
         assert_eq!(
             unsigned.to_string(),
             format!(
-                "checkpoint log object p is in log format 4, written by a newer sluice; this sluice ({WRITTEN_BY}) \
-                 reads log formats up to 2: run a sluice that reads log format 4 on this pipeline"
+                "checkpoint log object p is in log format 5, written by a newer sluice; this sluice ({WRITTEN_BY}) \
+                 reads log formats up to 3: run a sluice that reads log format 5 on this pipeline"
             )
         );
     }

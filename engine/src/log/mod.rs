@@ -17,10 +17,13 @@
 mod format;
 mod paths;
 mod record;
+mod segment;
 mod state;
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use std::collections::HashSet;
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
@@ -29,10 +32,13 @@ use serde::{Deserialize, Serialize};
 
 pub use format::{FORMAT, WRITTEN_BY};
 pub use paths::LogPaths;
-pub use record::{Abandoned, Committed, Failed, Leased, Planned, PlannedBatches, RanBy, Record, Retried, Started};
+pub use record::{
+    Abandoned, Committed, Failed, Leased, Planned, PlannedBatches, RanBy, Record, Retried, Sealed, Started,
+};
+pub use segment::{History, SealedInput, SegmentBody, SegmentRef};
 pub use state::{BatchEntry, Forgotten, LogState, Refusal};
 
-use crate::model::PipelineName;
+use crate::model::{BatchId, InputKey, InputObject, PipelineName};
 use crate::storage::StorageLocation;
 use crate::{Error, Result};
 
@@ -57,6 +63,15 @@ const READ_CONCURRENCY: u64 = 16;
 pub const SNAPSHOT_EVERY: u64 = 1000;
 /// Snapshots kept; older ones are deleted once a newer one is written.
 const SNAPSHOTS_KEPT: usize = 2;
+/// How old a record or segment no reader needs must be before `sluice
+/// vacuum` removes it. A reader that has not read the log for half as
+/// long loads the newest snapshot again before it reads on (see
+/// [`CheckpointLog::refresh`]), so it never takes a removed record's
+/// number for the next free one.
+pub const VACUUM_AFTER: Duration = Duration::from_secs(3600);
+/// How long a reader may go without reading the log before it looks for
+/// a newer snapshot first.
+const RELOAD_AFTER: Duration = Duration::from_secs(VACUUM_AFTER.as_secs() / 2);
 
 /// A snapshot: the state folded from the records before `state.next_seq()`.
 /// Written with its format stamp, like a record (see [`format`]).
@@ -87,6 +102,9 @@ pub struct CheckpointLog {
     snapshot_every: u64,
     last_snapshot: Seq,
     records_read: u64,
+    segments: segment::SegmentCache,
+    last_read: std::time::Instant,
+    reload_after: Duration,
 }
 
 impl CheckpointLog {
@@ -117,6 +135,9 @@ impl CheckpointLog {
             snapshot_every: snapshot_every.max(1),
             last_snapshot: Seq(0),
             records_read: 0,
+            segments: segment::SegmentCache::default(),
+            last_read: std::time::Instant::now(),
+            reload_after: RELOAD_AFTER,
         };
         log.load_snapshot().await?;
         log.refresh().await?;
@@ -133,7 +154,8 @@ impl CheckpointLog {
         self.records_read
     }
 
-    /// Starts from the newest readable snapshot, if there is one.
+    /// Starts from the newest readable snapshot, if there is one newer
+    /// than the state held.
     async fn load_snapshot(&mut self) -> Result<()> {
         let listed: Vec<_> = self.store.list(Some(&self.paths.snapshots())).try_collect().await?;
         let mut found: Vec<(Seq, Path)> = listed
@@ -142,6 +164,9 @@ impl CheckpointLog {
             .collect();
         found.sort_by(|a, b| b.cmp(a));
         for (next, path) in found {
+            if next <= self.state.next_seq() {
+                return Ok(());
+            }
             let snapshot = match self.store.get(&path).await {
                 Ok(got) => match format::read::<Snapshot>(path.as_ref(), &got.bytes().await?) {
                     Err(newer @ Error::NewerLog { .. }) => return Err(newer),
@@ -169,7 +194,14 @@ impl CheckpointLog {
 
     /// Reads the records written since the last read: by number, in
     /// windows read concurrently, up to the first number not written yet.
+    /// A reader that has not read for [`RELOAD_AFTER`] starts from a newer
+    /// snapshot if there is one: `sluice vacuum` may have removed the
+    /// records after the last one it read.
     pub async fn refresh(&mut self) -> Result<()> {
+        if self.last_read.elapsed() >= self.reload_after {
+            self.load_snapshot().await?;
+        }
+        self.last_read = std::time::Instant::now();
         loop {
             let next = self.state.next_seq().0;
             let window: Vec<Seq> = (next..next + READ_CONCURRENCY).map(Seq).collect();
@@ -222,9 +254,17 @@ impl CheckpointLog {
     /// Appends `record` at the next free number, unless the log, once
     /// up to date, refuses it.
     pub async fn append(&mut self, record: Record) -> Result<Appended> {
-        let payload = PutPayload::from(serde_json::to_vec(&format::stamped(&record)).map_err(|e| {
+        let stamp = match record {
+            Record::Sealed(_) => format::SEALING_FORMAT,
+            _ => format::FIRST_FORMAT,
+        };
+        let payload = PutPayload::from(serde_json::to_vec(&format::stamped_as(stamp, &record)).map_err(|e| {
             Error::CorruptLog { path: self.paths.records().to_string(), reason: format!("cannot encode record: {e}") }
         })?);
+        if self.last_read.elapsed() >= self.reload_after {
+            // Vacuum may have removed records this reader has not read.
+            self.refresh().await?;
+        }
         for attempt in 0..MAX_APPEND_ATTEMPTS {
             if let Err(refusal) = self.state.admits(&record) {
                 return Ok(Appended::Refused(refusal));
@@ -262,9 +302,12 @@ impl CheckpointLog {
         }
         self.last_snapshot = next;
         // A reader that cannot forget must not load a log that has.
-        let format = match self.state.forgotten_before() {
-            Some(_) => format::FORGETTING_FORMAT,
-            None => format::FIRST_FORMAT,
+        let format = if !self.state.segments().is_empty() {
+            format::SEALING_FORMAT
+        } else if self.state.forgotten_before().is_some() {
+            format::FORGETTING_FORMAT
+        } else {
+            format::FIRST_FORMAT
         };
         let written = async {
             let bytes = serde_json::to_vec(&format::stamped_as(
@@ -295,6 +338,210 @@ impl CheckpointLog {
             Ok(()) => tracing::debug!(next = next.0, "log snapshot written"),
             Err(error) => tracing::warn!(next = next.0, "cannot write a log snapshot (start-up reads more): {error}"),
         }
+    }
+}
+
+impl CheckpointLog {
+    /// Writes the segment of the committed batches `ids` (their inputs,
+    /// sorted), for a `sealed` record to name. Writing it twice writes the
+    /// same object.
+    pub async fn write_segment(&mut self, ids: &[BatchId]) -> Result<SegmentRef> {
+        let inputs: Vec<SealedInput> = ids
+            .iter()
+            .filter_map(|id| self.state.batch(id))
+            .flat_map(|entry| {
+                let at = (entry.planned_seq.0, entry.planned_index);
+                entry.planned.inputs.iter().map(move |input| (at.0, at.1, input.clone()))
+            })
+            .collect();
+        let body = SegmentBody::of(inputs);
+        let reference = body.reference(ids);
+        let path = self.paths.segment(&reference.name);
+        let bytes = serde_json::to_vec(&format::stamped_as(format::SEALING_FORMAT, &body))
+            .map_err(|e| Error::CorruptLog { path: path.to_string(), reason: format!("cannot encode segment: {e}") })?;
+        self.store.put(&path, PutPayload::from(bytes)).await?;
+        self.segments.keep(&reference.name, &body);
+        Ok(reference)
+    }
+
+    /// What the segments say of the `listed` inputs that the state does
+    /// not hold: which versions sealed batches hold, and the latest sealed
+    /// version of each other path. A segment is read only if a listed
+    /// path is inside its range, and once read its hashes are kept.
+    pub async fn history(&mut self, listed: &[InputObject]) -> Result<History> {
+        let mut candidates: Vec<(&str, InputKey)> = listed
+            .iter()
+            .map(|input| (input.path.as_str(), input.key()))
+            .filter(|(_, key)| !self.state.holds_input(key))
+            .collect();
+        if candidates.is_empty() || self.state.segments().is_empty() {
+            return Ok(History::default());
+        }
+        candidates.sort_by(|a, b| a.0.cmp(b.0));
+        let segments = self.state.segments().to_vec();
+        let unread: Vec<SegmentRef> = segments
+            .iter()
+            .filter(|segment| !self.segments.has(&segment.name) && covered(&candidates, segment).next().is_some())
+            .cloned()
+            .collect();
+        for (segment, body) in self.read_segments(&unread).await? {
+            self.segments.keep(&segment.name, &body);
+        }
+        let mut seen = HashSet::new();
+        let mut wanted: HashSet<&str> = HashSet::new();
+        let mut holding = Vec::new();
+        for segment in &segments {
+            let mut holds_a_path = false;
+            for (path, key) in covered(&candidates, segment) {
+                let (has_key, has_path) = self.segments.holds(&segment.name, key, path);
+                if has_key {
+                    seen.insert(key.clone());
+                } else if has_path {
+                    wanted.insert(path);
+                    holds_a_path = true;
+                }
+            }
+            if holds_a_path {
+                holding.push(segment.clone());
+            }
+        }
+        wanted.retain(|path| !candidates.iter().any(|(p, key)| p == path && seen.contains(key)));
+        let bodies = match wanted.is_empty() {
+            true => Vec::new(),
+            false => self.read_segments(&holding).await?.into_iter().map(|(_, body)| body).collect(),
+        };
+        Ok(segment::history_of(seen, &bodies, &wanted))
+    }
+
+    /// Reads segments, several at once. A segment that is gone must be
+    /// one the log no longer names (vacuum removed it once `max_file_age`
+    /// passed it): the log is read on, and a segment it still names is a
+    /// corrupt log, since the inputs it held would be read again.
+    async fn read_segments(&mut self, segments: &[SegmentRef]) -> Result<Vec<(SegmentRef, SegmentBody)>> {
+        let (store, paths) = (&self.store, &self.paths);
+        let read: Vec<(SegmentRef, Option<SegmentBody>)> = futures::stream::iter(segments.iter().cloned())
+            .map(|segment| async move {
+                let path = paths.segment(&segment.name);
+                let bytes = match store.get(&path).await {
+                    Ok(got) => got.bytes().await?,
+                    Err(object_store::Error::NotFound { .. }) => return Ok((segment, None)),
+                    Err(other) => return Err(Error::from(other)),
+                };
+                let body: SegmentBody = format::read(path.as_ref(), &bytes)?;
+                Ok((segment, Some(body)))
+            })
+            .buffered(READ_CONCURRENCY as usize)
+            .try_collect()
+            .await?;
+        if read.iter().any(|(_, body)| body.is_none()) {
+            self.refresh().await?;
+            if let Some((missing, _)) = read.iter().find(|(segment, body)| {
+                body.is_none() && self.state.segments().iter().any(|named| named.name == segment.name)
+            }) {
+                return Err(Error::CorruptLog {
+                    path: self.paths.segment(&missing.name).to_string(),
+                    reason: "the log names this segment and it is missing; it holds the inputs of committed \
+                             batches, which would be read again"
+                        .into(),
+                });
+            }
+        }
+        Ok(read.into_iter().filter_map(|(segment, body)| body.map(|body| (segment, body))).collect())
+    }
+}
+
+/// The candidates (sorted by path) whose path `segment` covers.
+fn covered<'a>(
+    candidates: &'a [(&'a str, InputKey)],
+    segment: &'a SegmentRef,
+) -> impl Iterator<Item = &'a (&'a str, InputKey)> {
+    let from = candidates.partition_point(|(path, _)| *path < segment.first.as_str());
+    candidates[from..].iter().take_while(|(path, _)| segment.covers(path))
+}
+
+/// Objects of the log that no reader needs any longer (`sluice vacuum`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Garbage {
+    /// Records before the older snapshot kept, older than [`VACUUM_AFTER`].
+    pub records: Vec<Path>,
+    /// Snapshots older than the two kept.
+    pub snapshots: Vec<Path>,
+    /// Segments the state does not name (a seal that lost a race, or
+    /// history past `max_file_age`), older than [`VACUUM_AFTER`].
+    pub segments: Vec<Path>,
+}
+
+impl Garbage {
+    /// How many objects, in all.
+    pub fn len(&self) -> usize {
+        self.records.len() + self.snapshots.len() + self.segments.len()
+    }
+
+    /// Whether there is nothing to remove.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl CheckpointLog {
+    /// What no reader needs any longer, as of `now`: records that every
+    /// snapshot kept folds in, snapshots past the kept ones, and segments
+    /// the state does not name. Records and segments are only taken once
+    /// they are [`VACUUM_AFTER`] old, so that a reader that is slow to read
+    /// on, or a seal whose record is still being written, is not undercut.
+    pub async fn garbage(&mut self, now: chrono::DateTime<chrono::Utc>) -> Result<Garbage> {
+        self.refresh().await?;
+        let old_enough = |meta: &object_store::ObjectMeta| {
+            chrono::TimeDelta::from_std(VACUUM_AFTER).is_ok_and(|age| meta.last_modified <= now - age)
+        };
+        let mut garbage = Garbage::default();
+        let listed: Vec<_> = self.store.list(Some(&self.paths.snapshots())).try_collect().await?;
+        let mut snapshots: Vec<(Seq, Path)> = listed
+            .into_iter()
+            .filter_map(|meta| self.paths.parse_record(&meta.location).map(|seq| (seq, meta.location)))
+            .collect();
+        snapshots.sort_by(|a, b| b.cmp(a));
+        let kept: Vec<(Seq, Path)> = snapshots.drain(..snapshots.len().min(SNAPSHOTS_KEPT)).collect();
+        garbage.snapshots = snapshots.into_iter().map(|(_, path)| path).collect();
+        if kept.len() == SNAPSHOTS_KEPT {
+            let first_needed = kept.iter().map(|(seq, _)| *seq).min().unwrap_or_default();
+            let listed: Vec<_> = self.store.list(Some(&self.paths.records())).try_collect().await?;
+            garbage.records = listed
+                .into_iter()
+                .filter(|meta| old_enough(meta))
+                .filter_map(|meta| self.paths.parse_record(&meta.location).map(|seq| (seq, meta.location)))
+                .filter(|(seq, _)| *seq < first_needed)
+                .map(|(_, path)| path)
+                .collect();
+            garbage.records.sort();
+        }
+        let named: HashSet<Path> =
+            self.state.segments().iter().map(|segment| self.paths.segment(&segment.name)).collect();
+        let listed: Vec<_> = self.store.list(Some(&self.paths.segments())).try_collect().await?;
+        garbage.segments = listed
+            .into_iter()
+            .filter(|meta| old_enough(meta) && !named.contains(&meta.location))
+            .map(|meta| meta.location)
+            .collect();
+        garbage.segments.sort();
+        Ok(garbage)
+    }
+
+    /// Removes `garbage` (what [`CheckpointLog::garbage`] found).
+    pub async fn remove(&self, garbage: &Garbage) -> Result<()> {
+        let paths = garbage.snapshots.iter().chain(&garbage.segments).chain(&garbage.records).cloned();
+        let store = &self.store;
+        futures::stream::iter(paths)
+            .map(|path| async move {
+                match store.delete(&path).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(other) => Err(Error::from(other)),
+                }
+            })
+            .buffer_unordered(READ_CONCURRENCY as usize)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
     }
 }
 
@@ -491,6 +738,92 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn sealed_batches_leave_the_snapshot_and_planners_find_their_inputs_in_the_segment() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let (root, name) = (Path::from("ck"), PipelineName::new("orders").expect("valid"));
+        let mut log = CheckpointLog::open_in(store.clone(), root.clone(), &name, 8).await.expect("opens");
+        let plans: Vec<Record> = ["a.csv", "b.csv", "c.csv"].iter().map(|path| planned(path)).collect();
+        for plan in &plans {
+            log.append(plan.clone()).await.expect("append");
+        }
+        for plan in &plans[..2] {
+            log.append(lease_of(plan)).await.expect("append");
+            log.append(commit_of(plan)).await.expect("append");
+        }
+        let ids: Vec<BatchId> = plans[..2].iter().map(|plan| plan.batch_id().expect("a batch").clone()).collect();
+        let segment = log.write_segment(&ids).await.expect("segment");
+        assert_eq!((segment.first.as_str(), segment.last.as_str(), segment.inputs), ("a.csv", "b.csv", 2));
+        let sealed = Record::Sealed(Sealed { segment, batches: ids.clone(), at: Utc::now() });
+        assert_eq!(log.append(sealed.clone()).await.expect("append"), Appended::Written(Seq(7)));
+        let snapshot = store.get(&root.clone().join("snapshots").join(format!("{:020}.json", 8))).await;
+        let bytes = snapshot.expect("a snapshot after record 7").bytes().await.expect("bytes");
+        assert!(bytes.starts_with(br#"{"format":3,"#), "{}", String::from_utf8_lossy(&bytes));
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(ids[0].as_str()) && !text.contains(ids[1].as_str()), "sealed batches are not in it");
+        assert!(text.contains(r#""first":"a.csv","last":"b.csv""#), "the segment's range is: {text}");
+
+        let mut reopened = CheckpointLog::open_in(store, root, &name, 8).await.expect("opens");
+        assert_eq!(reopened.records_read(), 0, "all of it from the snapshot");
+        assert!(reopened.state().batch(&ids[0]).is_none());
+        assert_eq!((reopened.state().sealed().batches, reopened.state().pending().len()), (2, 1));
+        assert_eq!(reopened.append(sealed).await.expect("append"), Appended::Refused(Refusal::Unsealable));
+
+        let input = |plan: &Record| match plan {
+            Record::Planned(planned) => planned.inputs[0].clone(),
+            _ => unreachable!("a planned record"),
+        };
+        let rewritten = InputObject { etag: Some("other".into()), ..input(&plans[1]) };
+        let new = InputObject { path: "d.csv".into(), ..input(&plans[2]) };
+        let listed = [input(&plans[0]), rewritten.clone(), input(&plans[2]), new.clone()];
+        let history = reopened.history(&listed).await.expect("history");
+        assert!(history.has_seen(&listed[0].key()), "a.csv is in the segment");
+        assert!(!history.has_seen(&rewritten.key()), "a new version of b.csv is not");
+        let (_, before) = history.latest("b.csv").expect("b.csv's sealed version");
+        assert_eq!(before, &input(&plans[1]));
+        assert!(history.latest("a.csv").is_none(), "the version listed is the one sealed");
+        assert!(!history.has_seen(&new.key()) && history.latest("d.csv").is_none());
+        let unseen = crate::planner::unseen(listed.to_vec(), reopened.state(), &history);
+        assert_eq!(unseen.new, [new], "c.csv is pending, a.csv sealed");
+        assert_eq!(unseen.changed.len(), 1, "b.csv changed since it was sealed");
+    }
+
+    #[tokio::test]
+    async fn vacuum_takes_what_the_kept_snapshots_hold_and_a_reader_left_behind_reads_on_from_a_snapshot() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let (root, name) = (Path::from("ck"), PipelineName::new("orders").expect("valid"));
+        let mut behind = CheckpointLog::open_in(store.clone(), root.clone(), &name, 4).await.expect("opens");
+        behind.reload_after = Duration::ZERO;
+        let mut log = CheckpointLog::open_in(store.clone(), root.clone(), &name, 4).await.expect("opens");
+        for n in 0..22 {
+            log.append(planned(&format!("{n}.csv"))).await.expect("append");
+        }
+        let stray = root.clone().join("segments").join("lost-race.json");
+        store.put(&stray, PutPayload::from_static(b"{}")).await.expect("put");
+
+        let now = Utc::now();
+        assert!(log.garbage(now).await.expect("garbage").is_empty(), "nothing is an hour old yet");
+        let later = now + chrono::TimeDelta::hours(2);
+        let garbage = log.garbage(later).await.expect("garbage");
+        let names = |paths: &[Path]| paths.iter().map(|p| p.filename().unwrap_or("").to_string()).collect::<Vec<_>>();
+        assert_eq!(garbage.records.len(), 16, "records 0..15: both kept snapshots (16, 20) hold them");
+        assert_eq!(names(&garbage.records)[15], format!("{:020}.json", 15));
+        assert_eq!(names(&garbage.segments), ["lost-race.json"], "a segment the log does not name");
+        assert!(garbage.snapshots.is_empty(), "writers keep two");
+        log.remove(&garbage).await.expect("remove");
+        assert!(log.garbage(later).await.expect("garbage").is_empty());
+
+        let reopened = CheckpointLog::open_in(store.clone(), root.clone(), &name, 4).await.expect("opens");
+        assert_eq!((reopened.state().next_seq(), reopened.state().pending().len()), (Seq(22), 22));
+        // A reader that read nothing since record 0 would take the removed
+        // number 0 for the next free one; it starts from a snapshot instead.
+        assert_eq!(behind.append(planned("late.csv")).await.expect("append"), Appended::Written(Seq(22)));
+        assert_eq!(
+            behind.append(planned("3.csv")).await.expect("append"),
+            Appended::Refused(Refusal::InputsAlreadyPlanned)
+        );
+    }
+
+    #[tokio::test]
     async fn a_log_of_another_pipeline_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut log = open(dir.path()).await;
@@ -564,6 +897,66 @@ mod tests {
         assert_eq!((reopened.state().next_seq(), reopened.state().pending().len()), (Seq(11), 3));
     }
 
+    /// A copy of `engine/testdata/log-format-1`, a log as sluice wrote it
+    /// before segments, opened.
+    async fn log_format_one(dir: &std::path::Path) -> CheckpointLog {
+        let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/log-format-1/_sluice/log");
+        std::fs::create_dir_all(dir.join("_sluice/log")).expect("mkdir");
+        for entry in std::fs::read_dir(from).expect("fixture") {
+            let entry = entry.expect("entry");
+            std::fs::copy(entry.path(), dir.join("_sluice/log").join(entry.file_name())).expect("copy");
+        }
+        open_fixture(dir).await
+    }
+
+    #[tokio::test]
+    async fn a_log_in_format_one_opens_finishes_its_batches_and_seals_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = log_format_one(dir.path()).await;
+        assert_eq!(log.state().next_seq(), Seq(8));
+        let by_path = |log: &CheckpointLog, path: &str| {
+            log.state()
+                .batches()
+                .find(|b| b.planned.inputs.first().is_some_and(|i| i.path == path))
+                .expect("planned")
+                .clone()
+        };
+        let two = by_path(&log, "2.csv").committed.expect("committed");
+        assert_eq!((two.rows_in, two.rows_dead_lettered, two.dead_letters.is_some()), (2, 1, true));
+        let crashed = by_path(&log, "3.csv");
+        assert!(crashed.lease.as_ref().is_some_and(|lease| lease.expires < Utc::now()), "its lease ran out");
+        assert_eq!(log.state().pending().len(), 2, "3.csv and 4.csv wait");
+        let first = by_path(&log, "1.csv").planned.inputs[0].clone();
+
+        // Both are finished with today's records: 3.csv by a second
+        // attempt, which takes over the lease that ran out.
+        for (entry, attempt) in [(crashed, 2), (by_path(&log, "4.csv"), 1)] {
+            let plan = Record::Planned(entry.planned.clone());
+            let Record::Leased(lease) = lease_of(&plan) else { unreachable!() };
+            let lease = Record::Leased(Leased { attempt, ..lease });
+            let Record::Committed(commit) = commit_of(&plan) else { unreachable!() };
+            let commit = Record::Committed(Committed { attempt, ..commit });
+            for record in [lease, commit] {
+                assert!(matches!(log.append(record).await.expect("append"), Appended::Written(_)));
+            }
+        }
+        let ids: Vec<BatchId> = log.state().batches().map(|entry| entry.planned.batch_id.clone()).collect();
+        assert_eq!(ids.len(), 4);
+        let segment = log.write_segment(&ids).await.expect("segment");
+        let sealed = Record::Sealed(Sealed { segment, batches: ids, at: Utc::now() });
+        assert_eq!(log.append(sealed).await.expect("append"), Appended::Written(Seq(12)));
+        let written = std::fs::read_to_string(dir.path().join("_sluice/log/00000000000000000012.json")).expect("read");
+        assert!(written.starts_with(r#"{"format":3,"#), "{written}");
+
+        let mut reopened = open_fixture(dir.path()).await;
+        let state = reopened.state();
+        assert_eq!((state.next_seq(), state.batches().count(), state.sealed().batches), (Seq(13), 0, 4));
+        assert_eq!((state.sealed().rows_in, state.sealed().rows_dead_lettered), (6, 1));
+        let listed = [first];
+        let history = reopened.history(&listed).await.expect("history");
+        assert!(history.has_seen(&listed[0].key()), "1.csv is found in the segment, not planned again");
+    }
+
     #[tokio::test]
     async fn a_log_a_newer_sluice_wrote_is_refused_with_the_version_it_needs() {
         let dir = log_before_formats();
@@ -579,9 +972,9 @@ mod tests {
 
         std::fs::remove_file(&record).expect("rm");
         let snapshot = dir.path().join("_sluice/snapshots/00000000000000000006.json");
-        std::fs::write(&snapshot, r#"{"format":3,"sluice":"2.0.0","pipeline":"orders","state":{"live":[]}}"#)
+        std::fs::write(&snapshot, r#"{"format":4,"sluice":"2.0.0","pipeline":"orders","state":{"live":[]}}"#)
             .expect("write");
         let error = CheckpointLog::open_in(store, Path::from("_sluice"), &name, 1000).await.expect_err("newer");
-        assert!(error.to_string().contains("is in log format 3, written by sluice 2.0.0"), "{error}");
+        assert!(error.to_string().contains("is in log format 4, written by sluice 2.0.0"), "{error}");
     }
 }

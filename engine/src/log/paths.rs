@@ -10,6 +10,7 @@ use super::Seq;
 /// <checkpoint>/log/00000000000000000000.json   record 0
 /// <checkpoint>/log/00000000000000000001.json   record 1
 /// <checkpoint>/snapshots/00000000000000001000.json   the state after records 0..999
+/// <checkpoint>/segments/<hash>.json                  inputs of sealed batches
 /// ```
 #[derive(Debug, Clone)]
 pub struct LogPaths {
@@ -40,6 +41,16 @@ impl LogPaths {
     /// The snapshot of the state after the records before `next`.
     pub fn snapshot(&self, next: Seq) -> Path {
         self.snapshots().join(format!("{:020}.json", next.0))
+    }
+
+    /// The folder of segments.
+    pub fn segments(&self) -> Path {
+        self.root.clone().join("segments")
+    }
+
+    /// The segment called `name`.
+    pub fn segment(&self, name: &str) -> Path {
+        self.segments().join(name)
     }
 
     /// The number of a record's or a snapshot's path, if it is one.

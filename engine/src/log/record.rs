@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::segment::SegmentRef;
 use crate::model::{
     BatchId, InputObject, OffsetRange, PartitionStart, PipelineName, Staged, StreamInputs, TableVersions,
 };
@@ -33,6 +34,9 @@ pub enum Record {
     /// Where partitions that the log had no position for begin: a stream
     /// pipeline's first read of them.
     Started(Started),
+    /// Committed batches leave the state: their inputs are in a segment
+    /// (see [`super::segment`]) and their counts in the state's tally.
+    Sealed(Sealed),
 }
 
 impl Record {
@@ -46,7 +50,7 @@ impl Record {
             Record::Failed(failed) => Some(&failed.batch_id),
             Record::Retried(retried) => Some(&retried.batch_id),
             Record::Abandoned(abandoned) => Some(&abandoned.batch_id),
-            Record::Started(_) => None,
+            Record::Started(_) | Record::Sealed(_) => None,
         }
     }
 }
@@ -187,6 +191,18 @@ pub struct Abandoned {
 pub struct Started {
     /// The first offset to read of each.
     pub partitions: Vec<PartitionStart>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Committed batches sealed into a segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed {
+    /// The segment that holds their inputs, written before this record.
+    pub segment: SegmentRef,
+    /// The batches, each committed; the record is admitted whole or not
+    /// at all.
+    pub batches: Vec<BatchId>,
     /// When.
     pub at: DateTime<Utc>,
 }

@@ -13,9 +13,11 @@ use serde::{Deserialize, Serialize};
 
 use super::Seq;
 use super::record::{Abandoned, Committed, Failed, Leased, Planned, PlannedBatches, Record};
+use super::segment::SegmentRef;
 use crate::model::{Batch, BatchId, InputKey, MESSAGE_ID_WINDOW, PartitionKey, Positions, StreamInputs};
 
 mod forget;
+mod seal;
 
 pub use forget::Forgotten;
 
@@ -141,6 +143,18 @@ pub struct LogState {
     /// What the forgotten batches had done.
     #[serde(default, skip_serializing_if = "Forgotten::is_empty")]
     forgotten: Forgotten,
+    /// The segments that hold the inputs of sealed batches, in the order
+    /// they were sealed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    segments: Vec<SegmentRef>,
+    /// What the sealed batches had done.
+    #[serde(default, skip_serializing_if = "Forgotten::is_empty")]
+    sealed: Forgotten,
+    /// Inputs of batches sealed since this state was loaded: a plan of
+    /// them is still refused here, while a planner that loads the state
+    /// afresh finds them in the segments before it plans.
+    #[serde(skip)]
+    sealed_inputs: HashSet<InputKey>,
 }
 
 /// Why the log refuses to append a record.
@@ -167,6 +181,9 @@ pub enum Refusal {
     },
     /// The attempt no longer holds the lease: another took it over.
     Fenced,
+    /// A seal of batches that are not all committed and in the state
+    /// (another planner sealed them first).
+    Unsealable,
 }
 
 impl LogState {
@@ -200,12 +217,13 @@ impl LogState {
                 }
                 return;
             }
+            Record::Sealed(sealed) => return self.seal(sealed),
             _ => {}
         }
         let Some(id) = record.batch_id() else { return };
         let Some(entry) = self.batches.get_mut(id) else { return };
         match record {
-            Record::Planned(_) | Record::PlannedBatches(_) | Record::Started(_) => {}
+            Record::Planned(_) | Record::PlannedBatches(_) | Record::Started(_) | Record::Sealed(_) => {}
             Record::Leased(leased) => {
                 entry.attempts = entry.attempts.max(leased.attempt);
                 entry.lease = Some(leased);
@@ -296,11 +314,12 @@ impl LogState {
             Record::Planned(planned) => return self.admits_plan(planned),
             Record::PlannedBatches(many) => return self.admits_plans(many),
             Record::Started(_) => return Ok(()),
+            Record::Sealed(sealed) => return self.admits_seal(sealed),
             other => other.batch_id().ok_or(Refusal::NotPlanned)?,
         };
         let entry = self.batches.get(id).ok_or(Refusal::NotPlanned)?;
         match record {
-            Record::Planned(_) | Record::PlannedBatches(_) | Record::Started(_) => Ok(()),
+            Record::Planned(_) | Record::PlannedBatches(_) | Record::Started(_) | Record::Sealed(_) => Ok(()),
             Record::Leased(leased) => {
                 entry.refusal_unless_pending()?;
                 match &entry.lease {
@@ -341,7 +360,7 @@ impl LogState {
         // An abandoned batch's inputs may come back as they were (a
         // file moved away and back): the same id is planned afresh.
         let taken = self.batches.get(&planned.batch_id).is_some_and(|entry| entry.abandoned.is_none());
-        if taken || planned.inputs.iter().any(|input| self.seen_inputs.contains(&input.key())) {
+        if taken || planned.inputs.iter().any(|input| self.has_seen(&input.key())) {
             return Err(Refusal::InputsAlreadyPlanned);
         }
         if let Some(StreamInputs::Kafka { ranges }) = &planned.stream {
@@ -392,8 +411,17 @@ impl LogState {
         self.batches.insert(planned.batch_id.clone(), BatchEntry::new(planned, seq, index));
     }
 
-    /// Whether this version of an input is part of some planned batch.
+    /// Whether this version of an input is part of some planned batch
+    /// that the state holds (or held, for batches sealed since it was
+    /// loaded). The inputs of sealed batches are in the segments, which
+    /// [`super::CheckpointLog::history`] reads.
     pub fn has_seen(&self, key: &InputKey) -> bool {
+        self.seen_inputs.contains(key) || self.sealed_inputs.contains(key)
+    }
+
+    /// Whether this version of an input is part of a batch the state
+    /// holds (not one sealed).
+    pub fn holds_input(&self, key: &InputKey) -> bool {
         self.seen_inputs.contains(key)
     }
 

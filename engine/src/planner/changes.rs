@@ -17,7 +17,7 @@ use std::sync::{LazyLock, Mutex};
 use super::{ChangePlan, Changed, Unseen, resolve_change, unseen};
 use crate::Result;
 use crate::batch::{InputKey, InputObject};
-use crate::log::LogState;
+use crate::log::{History, LogState};
 use crate::source::{OnChange, Source};
 use futures::{StreamExt, TryStreamExt};
 
@@ -36,8 +36,9 @@ pub async fn inputs_to_plan(
     source: &dyn Source,
     discovered: Vec<InputObject>,
     state: &LogState,
+    history: &History,
 ) -> Result<Vec<InputObject>> {
-    let Unseen { mut new, changed } = unseen(discovered, state);
+    let Unseen { mut new, changed } = unseen(discovered, state, history);
     let on_change = source.on_change();
     let checked: Vec<(Changed, bool)> = futures::stream::iter(changed.into_iter().map(|changed| async move {
         let appended = match on_change {

@@ -10,7 +10,7 @@ pub mod horizon;
 use std::collections::{HashMap, HashSet};
 
 use crate::batch::{Batch, BatchId, InputKey, InputObject, PipelineName};
-use crate::log::{LogState, Seq};
+use crate::log::{History, LogState, Seq};
 use crate::source::OnChange;
 
 /// How large a batch may grow.
@@ -42,34 +42,41 @@ pub struct Unseen {
     pub changed: Vec<Changed>,
 }
 
-/// The inputs of committed batches that `listed` still shows, as they were
-/// planned: what `[source] after_commit` has yet to delete or move (a crash
-/// came between the commit and the removal). The log is read through only
-/// when a listed input is one it has seen.
-pub fn committed_still_listed(listed: &[InputObject], state: &LogState) -> Vec<InputObject> {
-    let seen: HashSet<InputKey> = listed.iter().map(InputObject::key).filter(|key| state.has_seen(key)).collect();
-    if seen.is_empty() {
-        return Vec::new();
+/// The inputs of committed batches that `listed` still shows: what
+/// `[source] after_commit` has yet to delete or move (a crash came between
+/// the commit and the removal). Those of batches in the state are given as
+/// they were planned; a sealed batch is a committed one, so a listed input
+/// that `history` has seen is one too. The log is read through only when a
+/// listed input is one it holds.
+pub fn committed_still_listed(listed: &[InputObject], state: &LogState, history: &History) -> Vec<InputObject> {
+    let mut leftover: Vec<InputObject> =
+        listed.iter().filter(|input| history.has_seen(&input.key())).cloned().collect();
+    let held: HashSet<InputKey> = listed.iter().map(InputObject::key).filter(|key| state.holds_input(key)).collect();
+    if held.is_empty() {
+        return leftover;
     }
-    state
-        .batches()
-        .filter(|entry| entry.committed.is_some())
-        .flat_map(|entry| &entry.planned.inputs)
-        .filter(|input| seen.contains(&input.key()))
-        .cloned()
-        .collect()
+    leftover.extend(
+        state
+            .batches()
+            .filter(|entry| entry.committed.is_some())
+            .flat_map(|entry| &entry.planned.inputs)
+            .filter(|input| held.contains(&input.key()))
+            .cloned(),
+    );
+    leftover
 }
 
-/// Splits the inputs of `discovered` that the log has not seen into new
-/// paths and new versions of planned ones; an input found twice (two
-/// notifications of one object) counts once.
-pub fn unseen(discovered: Vec<InputObject>, state: &LogState) -> Unseen {
+/// Splits the inputs of `discovered` that the log has not seen (in its
+/// state or, through `history`, in its segments) into new paths and new
+/// versions of planned ones; an input found twice (two notifications of
+/// one object) counts once.
+pub fn unseen(discovered: Vec<InputObject>, state: &LogState, history: &History) -> Unseen {
     let mut found = HashSet::new();
     let fresh: Vec<InputObject> = discovered
         .into_iter()
         .filter(|input| {
             let key = input.key();
-            !state.has_seen(&key) && found.insert(key)
+            !state.has_seen(&key) && !history.has_seen(&key) && found.insert(key)
         })
         .collect();
     if fresh.is_empty() {
@@ -79,6 +86,11 @@ pub fn unseen(discovered: Vec<InputObject>, state: &LogState) -> Unseen {
     // through only when something is new.
     let paths: HashSet<&str> = fresh.iter().map(|input| input.path.as_str()).collect();
     let mut latest: HashMap<&str, ((Seq, u32), &InputObject)> = HashMap::new();
+    for path in &paths {
+        if let Some(((seq, index), input)) = history.latest(path) {
+            latest.insert(input.path.as_str(), ((Seq(seq), index), input));
+        }
+    }
     for entry in state.batches().filter(|entry| entry.abandoned.is_none()) {
         let at = (entry.planned_seq, entry.planned_index);
         for input in entry.planned.inputs.iter().filter(|input| paths.contains(input.path.as_str())) {
@@ -121,9 +133,10 @@ pub fn resolve_change(on_change: OnChange, changed: Changed, appended: bool) -> 
     }
 }
 
-/// Cuts the inputs the log has not seen into batches, oldest first, a
+/// Cuts the inputs the state has not seen into batches, oldest first, a
 /// changed input read whole as a new version; an input found twice counts
-/// once.
+/// once. It looks at the state alone: a log with segments is asked for
+/// its [`History`] and planned with [`unseen`].
 pub fn plan_new(
     discovered: Vec<InputObject>,
     state: &LogState,
@@ -131,7 +144,7 @@ pub fn plan_new(
     pipeline: &PipelineName,
     version: u32,
 ) -> Vec<Batch> {
-    let Unseen { mut new, changed } = unseen(discovered, state);
+    let Unseen { mut new, changed } = unseen(discovered, state, &History::default());
     new.extend(changed.into_iter().map(|changed| changed.now));
     cut_batches(new, limits, pipeline, version)
 }
@@ -201,11 +214,17 @@ mod tests {
     fn committed_inputs_still_listed_are_found_and_others_are_not() {
         let mut log = crate::txn::testing::Log::planned();
         let listed = log.0.pending()[0].inputs.clone();
-        assert!(committed_still_listed(&listed, &log.0).is_empty(), "a pending batch's input stays");
+        assert!(
+            committed_still_listed(&listed, &log.0, &History::default()).is_empty(),
+            "a pending batch's input stays"
+        );
         log.lease(1, "w", 0, 10).commit(1, "t");
-        assert_eq!(committed_still_listed(&listed, &log.0), listed);
+        assert_eq!(committed_still_listed(&listed, &log.0, &History::default()), listed);
         let dropped_again = InputObject { size: 2, ..listed[0].clone() };
-        assert!(committed_still_listed(&[dropped_again], &log.0).is_empty(), "a new version at the path stays");
+        assert!(
+            committed_still_listed(&[dropped_again], &log.0, &History::default()).is_empty(),
+            "a new version at the path stays"
+        );
     }
 
     #[test]
@@ -250,7 +269,7 @@ mod tests {
             );
         }
         let grown = input("a.csv", 30, 3);
-        let found = unseen(vec![second.clone(), grown.clone(), input("b.csv", 5, 3)], &state);
+        let found = unseen(vec![second.clone(), grown.clone(), input("b.csv", 5, 3)], &state, &History::default());
         assert_eq!(found.new, vec![input("b.csv", 5, 3)]);
         assert_eq!(found.changed, vec![Changed { before: second.clone(), now: grown.clone() }]);
 

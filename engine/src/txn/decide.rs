@@ -190,6 +190,32 @@ pub fn unplanned(state: &LogState, batches: Vec<Batch>) -> Vec<Batch> {
     batches.into_iter().filter(|batch| batch.inputs.iter().all(|input| !state.has_seen(&input.key()))).collect()
 }
 
+/// Committed batches a planner seals at once, and the fewest it waits
+/// for: a snapshot holds at most about this many committed batches.
+pub const SEAL_AT: usize = 1000;
+
+/// The committed batches to seal, oldest first, once there are at least
+/// [`SEAL_AT`] of them; none of them with files in staging (`staged`, the
+/// batches of the staged tokens), whose publish may not be finished or
+/// whose leftovers vacuum has yet to remove.
+pub fn sealable(state: &LogState, staged: &std::collections::HashSet<BatchId>) -> Vec<BatchId> {
+    let mut committed: Vec<_> = state
+        .batches()
+        .filter(|entry| LogState::may_seal(entry) && !staged.contains(&entry.planned.batch_id))
+        .collect();
+    if committed.len() < SEAL_AT {
+        return Vec::new();
+    }
+    committed.sort_by_key(|entry| (entry.planned_seq, entry.planned_index));
+    committed.into_iter().map(|entry| entry.planned.batch_id.clone()).collect()
+}
+
+/// Whether enough committed batches are in the state that
+/// [`sealable`] may find some: whether to look at staging at all.
+pub fn seal_due(state: &LogState) -> bool {
+    state.batches().filter(|entry| LogState::may_seal(entry)).count() >= SEAL_AT
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

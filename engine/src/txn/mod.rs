@@ -22,8 +22,10 @@ pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
 
-pub use decide::{Claim, claim, gives_up};
+pub use decide::{Claim, SEAL_AT, claim, gives_up, seal_due, sealable};
 pub use leftover::{batch_of_token, commits_to_replay, is_leftover, leftover_tokens};
 pub use outcome::{Abandoning, Committing, Failing, Leasing, Planning, Produced, Renewed, Retrying, Settled};
 pub use redelivered::{Fresh, batches_redelivered, drop_redeliveries, is_orphaned};
-pub use steps::{Forget, Terms, abandon, commit, fail, fence, lease, plan_files, plan_stream, renew, retry, start};
+pub use steps::{
+    Forget, Terms, abandon, commit, fail, fence, lease, plan_files, plan_stream, renew, retry, seal, start,
+};

@@ -10,7 +10,7 @@ use super::outcome::{Abandoning, Committing, Failing, Leasing, Planning, Produce
 use crate::batch::{Batch, BatchId, PipelineName};
 use crate::log::{
     Abandoned, Appended, CheckpointLog, Committed, Failed, Leased, Planned, PlannedBatches, RanBy, Record, Retried,
-    Started,
+    Sealed, Started,
 };
 use crate::model::PartitionStart;
 use crate::spec::PipelineSpec;
@@ -256,6 +256,22 @@ fn planned(pipeline: &PipelineName, version: u32, batch: &Batch, now: DateTime<U
 pub async fn start(log: &mut CheckpointLog, partitions: Vec<PartitionStart>, now: DateTime<Utc>) -> Result<()> {
     log.append(Record::Started(Started { partitions, at: now })).await?;
     Ok(())
+}
+
+/// Seals the committed batches `ids` (see [`decide::sealable`]): writes
+/// the segment of their inputs, then the record that lets them go from the
+/// state. Returns how many were sealed: none when another planner sealed
+/// some of them first (its segment holds them; ours is vacuum's to remove).
+pub async fn seal(log: &mut CheckpointLog, ids: Vec<BatchId>, now: DateTime<Utc>) -> Result<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let segment = log.write_segment(&ids).await?;
+    let count = ids.len();
+    Ok(match log.append(Record::Sealed(Sealed { segment, batches: ids, at: now })).await? {
+        Appended::Written(_) => count,
+        Appended::Refused(_) => 0,
+    })
 }
 
 /// Makes sure no attempt of the batch behind staged `token` can commit

@@ -64,12 +64,14 @@ async fn prepare(spec: &PipelineSpec, log: &Mutex<CheckpointLog>, wake: &mut Wak
     let mut log = log.lock().await;
     log.refresh().await?;
     replay_publishes(spec, &log).await?;
+    seal_committed(spec, &mut log).await?;
 
     let source = spec.source.objects().ok_or_else(|| Error::Config("a stream has no files to list".into()))?;
     let mut found = wake.discover(source.as_ref()).await?;
+    let history = log.history(&found.inputs).await?;
     if source.after_commit() != AfterCommit::Keep {
         // A crash between a commit and its files' removal left them.
-        let leftover = committed_still_listed(&found.inputs, log.state());
+        let leftover = committed_still_listed(&found.inputs, log.state(), &history);
         if !leftover.is_empty() {
             let removed = source.settle(&leftover).await?;
             tracing::info!(pipeline = %spec.name, "removed {removed} files of committed batches (after_commit)");
@@ -80,7 +82,7 @@ async fn prepare(spec: &PipelineSpec, log: &Mutex<CheckpointLog>, wake: &mut Wak
     if too_old > 0 {
         tracing::debug!(pipeline = %spec.name, "{too_old} files listed are older than max_file_age: not planned");
     }
-    let inputs = inputs_to_plan(source.as_ref(), listed, log.state()).await?;
+    let inputs = inputs_to_plan(source.as_ref(), listed, log.state(), &history).await?;
     let batches = cut_batches(inputs, spec.trigger.limits(), &spec.name, spec.version);
     let forget = match horizon {
         Some(before) if !batches.is_empty() => {
@@ -101,11 +103,31 @@ async fn to_forget(spec: &PipelineSpec, log: &CheckpointLog, before: DateTime<Ut
     if !any_forgettable(log.state(), before) {
         return Ok(Vec::new());
     }
+    Ok(forgettable(log.state(), before, &staged_batches(spec).await?))
+}
+
+/// Seals committed batches into a segment once the state holds enough of
+/// them (none with files left in staging), so that the state a worker
+/// loads stays the size of the live work.
+pub(crate) async fn seal_committed(spec: &PipelineSpec, log: &mut CheckpointLog) -> Result<()> {
+    if !txn::seal_due(log.state()) {
+        return Ok(());
+    }
+    let ids = txn::sealable(log.state(), &staged_batches(spec).await?);
+    let sealed = txn::seal(log, ids, Utc::now()).await?;
+    if sealed > 0 {
+        tracing::debug!(pipeline = %spec.name, "sealed {sealed} committed batches into a segment of the log");
+    }
+    Ok(())
+}
+
+/// The batches with files in staging, outputs or dead letters.
+async fn staged_batches(spec: &PipelineSpec) -> Result<HashSet<BatchId>> {
     let mut staged = HashSet::new();
     for sink in [&spec.sink, &spec.dead_letters] {
         staged.extend(sink.staged_tokens().await?.iter().filter_map(|token| txn::batch_of_token(token)));
     }
-    Ok(forgettable(log.state(), before, &staged))
+    Ok(staged)
 }
 
 /// Batches of the log that wait for `sluice retry`.

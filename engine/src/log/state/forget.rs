@@ -43,6 +43,17 @@ impl Forgotten {
         self.last_commit_at = self.last_commit_at.max(Some(committed.at));
     }
 
+    /// Adds another tally's counts.
+    pub fn add(&mut self, other: &Forgotten) {
+        self.batches += other.batches;
+        self.files += other.files;
+        self.rows_in += other.rows_in;
+        self.rows_out += other.rows_out;
+        self.rows_dead_lettered += other.rows_dead_lettered;
+        self.output_files += other.output_files;
+        self.last_commit_at = self.last_commit_at.max(other.last_commit_at);
+    }
+
     /// Whether nothing was forgotten.
     pub fn is_empty(&self) -> bool {
         self.batches == 0
@@ -81,6 +92,8 @@ impl LogState {
     pub(super) fn forget(&mut self, before: DateTime<Utc>, ids: &[BatchId]) {
         let horizon = self.forgotten_before.max(Some(before)).unwrap_or(before);
         self.forgotten_before = Some(horizon);
+        // No input of a segment older than the horizon is planned again.
+        self.segments.retain(|segment| segment.newest.is_none_or(|newest| newest >= horizon));
         for id in ids {
             let Some(entry) = self.batches.get(id).filter(|entry| LogState::may_forget(entry, horizon)) else {
                 continue;
