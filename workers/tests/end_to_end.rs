@@ -793,10 +793,10 @@ fn committed_batches_are_sealed_into_a_segment_and_no_file_is_read_twice() {
     for n in 0..1100 {
         ws.write(&format!("inbox/{n:04}.csv"), &format!("id,country,amount\n{n},FR,1\n"));
     }
+    // The run seals the first thousand committed batches as it goes: the
+    // state a worker loads no longer holds them, and the planner finds
+    // their files in the segment.
     assert_eq!(ws.run_until_caught_up().files, 1100);
-    // The next run seals the committed batches: the state a worker loads
-    // no longer holds them, and the planner finds their files in the
-    // segment.
     assert_eq!(ws.run_until_caught_up().batches, 0, "nothing is new");
     let status = || {
         let output = run(&["status", &pipeline, "--json"]);

@@ -297,9 +297,18 @@ impl CheckpointLog {
     /// is harmless, and a failed write only means a longer read next time.
     async fn snapshot_if_due(&mut self) {
         let next = self.state.next_seq();
-        if next.0 < self.last_snapshot.0 + self.snapshot_every {
+        if next.0 < self.last_snapshot.0.saturating_add(self.snapshot_every) {
             return;
         }
+        if let Err(error) = self.write_snapshot().await {
+            tracing::warn!(next = next.0, "cannot write a log snapshot (start-up reads more): {error}");
+        }
+    }
+
+    /// Writes a snapshot of the state as it stands, and removes all but
+    /// the newest [`SNAPSHOTS_KEPT`].
+    pub async fn write_snapshot(&mut self) -> Result<()> {
+        let next = self.state.next_seq();
         self.last_snapshot = next;
         // A reader that cannot forget must not load a log that has.
         let format = if !self.state.segments().is_empty() {
@@ -309,35 +318,30 @@ impl CheckpointLog {
         } else {
             format::FIRST_FORMAT
         };
-        let written = async {
-            let bytes = serde_json::to_vec(&format::stamped_as(
-                format,
-                &SnapshotOf { pipeline: &self.pipeline, state: &self.state },
-            ))
-            .map_err(|e| Error::CorruptLog {
-                path: self.paths.snapshot(next).to_string(),
-                reason: format!("cannot encode snapshot: {e}"),
-            })?;
-            self.store.put(&self.paths.snapshot(next), PutPayload::from(bytes)).await?;
-            let listed: Vec<_> = self.store.list(Some(&self.paths.snapshots())).try_collect().await?;
-            let mut older: Vec<(Seq, Path)> = listed
-                .into_iter()
-                .filter_map(|meta| self.paths.parse_record(&meta.location).map(|seq| (seq, meta.location)))
-                .filter(|(seq, _)| *seq < next)
-                .collect();
-            older.sort_by(|a, b| b.cmp(a));
-            for (_, path) in older.into_iter().skip(SNAPSHOTS_KEPT - 1) {
-                match self.store.delete(&path).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(other) => return Err(other.into()),
-                }
+        let bytes = serde_json::to_vec(&format::stamped_as(
+            format,
+            &SnapshotOf { pipeline: &self.pipeline, state: &self.state },
+        ))
+        .map_err(|e| Error::CorruptLog {
+            path: self.paths.snapshot(next).to_string(),
+            reason: format!("cannot encode snapshot: {e}"),
+        })?;
+        self.store.put(&self.paths.snapshot(next), PutPayload::from(bytes)).await?;
+        let listed: Vec<_> = self.store.list(Some(&self.paths.snapshots())).try_collect().await?;
+        let mut older: Vec<(Seq, Path)> = listed
+            .into_iter()
+            .filter_map(|meta| self.paths.parse_record(&meta.location).map(|seq| (seq, meta.location)))
+            .filter(|(seq, _)| *seq < next)
+            .collect();
+        older.sort_by(|a, b| b.cmp(a));
+        for (_, path) in older.into_iter().skip(SNAPSHOTS_KEPT - 1) {
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(other) => return Err(other.into()),
             }
-            Ok::<_, Error>(())
-        };
-        match written.await {
-            Ok(()) => tracing::debug!(next = next.0, "log snapshot written"),
-            Err(error) => tracing::warn!(next = next.0, "cannot write a log snapshot (start-up reads more): {error}"),
         }
+        tracing::debug!(next = next.0, "log snapshot written");
+        Ok(())
     }
 }
 
@@ -369,6 +373,8 @@ impl CheckpointLog {
     /// version of each other path. A segment is read only if a listed
     /// path is inside its range, and once read its hashes are kept.
     pub async fn history(&mut self, listed: &[InputObject]) -> Result<History> {
+        // From here on the segments answer for what was sealed.
+        self.state.drop_sealed_inputs();
         let mut candidates: Vec<(&str, InputKey)> = listed
             .iter()
             .map(|input| (input.path.as_str(), input.key()))

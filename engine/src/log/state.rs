@@ -150,9 +150,9 @@ pub struct LogState {
     /// What the sealed batches had done.
     #[serde(default, skip_serializing_if = "Forgotten::is_empty")]
     sealed: Forgotten,
-    /// Inputs of batches sealed since this state was loaded: a plan of
-    /// them is still refused here, while a planner that loads the state
-    /// afresh finds them in the segments before it plans.
+    /// Inputs of batches sealed since this state was loaded, or since its
+    /// planner last asked the segments ([`super::CheckpointLog::history`]):
+    /// a plan of them, made before they were sealed, is still refused.
     #[serde(skip)]
     sealed_inputs: HashSet<InputKey>,
 }

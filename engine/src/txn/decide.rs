@@ -223,6 +223,40 @@ mod tests {
     use crate::txn::testing::{Log, at, committed, id};
 
     #[test]
+    fn committed_batches_are_sealed_oldest_first_once_there_are_enough_and_none_kept() {
+        use crate::batch::{InputObject, PipelineName};
+        use crate::log::{Leased, Planned};
+        let mut log = Log(LogState::default());
+        let batch = |n: usize| BatchId::from_string(format!("b{n}"));
+        for n in 0..SEAL_AT + 2 {
+            log.push(Record::Planned(Planned {
+                batch_id: batch(n),
+                pipeline: PipelineName::new("p").expect("valid"),
+                version: 1,
+                inputs: vec![InputObject { path: format!("{n}.csv"), size: 1, ..InputObject::default() }],
+                stream: None,
+                at: at(0),
+            }));
+        }
+        let commit = |log: &mut Log, n: usize| {
+            let lease = Leased { batch_id: batch(n), attempt: 1, owner: "w".into(), expires: at(9), at: at(0) };
+            log.push(Record::Leased(lease)).push(committed(batch(n), 1, "t"));
+        };
+        for n in 1..SEAL_AT {
+            commit(&mut log, n);
+        }
+        assert!(!seal_due(&log.0) && sealable(&log.0, &Default::default()).is_empty(), "not yet enough");
+        commit(&mut log, SEAL_AT + 1);
+        commit(&mut log, 0);
+        assert!(seal_due(&log.0));
+        let all = sealable(&log.0, &Default::default());
+        assert_eq!(all.len(), SEAL_AT + 1, "every committed one; b{} is pending", SEAL_AT);
+        assert_eq!((all[0].clone(), all[SEAL_AT].clone()), (batch(0), batch(SEAL_AT + 1)), "in planned order");
+        let kept = [batch(0), batch(1)].into();
+        assert!(sealable(&log.0, &kept).is_empty(), "too few once those staged or kept are left out");
+    }
+
+    #[test]
     fn start_a_batch_nobody_holds() {
         let log = Log::planned();
         assert_eq!(claim(&log.0, &id(), "w", at(1), 3), Claim::Start { attempt: 1 });

@@ -80,7 +80,10 @@ pub(super) async fn run(
         // One trace a pass: the plan, then a `task` span per task sent,
         // which the worker's batch joins (traces.rs).
         let pass = tracing::info_span!("dispatch", pipeline = %spec.name);
-        let planned = plan_pass(&spec, &log, &options, &mut wake, &mut failures, &mut stop).instrument(pass.clone());
+        // Batches sent and not yet counted stay in the state, to be counted.
+        let uncounted: HashSet<BatchId> = followed.difference(&counted).cloned().collect();
+        let planned =
+            plan_pass(&spec, &log, &options, &mut wake, &uncounted, &mut failures, &mut stop).instrument(pass.clone());
         let Some(pending) = planned.await? else {
             continue;
         };
@@ -189,7 +192,15 @@ async fn tally(
 ) {
     let log = log.lock().await;
     for id in followed.difference(&counted.clone()) {
-        let Some(entry) = log.state().batch(id) else { continue };
+        let Some(entry) = log.state().batch(id) else {
+            // Sealed by another planner: committed, its counts only in the
+            // log's tally.
+            if !log.state().sealed().is_empty() {
+                summary.batches += 1;
+                counted.insert(id.clone());
+            }
+            continue;
+        };
         if let Some(committed) = &entry.committed {
             summary.batches += 1;
             summary.files += entry.planned.inputs.len() as u64;

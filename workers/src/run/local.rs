@@ -10,7 +10,7 @@
 //!                    otherwise: sleep until the folder changes (or reconcile_interval / poll_interval)
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,11 +20,12 @@ use sluice_engine::batch::{Batch, BatchId};
 use sluice_engine::log::CheckpointLog;
 use sluice_engine::retry::Backoff;
 use sluice_engine::spec::PipelineSpec;
+use sluice_engine::txn;
 use tokio::sync::{Mutex, watch};
 use tracing::Instrument;
 
 use super::options::{RunOptions, RunSummary};
-use super::pass::{backlog, failed_in_log, plan_pass};
+use super::pass::{backlog, failed_in_log, plan_pass, seal_committed};
 use crate::drive::{Driven, Driver, until_then};
 use crate::metrics;
 use crate::progress::Progress;
@@ -53,7 +54,9 @@ pub(super) async fn run(
         if *stop.borrow() {
             break;
         }
-        let Some(pending) = plan_pass(&spec, &log, &options, &mut wake, &mut storage_failures, &mut stop).await? else {
+        let Some(pending) =
+            plan_pass(&spec, &log, &options, &mut wake, &HashSet::new(), &mut storage_failures, &mut stop).await?
+        else {
             continue;
         };
         // Rotated credentials in secret files are used by the batches about
@@ -96,9 +99,22 @@ pub(super) async fn run(
                 }
             })
             .buffer_unordered(spec.concurrency.max(1));
+        let mut committed_since_seal = 0;
         while let Some((batch, driven, span)) = results.next().await {
             let failures = not_before.get(&batch.id).map_or(0, |(_, n)| *n);
             summary.add(&batch, &driven);
+            if matches!(driven, Driven::Settled(BatchOutcome::Committed { .. })) {
+                committed_since_seal += 1;
+                if committed_since_seal >= txn::SEAL_AT {
+                    // A long backlog is sealed as it goes, so that the
+                    // snapshots written meanwhile stay small.
+                    committed_since_seal = 0;
+                    if let Err(error) = seal_committed(&spec, &mut *log.lock().await, &HashSet::new()).await {
+                        let error = spec.file.redact(&error.to_string());
+                        tracing::warn!(pipeline = %spec.name, "cannot seal committed batches yet: {error}");
+                    }
+                }
+            }
             // The outcome is logged in the batch's span, as its work was.
             let in_batch = span.enter();
             match driven {

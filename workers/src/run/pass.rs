@@ -25,7 +25,8 @@ use crate::metrics;
 use crate::wake::Wake;
 
 /// One pass of [`prepare`]: the pending batches, or `None` after a store
-/// failure that was waited out. A store that fails for a while does not
+/// failure that was waited out. `keep` are committed batches the caller
+/// has yet to count, which the pass does not seal. A store that fails for a while does not
 /// end a controller that runs until stopped; one that runs until caught up
 /// gives up after a few tries.
 pub(super) async fn plan_pass(
@@ -33,10 +34,11 @@ pub(super) async fn plan_pass(
     log: &Mutex<CheckpointLog>,
     options: &RunOptions,
     wake: &mut Wake,
+    keep: &HashSet<BatchId>,
     failures: &mut u32,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Option<Vec<Batch>>> {
-    match prepare(spec, log, wake).instrument(tracing::info_span!("plan", pipeline = %spec.name)).await {
+    match prepare(spec, log, wake, keep).instrument(tracing::info_span!("plan", pipeline = %spec.name)).await {
         Ok(pending) => {
             *failures = 0;
             let (pending_batches, files_behind) = backlog(log.lock().await.state());
@@ -60,11 +62,16 @@ pub(super) async fn plan_pass(
 
 /// Brings the log up to date, replays publishes that a crash cut short,
 /// plans new input, and returns every pending batch, oldest first.
-async fn prepare(spec: &PipelineSpec, log: &Mutex<CheckpointLog>, wake: &mut Wake) -> Result<Vec<Batch>> {
+async fn prepare(
+    spec: &PipelineSpec,
+    log: &Mutex<CheckpointLog>,
+    wake: &mut Wake,
+    keep: &HashSet<BatchId>,
+) -> Result<Vec<Batch>> {
     let mut log = log.lock().await;
     log.refresh().await?;
     replay_publishes(spec, &log).await?;
-    seal_committed(spec, &mut log).await?;
+    seal_committed(spec, &mut log, keep).await?;
 
     let source = spec.source.objects().ok_or_else(|| Error::Config("a stream has no files to list".into()))?;
     let mut found = wake.discover(source.as_ref()).await?;
@@ -107,13 +114,19 @@ async fn to_forget(spec: &PipelineSpec, log: &CheckpointLog, before: DateTime<Ut
 }
 
 /// Seals committed batches into a segment once the state holds enough of
-/// them (none with files left in staging), so that the state a worker
-/// loads stays the size of the live work.
-pub(crate) async fn seal_committed(spec: &PipelineSpec, log: &mut CheckpointLog) -> Result<()> {
+/// them (none with files left in staging, none of `keep`), so that the
+/// state a worker loads stays the size of the live work.
+pub(crate) async fn seal_committed(
+    spec: &PipelineSpec,
+    log: &mut CheckpointLog,
+    keep: &HashSet<BatchId>,
+) -> Result<()> {
     if !txn::seal_due(log.state()) {
         return Ok(());
     }
-    let ids = txn::sealable(log.state(), &staged_batches(spec).await?);
+    let mut kept = staged_batches(spec).await?;
+    kept.extend(keep.iter().cloned());
+    let ids = txn::sealable(log.state(), &kept);
     let sealed = txn::seal(log, ids, Utc::now()).await?;
     if sealed > 0 {
         tracing::debug!(pipeline = %spec.name, "sealed {sealed} committed batches into a segment of the log");

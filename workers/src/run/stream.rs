@@ -362,7 +362,7 @@ impl StreamRun {
     /// refuses it, because another run planned these messages first.
     async fn plan(&self, batch: &Batch) -> Result<bool> {
         let mut log = self.log.lock().await;
-        super::pass::seal_committed(&self.spec, &mut log).await?;
+        super::pass::seal_committed(&self.spec, &mut log, &Default::default()).await?;
         txn::plan_stream(&mut log, &self.spec.name, self.spec.version, batch, Utc::now()).await
     }
 

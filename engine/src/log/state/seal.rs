@@ -26,6 +26,14 @@ impl LogState {
         entry.committed.is_some()
     }
 
+    /// Lets go of the inputs of batches sealed while this state was held:
+    /// a planner that has just asked the segments about what it lists
+    /// (which hold them) no longer needs them here, so a long-running
+    /// planner does not keep its whole history in memory.
+    pub(in crate::log) fn drop_sealed_inputs(&mut self) {
+        self.sealed_inputs = HashSet::new();
+    }
+
     /// A seal is admitted if it names batches, each once, each committed
     /// and in the state.
     pub(super) fn admits_seal(&self, sealed: &Sealed) -> Result<(), Refusal> {
