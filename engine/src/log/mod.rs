@@ -794,6 +794,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_segment_the_log_names_that_is_gone_is_a_corrupt_log_not_new_files() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let (root, name) = (Path::from("ck"), PipelineName::new("orders").expect("valid"));
+        let mut log = CheckpointLog::open_in(store.clone(), root.clone(), &name, 1000).await.expect("opens");
+        let plan = planned("a.csv");
+        for record in [plan.clone(), lease_of(&plan), commit_of(&plan)] {
+            log.append(record).await.expect("append");
+        }
+        let ids = vec![plan.batch_id().expect("a batch").clone()];
+        let segment = log.write_segment(&ids).await.expect("segment");
+        let path = root.clone().join("segments").join(segment.name.as_str());
+        log.append(Record::Sealed(Sealed { segment, batches: ids, at: Utc::now() })).await.expect("append");
+        store.delete(&path).await.expect("delete");
+
+        let mut reopened = CheckpointLog::open_in(store, root, &name, 1000).await.expect("opens");
+        let Record::Planned(planned) = plan else { unreachable!() };
+        let error = reopened.history(&planned.inputs).await.expect_err("the segment is gone");
+        assert!(matches!(&error, Error::CorruptLog { .. }), "{error:?}");
+        assert!(error.to_string().contains("would be read again"), "{error}");
+    }
+
+    #[tokio::test]
     async fn vacuum_takes_what_the_kept_snapshots_hold_and_a_reader_left_behind_reads_on_from_a_snapshot() {
         let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
         let (root, name) = (Path::from("ck"), PipelineName::new("orders").expect("valid"));
