@@ -15,6 +15,8 @@
 //! number.
 
 mod format;
+mod garbage;
+mod history;
 mod paths;
 mod record;
 mod segment;
@@ -23,14 +25,13 @@ mod state;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::HashSet;
-
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
 pub use format::{FORMAT, WRITTEN_BY};
+pub use garbage::Garbage;
 pub use paths::LogPaths;
 pub use record::{
     Abandoned, Committed, Failed, Leased, Planned, PlannedBatches, RanBy, Record, Retried, Sealed, Started,
@@ -38,7 +39,7 @@ pub use record::{
 pub use segment::{History, SealedInput, SegmentBody, SegmentRef};
 pub use state::{BatchEntry, Forgotten, LogState, Refusal};
 
-use crate::model::{BatchId, InputKey, InputObject, PipelineName};
+use crate::model::PipelineName;
 use crate::storage::StorageLocation;
 use crate::{Error, Result};
 
@@ -341,212 +342,6 @@ impl CheckpointLog {
             }
         }
         tracing::debug!(next = next.0, "log snapshot written");
-        Ok(())
-    }
-}
-
-impl CheckpointLog {
-    /// Writes the segment of the committed batches `ids` (their inputs,
-    /// sorted), for a `sealed` record to name. Writing it twice writes the
-    /// same object.
-    pub async fn write_segment(&mut self, ids: &[BatchId]) -> Result<SegmentRef> {
-        let inputs: Vec<SealedInput> = ids
-            .iter()
-            .filter_map(|id| self.state.batch(id))
-            .flat_map(|entry| {
-                let at = (entry.planned_seq.0, entry.planned_index);
-                entry.planned.inputs.iter().map(move |input| (at.0, at.1, input.clone()))
-            })
-            .collect();
-        let body = SegmentBody::of(inputs);
-        let reference = body.reference(ids);
-        let path = self.paths.segment(&reference.name);
-        let bytes = serde_json::to_vec(&format::stamped_as(format::SEALING_FORMAT, &body))
-            .map_err(|e| Error::CorruptLog { path: path.to_string(), reason: format!("cannot encode segment: {e}") })?;
-        self.store.put(&path, PutPayload::from(bytes)).await?;
-        self.segments.keep(&reference.name, &body);
-        Ok(reference)
-    }
-
-    /// What the segments say of the `listed` inputs that the state does
-    /// not hold: which versions sealed batches hold, and the latest sealed
-    /// version of each other path. A segment is read only if a listed
-    /// path is inside its range, and once read its hashes are kept.
-    pub async fn history(&mut self, listed: &[InputObject]) -> Result<History> {
-        // From here on the segments answer for what was sealed.
-        self.state.drop_sealed_inputs();
-        let mut candidates: Vec<(&str, InputKey)> = listed
-            .iter()
-            .map(|input| (input.path.as_str(), input.key()))
-            .filter(|(_, key)| !self.state.holds_input(key))
-            .collect();
-        if candidates.is_empty() || self.state.segments().is_empty() {
-            return Ok(History::default());
-        }
-        candidates.sort_by(|a, b| a.0.cmp(b.0));
-        let segments = self.state.segments().to_vec();
-        let unread: Vec<SegmentRef> = segments
-            .iter()
-            .filter(|segment| !self.segments.has(&segment.name) && covered(&candidates, segment).next().is_some())
-            .cloned()
-            .collect();
-        for (segment, body) in self.read_segments(&unread).await? {
-            self.segments.keep(&segment.name, &body);
-        }
-        let mut seen = HashSet::new();
-        let mut wanted: HashSet<&str> = HashSet::new();
-        let mut holding = Vec::new();
-        for segment in &segments {
-            let mut holds_a_path = false;
-            for (path, key) in covered(&candidates, segment) {
-                let (has_key, has_path) = self.segments.holds(&segment.name, key, path);
-                if has_key {
-                    seen.insert(key.clone());
-                } else if has_path {
-                    wanted.insert(path);
-                    holds_a_path = true;
-                }
-            }
-            if holds_a_path {
-                holding.push(segment.clone());
-            }
-        }
-        wanted.retain(|path| !candidates.iter().any(|(p, key)| p == path && seen.contains(key)));
-        let bodies = match wanted.is_empty() {
-            true => Vec::new(),
-            false => self.read_segments(&holding).await?.into_iter().map(|(_, body)| body).collect(),
-        };
-        Ok(segment::history_of(seen, &bodies, &wanted))
-    }
-
-    /// Reads segments, several at once. A segment that is gone must be
-    /// one the log no longer names (vacuum removed it once `max_file_age`
-    /// passed it): the log is read on, and a segment it still names is a
-    /// corrupt log, since the inputs it held would be read again.
-    async fn read_segments(&mut self, segments: &[SegmentRef]) -> Result<Vec<(SegmentRef, SegmentBody)>> {
-        let (store, paths) = (&self.store, &self.paths);
-        let read: Vec<(SegmentRef, Option<SegmentBody>)> = futures::stream::iter(segments.iter().cloned())
-            .map(|segment| async move {
-                let path = paths.segment(&segment.name);
-                let bytes = match store.get(&path).await {
-                    Ok(got) => got.bytes().await?,
-                    Err(object_store::Error::NotFound { .. }) => return Ok((segment, None)),
-                    Err(other) => return Err(Error::from(other)),
-                };
-                let body: SegmentBody = format::read(path.as_ref(), &bytes)?;
-                Ok((segment, Some(body)))
-            })
-            .buffered(READ_CONCURRENCY as usize)
-            .try_collect()
-            .await?;
-        if read.iter().any(|(_, body)| body.is_none()) {
-            self.refresh().await?;
-            if let Some((missing, _)) = read.iter().find(|(segment, body)| {
-                body.is_none() && self.state.segments().iter().any(|named| named.name == segment.name)
-            }) {
-                return Err(Error::CorruptLog {
-                    path: self.paths.segment(&missing.name).to_string(),
-                    reason: "the log names this segment and it is missing; it holds the inputs of committed \
-                             batches, which would be read again"
-                        .into(),
-                });
-            }
-        }
-        Ok(read.into_iter().filter_map(|(segment, body)| body.map(|body| (segment, body))).collect())
-    }
-}
-
-/// The candidates (sorted by path) whose path `segment` covers.
-fn covered<'a>(
-    candidates: &'a [(&'a str, InputKey)],
-    segment: &'a SegmentRef,
-) -> impl Iterator<Item = &'a (&'a str, InputKey)> {
-    let from = candidates.partition_point(|(path, _)| *path < segment.first.as_str());
-    candidates[from..].iter().take_while(|(path, _)| segment.covers(path))
-}
-
-/// Objects of the log that no reader needs any longer (`sluice vacuum`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Garbage {
-    /// Records before the older snapshot kept, older than [`VACUUM_AFTER`].
-    pub records: Vec<Path>,
-    /// Snapshots older than the two kept.
-    pub snapshots: Vec<Path>,
-    /// Segments the state does not name (a seal that lost a race, or
-    /// history past `max_file_age`), older than [`VACUUM_AFTER`].
-    pub segments: Vec<Path>,
-}
-
-impl Garbage {
-    /// How many objects, in all.
-    pub fn len(&self) -> usize {
-        self.records.len() + self.snapshots.len() + self.segments.len()
-    }
-
-    /// Whether there is nothing to remove.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl CheckpointLog {
-    /// What no reader needs any longer, as of `now`: records that every
-    /// snapshot kept folds in, snapshots past the kept ones, and segments
-    /// the state does not name. Records and segments are only taken once
-    /// they are [`VACUUM_AFTER`] old, so that a reader that is slow to read
-    /// on, or a seal whose record is still being written, is not undercut.
-    pub async fn garbage(&mut self, now: chrono::DateTime<chrono::Utc>) -> Result<Garbage> {
-        self.refresh().await?;
-        let old_enough = |meta: &object_store::ObjectMeta| {
-            chrono::TimeDelta::from_std(VACUUM_AFTER).is_ok_and(|age| meta.last_modified <= now - age)
-        };
-        let mut garbage = Garbage::default();
-        let listed: Vec<_> = self.store.list(Some(&self.paths.snapshots())).try_collect().await?;
-        let mut snapshots: Vec<(Seq, Path)> = listed
-            .into_iter()
-            .filter_map(|meta| self.paths.parse_record(&meta.location).map(|seq| (seq, meta.location)))
-            .collect();
-        snapshots.sort_by(|a, b| b.cmp(a));
-        let kept: Vec<(Seq, Path)> = snapshots.drain(..snapshots.len().min(SNAPSHOTS_KEPT)).collect();
-        garbage.snapshots = snapshots.into_iter().map(|(_, path)| path).collect();
-        if kept.len() == SNAPSHOTS_KEPT {
-            let first_needed = kept.iter().map(|(seq, _)| *seq).min().unwrap_or_default();
-            let listed: Vec<_> = self.store.list(Some(&self.paths.records())).try_collect().await?;
-            garbage.records = listed
-                .into_iter()
-                .filter(|meta| old_enough(meta))
-                .filter_map(|meta| self.paths.parse_record(&meta.location).map(|seq| (seq, meta.location)))
-                .filter(|(seq, _)| *seq < first_needed)
-                .map(|(_, path)| path)
-                .collect();
-            garbage.records.sort();
-        }
-        let named: HashSet<Path> =
-            self.state.segments().iter().map(|segment| self.paths.segment(&segment.name)).collect();
-        let listed: Vec<_> = self.store.list(Some(&self.paths.segments())).try_collect().await?;
-        garbage.segments = listed
-            .into_iter()
-            .filter(|meta| old_enough(meta) && !named.contains(&meta.location))
-            .map(|meta| meta.location)
-            .collect();
-        garbage.segments.sort();
-        Ok(garbage)
-    }
-
-    /// Removes `garbage` (what [`CheckpointLog::garbage`] found).
-    pub async fn remove(&self, garbage: &Garbage) -> Result<()> {
-        let paths = garbage.snapshots.iter().chain(&garbage.segments).chain(&garbage.records).cloned();
-        let store = &self.store;
-        futures::stream::iter(paths)
-            .map(|path| async move {
-                match store.delete(&path).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                    Err(other) => Err(Error::from(other)),
-                }
-            })
-            .buffer_unordered(READ_CONCURRENCY as usize)
-            .try_collect::<Vec<()>>()
-            .await?;
         Ok(())
     }
 }
