@@ -430,5 +430,5 @@ async fn refuse(delivery: &Delivery, shared: &Shared, message_id: &str, reason: 
 /// that committed long ago, whose task came again).
 fn unknown_to(log: &CheckpointLog, id: &BatchId) -> bool {
     let state = log.state();
-    state.batch(id).is_none() && state.sealed().is_empty() && state.forgotten().is_empty()
+    state.batch(id).is_none() && !state.let_committed_go()
 }

@@ -9,8 +9,8 @@ use super::leftover::{self, Fence};
 use super::outcome::{Abandoning, Committing, Failing, Leasing, Planning, Produced, Renewed, Retrying};
 use crate::batch::{Batch, BatchId, PipelineName};
 use crate::log::{
-    Abandoned, Appended, CheckpointLog, Committed, Failed, Leased, Planned, PlannedBatches, RanBy, Record, Retried,
-    Sealed, Started,
+    Abandoned, Appended, CheckpointLog, Committed, Failed, Leased, Planned, PlannedBatches, RanBy, Record, Refusal,
+    Retried, Sealed, Started,
 };
 use crate::model::PartitionStart;
 use crate::spec::PipelineSpec;
@@ -112,6 +112,10 @@ pub async fn commit(
             tracing::debug!(seq = seq.0, "committed");
             Ok(Committing::Committed)
         }
+        // A batch this attempt leased is gone only once another attempt
+        // committed it and it was sealed (never while this attempt's
+        // files wait in staging, so never with this attempt's commit).
+        Appended::Refused(Refusal::NotPlanned) if log.state().let_committed_go() => Ok(Committing::AlreadyCommitted),
         Appended::Refused(refusal) => {
             let ours = decide::is_commit_of(log.state(), &batch.id, &produced.staged.token);
             Ok(decide::commit_refused(&refusal, ours)

@@ -217,3 +217,18 @@ async fn a_commit_of_a_batch_the_log_never_planned_is_refused_outright() {
     let committing = commit(&mut a, &stray, 1, &produced("t"), &ran_by(), at(1)).await.expect("reads");
     assert!(matches!(&committing, Committing::Refused(why) if why.contains("NotPlanned")), "{committing:?}");
 }
+
+#[tokio::test]
+async fn an_attempt_whose_batch_another_committed_and_sealed_finds_it_committed() {
+    let (mut a, mut b, one) = planned().await;
+    assert!(matches!(lease(&mut a, &one.id, "a", TERMS, at(1)).await.expect("reads"), Leasing::Leased { .. }));
+    // a stalls; b takes the batch over once the lease ran out, commits it
+    // and seals it.
+    b.refresh().await.expect("reads");
+    assert!(matches!(lease(&mut b, &one.id, "b", TERMS, at(20)).await.expect("reads"), Leasing::Leased { .. }));
+    let committed = commit(&mut b, &one, 2, &produced("b-t"), &ran_by(), at(21)).await.expect("reads");
+    assert_eq!(committed, Committing::Committed);
+    assert_eq!(seal(&mut b, vec![one.id.clone()], at(22)).await.expect("seals"), 1);
+    let late = commit(&mut a, &one, 1, &produced("a-t"), &ran_by(), at(23)).await.expect("reads");
+    assert_eq!(late, Committing::AlreadyCommitted, "its output is not the committed one");
+}

@@ -26,6 +26,13 @@ impl LogState {
         entry.committed.is_some()
     }
 
+    /// Whether the state has let committed batches go (sealed or
+    /// forgotten): a planned batch it no longer holds is one of those, so
+    /// committed.
+    pub fn let_committed_go(&self) -> bool {
+        !self.sealed.is_empty() || !self.forgotten.is_empty()
+    }
+
     /// Lets go of the inputs of batches sealed while this state was held:
     /// a planner that has just asked the segments about what it lists
     /// (which hold them) no longer needs them here, so a long-running
