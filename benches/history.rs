@@ -39,10 +39,9 @@ use clap::Parser;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use sluice_benches::pipeline;
+use sluice_benches::{commit, lease, pipeline, plan};
 use sluice_engine::batch::{BatchId, InputObject};
-use sluice_engine::log::{Appended, CheckpointLog, Committed, Leased, Planned, PlannedBatches, RanBy, Record};
-use sluice_engine::sink::{OutputObject, Staged};
+use sluice_engine::log::{Appended, CheckpointLog, Planned, PlannedBatches, Record};
 use sluice_engine::storage::StorageLocation;
 
 /// A long history for the checkpoint log, and planning against it.
@@ -100,31 +99,16 @@ fn input(batch: u64, file: u64, at: DateTime<Utc>) -> InputObject {
     }
 }
 
-fn commit(batch_id: &BatchId, at: DateTime<Utc>) -> Record {
-    Record::Committed(Committed {
-        batch_id: batch_id.clone(),
-        attempt: 1,
-        staged: Staged {
-            token: format!("{batch_id}-0123456789abcdef"),
-            outputs: vec![OutputObject { path: format!("part-{batch_id}-0.parquet"), rows: 1000, bytes: 41_000 }],
-        },
-        rows_in: 1000,
-        dead_letters: None,
-        rows_dead_lettered: 0,
-        source_positions: vec![],
-        ran_by: Some(RanBy {
-            worker: "bench-host:4242:0123456789abcdef".into(),
-            host: "bench-host".into(),
-            task_key: None,
-        }),
-        tables: Default::default(),
-        at,
-    })
-}
-
 async fn append(log: &mut CheckpointLog, record: Record) {
     let appended = log.append(record).await.expect("appended");
     assert!(matches!(appended, Appended::Written(_)), "the record is admitted: {appended:?}");
+}
+
+/// Plans `plans` in one record, as a planning pass does; their ids.
+async fn append_plans(log: &mut CheckpointLog, plans: Vec<Planned>) -> Vec<BatchId> {
+    let ids = plans.iter().map(|plan| plan.batch_id.clone()).collect();
+    append(log, Record::PlannedBatches(PlannedBatches { batches: plans, forget_before: None, forget: vec![] })).await;
+    ids
 }
 
 async fn generate(dir: &std::path::Path, batches: u64, files: u64) {
@@ -138,34 +122,14 @@ async fn generate(dir: &std::path::Path, batches: u64, files: u64) {
         let plans: Vec<Planned> = numbers
             .map(|n| {
                 let at = start + TimeDelta::seconds(n as i64);
-                let inputs: Vec<InputObject> = (0..files).map(|f| input(n, f, at)).collect();
-                Planned {
-                    batch_id: BatchId::derive(&pipeline(), 1, &inputs),
-                    pipeline: pipeline(),
-                    version: 1,
-                    inputs,
-                    stream: None,
-                    at,
-                }
+                plan((0..files).map(|f| input(n, f, at)).collect(), at)
             })
             .collect();
-        let ids: Vec<BatchId> = plans.iter().map(|plan| plan.batch_id.clone()).collect();
         let at = plans[0].at;
-        append(
-            &mut log,
-            Record::PlannedBatches(PlannedBatches { batches: plans, forget_before: None, forget: vec![] }),
-        )
-        .await;
+        let ids = append_plans(&mut log, plans).await;
         for id in &ids {
-            let lease = Leased {
-                batch_id: id.clone(),
-                attempt: 1,
-                owner: "bench-host:4242:0123456789abcdef".into(),
-                expires: at + TimeDelta::seconds(30),
-                at,
-            };
-            append(&mut log, Record::Leased(lease)).await;
-            append(&mut log, commit(id, at)).await;
+            append(&mut log, lease(id, at)).await;
+            append(&mut log, commit(id, 1000, at)).await;
         }
         let sealed = sluice_engine::txn::seal(&mut log, ids, at).await.expect("sealed");
         assert_eq!(sealed as u64, CHUNK.min(batches - chunk * CHUNK), "the chunk is sealed");
@@ -203,7 +167,7 @@ async fn generate(dir: &std::path::Path, batches: u64, files: u64) {
     );
 }
 
-async fn plan(dir: &std::path::Path, files: u64, among: bool) {
+async fn plan_against(dir: &std::path::Path, files: u64, among: bool) {
     std::fs::create_dir_all(dir).expect("mkdir");
     let started = Instant::now();
     let store: Arc<dyn ObjectStore> =
@@ -243,25 +207,8 @@ async fn commits(url: &str, committers: u64, batches: u64) {
     let location = StorageLocation::resolve(url, &std::env::current_dir().expect("a folder")).expect("a location");
     let mut planner = CheckpointLog::open(&location, &pipeline()).await.expect("opens");
     let at = Utc::now();
-    let plans: Vec<Planned> = (0..batches)
-        .map(|n| {
-            let inputs = vec![input(n, 0, at)];
-            Planned {
-                batch_id: BatchId::derive(&pipeline(), 1, &inputs),
-                pipeline: pipeline(),
-                version: 1,
-                inputs,
-                stream: None,
-                at,
-            }
-        })
-        .collect();
-    let ids: Vec<BatchId> = plans.iter().map(|plan| plan.batch_id.clone()).collect();
-    append(
-        &mut planner,
-        Record::PlannedBatches(PlannedBatches { batches: plans, forget_before: None, forget: vec![] }),
-    )
-    .await;
+    let plans: Vec<Planned> = (0..batches).map(|n| plan(vec![input(n, 0, at)], at)).collect();
+    let ids = append_plans(&mut planner, plans).await;
     let shares: Vec<Vec<BatchId>> =
         (0..committers as usize).map(|k| ids.iter().skip(k).step_by(committers as usize).cloned().collect()).collect();
     let name = pipeline();
@@ -272,14 +219,7 @@ async fn commits(url: &str, committers: u64, batches: u64) {
         let mut others = 0u64;
         for id in mine {
             let now = Utc::now();
-            let lease = Leased {
-                batch_id: id.clone(),
-                attempt: 1,
-                owner: "bench".into(),
-                expires: now + TimeDelta::seconds(60),
-                at: now,
-            };
-            for record in [Record::Leased(lease), commit(&id, now)] {
+            for record in [lease(&id, now), commit(&id, 1000, now)] {
                 loop {
                     let before = log.state().next_seq();
                     match log.append(record.clone()).await {
@@ -309,7 +249,7 @@ async fn commits(url: &str, committers: u64, batches: u64) {
 async fn main() {
     match Cli::parse() {
         Cli::Generate { dir, batches, files } => generate(&dir, batches, files).await,
-        Cli::Plan { dir, files, among } => plan(&dir, files, among).await,
+        Cli::Plan { dir, files, among } => plan_against(&dir, files, among).await,
         Cli::Commits { url, committers, batches } => commits(&url, committers, batches).await,
     }
 }

@@ -1,7 +1,7 @@
 //! Shared set-up of sluice's micro-benchmarks: a checkpoint log in a
 //! temporary folder and records to append to it.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sluice_engine::batch::{BatchId, InputObject, PipelineName};
 use sluice_engine::log::{CheckpointLog, Committed, Leased, Planned, RanBy, Record};
 use sluice_engine::sink::{OutputObject, Staged};
@@ -28,34 +28,45 @@ pub fn batch_records(n: u64) -> [Record; 3] {
         last_modified: Utc::now(),
         ..InputObject::default()
     }];
-    let batch_id = BatchId::derive(&pipeline(), 1, &inputs);
-    let planned = Record::Planned(Planned {
-        batch_id: batch_id.clone(),
+    let planned = plan(inputs, Utc::now());
+    let batch_id = planned.batch_id.clone();
+    [Record::Planned(planned), lease(&batch_id, Utc::now()), commit(&batch_id, 1_000_000, Utc::now())]
+}
+
+/// The plan of one batch of `inputs`, planned at `at`.
+pub fn plan(inputs: Vec<InputObject>, at: DateTime<Utc>) -> Planned {
+    Planned {
+        batch_id: BatchId::derive(&pipeline(), 1, &inputs),
         pipeline: pipeline(),
         version: 1,
         inputs,
         stream: None,
-        at: Utc::now(),
-    });
-    let leased = Record::Leased(Leased {
+        at,
+    }
+}
+
+/// The first attempt's lease of `batch_id`, taken at `at` for 30 s.
+pub fn lease(batch_id: &BatchId, at: DateTime<Utc>) -> Record {
+    Record::Leased(Leased {
         batch_id: batch_id.clone(),
         attempt: 1,
         owner: "bench-host:4242:0123456789abcdef".into(),
-        expires: Utc::now() + chrono::TimeDelta::seconds(30),
-        at: Utc::now(),
-    });
-    let committed = Record::Committed(Committed {
+        expires: at + chrono::TimeDelta::seconds(30),
+        at,
+    })
+}
+
+/// The first attempt's commit of `batch_id`: `rows` read and written to
+/// one Parquet file of 41 bytes a row.
+pub fn commit(batch_id: &BatchId, rows: u64, at: DateTime<Utc>) -> Record {
+    Record::Committed(Committed {
         batch_id: batch_id.clone(),
         attempt: 1,
         staged: Staged {
             token: format!("{batch_id}-0123456789abcdef"),
-            outputs: vec![OutputObject {
-                path: format!("part-{batch_id}-0.parquet"),
-                rows: 1_000_000,
-                bytes: 41_000_000,
-            }],
+            outputs: vec![OutputObject { path: format!("part-{batch_id}-0.parquet"), rows, bytes: rows * 41 }],
         },
-        rows_in: 1_000_000,
+        rows_in: rows,
         dead_letters: None,
         rows_dead_lettered: 0,
         source_positions: vec![],
@@ -65,7 +76,6 @@ pub fn batch_records(n: u64) -> [Record; 3] {
             task_key: Some("0123456789abcdef".into()),
         }),
         tables: Default::default(),
-        at: Utc::now(),
-    });
-    [planned, leased, committed]
+        at,
+    })
 }

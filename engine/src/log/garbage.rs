@@ -47,12 +47,7 @@ impl CheckpointLog {
             chrono::TimeDelta::from_std(VACUUM_AFTER).is_ok_and(|age| meta.last_modified <= now - age)
         };
         let mut garbage = Garbage::default();
-        let listed: Vec<_> = self.store.list(Some(&self.paths.snapshots())).try_collect().await?;
-        let mut snapshots: Vec<(Seq, Path)> = listed
-            .into_iter()
-            .filter_map(|meta| self.paths.parse_record(&meta.location).map(|seq| (seq, meta.location)))
-            .collect();
-        snapshots.sort_by(|a, b| b.cmp(a));
+        let mut snapshots = self.snapshots_newest_first().await?;
         let kept: Vec<(Seq, Path)> = snapshots.drain(..snapshots.len().min(SNAPSHOTS_KEPT)).collect();
         garbage.snapshots = snapshots.into_iter().map(|(_, path)| path).collect();
         if kept.len() == SNAPSHOTS_KEPT {

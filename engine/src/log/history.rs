@@ -42,12 +42,15 @@ impl CheckpointLog {
     pub async fn history(&mut self, listed: &[InputObject]) -> Result<History> {
         // From here on the segments answer for what was sealed.
         self.state.drop_sealed_inputs();
+        if self.state.segments().is_empty() {
+            return Ok(History::default());
+        }
         let mut candidates: Vec<(&str, InputKey)> = listed
             .iter()
             .map(|input| (input.path.as_str(), input.key()))
             .filter(|(_, key)| !self.state.holds_input(key))
             .collect();
-        if candidates.is_empty() || self.state.segments().is_empty() {
+        if candidates.is_empty() {
             return Ok(History::default());
         }
         candidates.sort_by(|a, b| a.0.cmp(b.0));
@@ -78,7 +81,10 @@ impl CheckpointLog {
                 holding.push(segment.clone());
             }
         }
-        wanted.retain(|path| !candidates.iter().any(|(p, key)| p == path && seen.contains(key)));
+        // A path whose listed version is sealed is not a changed one.
+        let seen_paths: HashSet<&str> =
+            candidates.iter().filter(|(_, key)| seen.contains(key)).map(|(path, _)| *path).collect();
+        wanted.retain(|path| !seen_paths.contains(path));
         let bodies = match wanted.is_empty() {
             true => Vec::new(),
             false => self.read_segments(&holding).await?.into_iter().map(|(_, body)| body).collect(),

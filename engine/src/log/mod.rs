@@ -155,16 +155,22 @@ impl CheckpointLog {
         self.records_read
     }
 
-    /// Starts from the newest readable snapshot, if there is one newer
-    /// than the state held.
-    async fn load_snapshot(&mut self) -> Result<()> {
+    /// The snapshots there are, by the number of the record after them,
+    /// newest first.
+    async fn snapshots_newest_first(&self) -> Result<Vec<(Seq, Path)>> {
         let listed: Vec<_> = self.store.list(Some(&self.paths.snapshots())).try_collect().await?;
         let mut found: Vec<(Seq, Path)> = listed
             .into_iter()
             .filter_map(|meta| self.paths.parse_record(&meta.location).map(|seq| (seq, meta.location)))
             .collect();
         found.sort_by(|a, b| b.cmp(a));
-        for (next, path) in found {
+        Ok(found)
+    }
+
+    /// Starts from the newest readable snapshot, if there is one newer
+    /// than the state held.
+    async fn load_snapshot(&mut self) -> Result<()> {
+        for (next, path) in self.snapshots_newest_first().await? {
             if next <= self.state.next_seq() {
                 return Ok(());
             }
@@ -328,14 +334,8 @@ impl CheckpointLog {
             reason: format!("cannot encode snapshot: {e}"),
         })?;
         self.store.put(&self.paths.snapshot(next), PutPayload::from(bytes)).await?;
-        let listed: Vec<_> = self.store.list(Some(&self.paths.snapshots())).try_collect().await?;
-        let mut older: Vec<(Seq, Path)> = listed
-            .into_iter()
-            .filter_map(|meta| self.paths.parse_record(&meta.location).map(|seq| (seq, meta.location)))
-            .filter(|(seq, _)| *seq < next)
-            .collect();
-        older.sort_by(|a, b| b.cmp(a));
-        for (_, path) in older.into_iter().skip(SNAPSHOTS_KEPT - 1) {
+        let older = self.snapshots_newest_first().await?.into_iter().filter(|(seq, _)| *seq < next);
+        for (_, path) in older.skip(SNAPSHOTS_KEPT - 1) {
             match self.store.delete(&path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(other) => return Err(other.into()),
